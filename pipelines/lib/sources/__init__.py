@@ -1,0 +1,1 @@
+"""Source connectors: where each stream comes from (local folder, S3, a Prometheus server)."""
