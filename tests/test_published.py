@@ -1,0 +1,112 @@
+"""The published store: atomic, incremental publishes; readers see one complete state."""
+
+import threading
+from datetime import date, timedelta
+
+import duckdb
+import pytest
+
+from pipelines.lib.published import NotPublishedError, PublishedReader, publish, read_manifest
+
+D1, D2, D3 = date(2026, 11, 25), date(2026, 11, 26), date(2026, 11, 27)
+
+
+def warehouse(generation: int) -> duckdb.DuckDBPyConnection:
+    """A tiny warehouse whose every value equals ``generation`` (so a mixed state is detectable)."""
+    con = duckdb.connect()
+    con.execute("CREATE SCHEMA marts")
+    con.execute(
+        "CREATE TABLE marts.kpi_daily AS SELECT d::DATE AS day, k AS kpi, ?::DOUBLE AS value "
+        "FROM (VALUES (DATE '2026-11-25'), (DATE '2026-11-26'), (DATE '2026-11-27')) t(d), "
+        "(VALUES ('bookings'), ('revenue_usd')) u(k)",
+        [generation],
+    )
+    return con
+
+
+def test_nothing_published_is_a_clear_error(tmp_path):
+    with pytest.raises(NotPublishedError, match="make build"):
+        PublishedReader(tmp_path).snapshot()
+
+
+def test_publish_writes_hive_layout_and_reader_sees_it(tmp_path):
+    manifest = publish(warehouse(1), {"kpi_daily": "marts.kpi_daily"}, [D1, D2, D3], tmp_path, {"complete_through": "2026-11-27"})
+    assert manifest.version == 1
+    assert sorted(p.relative_to(tmp_path).parts[:2] for p in tmp_path.glob("kpi_daily/*/*.parquet")) == [
+        ("kpi_daily", f"day={d.isoformat()}") for d in (D1, D2, D3)
+    ]
+    con = PublishedReader(tmp_path).snapshot()
+    assert con.execute("SELECT count(*), sum(value) FROM kpi_daily").fetchone() == (6, 6.0)
+    assert read_manifest(tmp_path).data["complete_through"] == "2026-11-27"
+    # Plain Hive-partitioned Parquet: any engine can read the folder as it is.
+    hive = duckdb.sql(f"SELECT count(*) FROM read_parquet('{tmp_path}/kpi_daily/*/*.parquet', hive_partitioning=true)")
+    assert hive.fetchall() == [(6,)]
+
+
+def test_republishing_a_day_replaces_only_that_day_and_removes_old_files(tmp_path):
+    publish(warehouse(1), {"kpi_daily": "marts.kpi_daily"}, [D1, D2, D3], tmp_path)
+    before = {p.name for p in tmp_path.glob("kpi_daily/day=2026-11-25/*.parquet")}
+    publish(warehouse(5), {"kpi_daily": "marts.kpi_daily"}, [D2], tmp_path)
+    con = PublishedReader(tmp_path).snapshot()
+    assert con.execute("SELECT day, sum(value) FROM kpi_daily GROUP BY day ORDER BY day").fetchall() == [
+        (D1, 2.0), (D2, 10.0), (D3, 2.0)
+    ]
+    assert {p.name for p in tmp_path.glob("kpi_daily/day=2026-11-25/*.parquet")} == before
+    assert len(list(tmp_path.glob("kpi_daily/day=2026-11-26/*.parquet"))) == 1
+
+
+def test_a_day_without_rows_is_dropped_and_empty_tables_keep_their_schema(tmp_path):
+    con = warehouse(1)
+    publish(con, {"kpi_daily": "marts.kpi_daily"}, [D1], tmp_path)
+    con.execute("DELETE FROM marts.kpi_daily")
+    publish(con, {"kpi_daily": "marts.kpi_daily"}, [D1], tmp_path)
+    snap = PublishedReader(tmp_path).snapshot()
+    assert snap.execute("SELECT count(*) FROM kpi_daily").fetchone() == (0,)
+    assert [c[0] for c in snap.execute("DESCRIBE kpi_daily").fetchall()] == ["day", "kpi", "value"]
+
+
+def test_leftovers_of_a_killed_publish_are_cleaned_and_never_read(tmp_path):
+    publish(warehouse(1), {"kpi_daily": "marts.kpi_daily"}, [D1], tmp_path)
+    orphan = tmp_path / "kpi_daily" / "day=2026-11-25" / "part-orphan.parquet"
+    orphan.write_bytes(b"half a file")
+    (tmp_path / "kpi_daily" / "day=2026-11-25" / ".part-x.parquet.tmp").write_bytes(b"")
+    assert PublishedReader(tmp_path).snapshot().execute("SELECT count(*) FROM kpi_daily").fetchone() == (2,)
+    publish(warehouse(2), {"kpi_daily": "marts.kpi_daily"}, [D2], tmp_path)
+    assert not orphan.exists()
+
+
+def test_readers_during_publishes_always_see_one_complete_state(tmp_path):
+    """Every read sees all three days from the same publish: never a mix, never an error."""
+    publish(warehouse(0), {"kpi_daily": "marts.kpi_daily"}, [D1, D2, D3], tmp_path)
+    errors: list[BaseException] = []
+    seen: set[tuple] = set()
+    stop = threading.Event()
+
+    def read_loop():
+        reader = PublishedReader(tmp_path)
+        while not stop.is_set():
+            try:
+                cur = reader.snapshot().cursor()
+                rows = cur.execute("SELECT count(*), min(value), max(value) FROM kpi_daily").fetchone()
+                seen.add(rows)
+            except BaseException as exc:  # noqa: BLE001 - any failure is the finding
+                errors.append(exc)
+                return
+
+    readers = [threading.Thread(target=read_loop) for _ in range(2)]
+    for t in readers:
+        t.start()
+    for generation in range(1, 16):
+        publish(warehouse(generation), {"kpi_daily": "marts.kpi_daily"}, [D1, D2, D3], tmp_path)
+    stop.set()
+    for t in readers:
+        t.join()
+    assert errors == []
+    assert all(count == 6 and lo == hi for count, lo, hi in seen), seen
+    assert read_manifest(tmp_path).version == 16
+
+
+def test_manifest_lists_days(tmp_path):
+    days = [D1 + timedelta(days=i) for i in range(3)]
+    publish(warehouse(1), {"kpi_daily": "marts.kpi_daily"}, days, tmp_path)
+    assert read_manifest(tmp_path).days("kpi_daily") == days
