@@ -1,0 +1,216 @@
+"""Prometheus connector against a real Prometheus loaded with history by promtool.
+
+The same samples are written as contract Parquet files and as OpenMetrics blocks; reading them back
+through ``/api/v1/query_range`` must give identical rows and identical counter increases.
+"""
+
+from __future__ import annotations
+
+import http.server
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+from pipelines.lib.sources.prometheus import (
+    LABEL_COLUMNS,
+    SAMPLE_SCHEMA,
+    PrometheusClient,
+    PrometheusError,
+    PrometheusSource,
+    chunk_range,
+    counter_increases,
+)
+from pipelines.lib.storage import LocalStorage
+from tests.fixtures.sources.servers import LOOPBACK, free_port, prometheus_server
+
+AR = ZoneInfo("America/Argentina/Buenos_Aires")
+DAY1 = datetime(2026, 11, 1, tzinfo=AR)  # 03:00 UTC
+MINUTES = 2 * 1440  # two Argentina days
+
+
+def _series(labels: dict[str, str], values: list[float]) -> pl.DataFrame:
+    start = DAY1.astimezone(UTC)
+    rows = {
+        "ts": [start + timedelta(minutes=i) for i in range(len(values))],
+        **{c: [labels.get(c)] * len(values) for c in LABEL_COLUMNS},
+        "value": values,
+    }
+    return pl.DataFrame(rows, schema=SAMPLE_SCHEMA)
+
+
+def _history() -> dict[str, pl.DataFrame]:
+    base = {"country": "AR", "region": "buenos_aires", "service": "api", "route": "/api"}
+    ok = [10.0 * i for i in range(MINUTES)]  # +10 per minute
+    errors = [float(i // 100) for i in range(MINUTES)]  # +1 every 100 minutes
+    # psychology: +5 per minute, process restart at minute 1000 (counter back to 3)
+    psy = [5.0 * i if i < 1000 else 5.0 * (i - 1000) + 3 for i in range(MINUTES)]
+    requests_total = pl.concat([
+        _series({**base, "niche": "barber", "code": "200"}, ok),
+        _series({**base, "niche": "barber", "code": "500"}, errors),
+        _series({**base, "niche": "psychology", "code": "200"}, psy),
+    ])
+    probe = _series({"niche": "barber", "country": "AR", "region": "buenos_aires"},
+                    [0.0 if 600 <= i < 605 else 1.0 for i in range(MINUTES)])
+    return {"http_requests_total": requests_total, "probe_success": probe}
+
+
+def _write_files(history: dict[str, pl.DataFrame], root: Path) -> None:
+    """The contract layout: metrics/<metric>/date=YYYY-MM-DD/part-0.parquet per Argentina day."""
+    for metric, frame in history.items():
+        dated = frame.with_columns(pl.col("ts").dt.convert_time_zone(str(AR)).dt.date().alias("_day"))
+        for (day,), part in dated.group_by("_day"):
+            folder = root / "metrics" / metric / f"date={day.isoformat()}"
+            folder.mkdir(parents=True)
+            part.drop("_day").sort("ts").write_parquet(folder / "part-0.parquet")
+
+
+def _read_file(root: Path, metric: str, day: str) -> pl.DataFrame:
+    storage = LocalStorage(root)
+    import io
+
+    return pl.read_parquet(io.BytesIO(storage.read_bytes(f"metrics/{metric}/date={day}/part-0.parquet")))
+
+
+@pytest.fixture(scope="module")
+def prom(tmp_path_factory: pytest.TempPathFactory):
+    history = _history()
+    work = tmp_path_factory.mktemp("prom")
+    _write_files(history, work / "files")
+    with prometheus_server(history, work) as url:
+        yield url, work / "files", history
+
+
+def _day_bounds(day: datetime) -> tuple[datetime, datetime]:
+    return day.astimezone(UTC), (day + timedelta(days=1)).astimezone(UTC)
+
+
+def _sorted(frame: pl.DataFrame) -> pl.DataFrame:
+    return frame.sort(["ts", *LABEL_COLUMNS], nulls_last=False)
+
+
+def test_api_samples_equal_the_files_for_each_day(prom) -> None:
+    url, files, _ = prom
+    source = PrometheusSource(url)
+    for day, name in ((DAY1, "2026-11-01"), (DAY1 + timedelta(days=1), "2026-11-02")):
+        for metric in ("http_requests_total", "probe_success"):
+            api = source.samples(metric, *_day_bounds(day))
+            assert api.schema == pl.Schema(SAMPLE_SCHEMA)
+            assert_frame_equal(_sorted(api), _sorted(_read_file(files, metric, name)))
+    assert api.height == 1440  # probe: one series, one row per minute of the Argentina day
+
+
+def test_increases_through_api_and_files_match_hand_numbers(prom) -> None:
+    url, files, _ = prom
+    start, end = DAY1.astimezone(UTC), (DAY1 + timedelta(days=2)).astimezone(UTC)
+    api = counter_increases(PrometheusSource(url).samples("http_requests_total", start, end))
+    from_files = counter_increases(pl.concat([_read_file(files, "http_requests_total", d)
+                                              for d in ("2026-11-01", "2026-11-02")]))
+    totals = {}
+    for name, frame in (("api", api), ("files", from_files)):
+        totals[name] = {
+            (r["niche"], r["code"]): r["increase"]
+            for r in frame.group_by("niche", "code").agg(pl.col("increase").sum()).iter_rows(named=True)
+        }
+    # barber 200: 10 x 2879 steps; barber 500: floor(2879/100); psychology: 999 x 5 + reset to 3 + 1879 x 5
+    expected = {("barber", "200"): 28790.0, ("barber", "500"): 28.0, ("psychology", "200"): 4995 + 3 + 9395.0}
+    assert totals["api"] == expected
+    assert totals["files"] == expected
+    # availability computed from summed counts (good / total), the same either way
+    good = totals["api"][("barber", "200")]
+    assert good / (good + totals["api"][("barber", "500")]) == pytest.approx(28790 / 28818, abs=0)
+
+
+def test_long_range_is_chunked_without_gaps_or_overlap(prom) -> None:
+    url, files, history = prom
+    client = PrometheusClient(url, max_points=500)
+    start, end = DAY1.astimezone(UTC), (DAY1 + timedelta(days=2)).astimezone(UTC)
+    api = PrometheusSource(url, client=client).samples("http_requests_total", start, end)
+    assert client.requests_made == 6  # 2880 minutes / 500 points -> 6 chunks
+    assert_frame_equal(_sorted(api), _sorted(history["http_requests_total"]))
+
+
+def test_chunk_range_covers_every_step_once() -> None:
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    chunks = chunk_range(start, start + timedelta(minutes=24_999), 60, 11_000)
+    assert [(a - start, b - start) for a, b in chunks] == [
+        (timedelta(0), timedelta(minutes=10_999)),
+        (timedelta(minutes=11_000), timedelta(minutes=21_999)),
+        (timedelta(minutes=22_000), timedelta(minutes=24_999)),
+    ]
+
+
+def test_counter_reset_rule_on_a_tiny_series() -> None:
+    frame = _series({"niche": "barber"}, [5.0, 7.0, 2.0, 2.0, 9.0])
+    assert counter_increases(frame)["increase"].to_list() == [None, 2.0, 2.0, 0.0, 7.0]
+
+
+def test_bad_query_is_a_clear_error(prom) -> None:
+    url, _, _ = prom
+    client = PrometheusClient(url)
+    start = DAY1.astimezone(UTC)
+    with pytest.raises(PrometheusError, match=r"rejected query 'sum\(\(': bad_data: .*parse error"):
+        client.query_range("sum((", start, start + timedelta(minutes=5))
+    assert client.requests_made == 1  # a 4xx is not retried
+
+
+def test_unreachable_server_is_retried_then_a_clear_error() -> None:
+    delays: list[float] = []
+    url = f"http://{LOOPBACK}:{free_port()}"  # nothing listens there
+    client = PrometheusClient(url, max_retries=3, backoff_seconds=0.5, timeout_seconds=2, sleep=delays.append)
+    start = datetime(2026, 11, 1, tzinfo=UTC)
+    with pytest.raises(PrometheusError, match=rf"{url}/api/v1/query_range unreachable after 4 attempts: cannot connect"):
+        client.query_range("up", start, start)
+    assert delays == [0.5, 1.0, 2.0]  # exponential backoff
+
+
+class _FlakyHandler(http.server.BaseHTTPRequestHandler):
+    """Answers 503, then hangs past the client timeout, then a valid matrix."""
+
+    script: list[str] = []
+    hang = threading.Event()
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server naming)
+        self.rfile.read(int(self.headers["Content-Length"]))
+        action = self.script.pop(0)
+        if action == "hang":
+            self.hang.wait(3)
+            return
+        if action == "503":
+            self.send_response(503)
+            self.end_headers()
+            self.wfile.write(b"overloaded")
+            return
+        body = (b'{"status":"success","data":{"resultType":"matrix","result":[{"metric":{"__name__":"up",'
+                b'"niche":"barber"},"values":[[1793502000,"1"]]}]}}')
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_5xx_and_timeouts_are_retried() -> None:
+    _FlakyHandler.script = ["503", "hang", "ok"]
+    server = http.server.ThreadingHTTPServer((LOOPBACK, 0), _FlakyHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        delays: list[float] = []
+        client = PrometheusClient(f"http://{LOOPBACK}:{server.server_port}", timeout_seconds=0.3,
+                                  backoff_seconds=0.1, sleep=delays.append)
+        frame = PrometheusSource("", client=client).samples(
+            "up", datetime.fromtimestamp(1793502000, UTC), datetime.fromtimestamp(1793502060, UTC))
+    finally:
+        _FlakyHandler.hang.set()
+        server.shutdown()
+    assert client.requests_made == 3
+    assert delays == [0.1, 0.2]
+    assert frame.select("niche", "value").rows() == [("barber", 1.0)]
