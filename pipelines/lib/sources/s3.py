@@ -16,8 +16,16 @@ from typing import Any
 
 from pipelines.lib.storage import SourceError
 
-# Retry throttling and transient 5xx the way the AWS SDKs recommend ("standard" mode, bounded attempts).
-_RETRY_CONFIG = {"max_attempts": 5, "mode": "standard"}
+
+def _retry_config() -> dict[str, Any]:
+    """Retry throttling and transient 5xx the way the AWS SDKs recommend ("standard" mode, bounded attempts).
+
+    The ordinary ``AWS_RETRY_MODE`` / ``AWS_MAX_ATTEMPTS`` variables still decide, when set.
+    """
+    return {
+        "mode": os.environ.get("AWS_RETRY_MODE", "standard"),
+        "total_max_attempts": int(os.environ.get("AWS_MAX_ATTEMPTS", "5")),
+    }
 
 
 def parse_s3_url(url: str) -> tuple[str, str]:
@@ -58,7 +66,7 @@ class S3Storage:
             from botocore.config import Config
 
             self._client = boto3.session.Session().client(
-                "s3", endpoint_url=endpoint_url(), config=Config(retries=_RETRY_CONFIG)
+                "s3", endpoint_url=endpoint_url(), config=Config(retries=_retry_config(), connect_timeout=10, read_timeout=60)
             )
         return self._client
 
