@@ -1,0 +1,244 @@
+"""The anomaly detector on plain synthetic series with known answers, and the deviation explainer."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+
+import numpy as np
+import polars as pl
+import pytest
+
+from alerts.detection.detector import DetectorConfig, DetectorInputError, detect, episodes, local_midnights
+from alerts.detection.explain import contributions_additive, contributions_ratio, cost_impact, rank_dimensions
+
+START = datetime(2026, 8, 3, 3, 0, tzinfo=UTC)  # Monday 00:00 in Buenos Aires (UTC-3)
+DAY_SHAPE = np.array([0.2, 0.15, 0.1, 0.1, 0.1, 0.15, 0.3, 0.5, 0.8, 1.0, 1.0, 1.0,
+                      0.8, 0.7, 0.7, 0.8, 0.9, 1.0, 1.0, 1.0, 0.8, 0.6, 0.4, 0.3])
+WEEK_SHAPE = np.array([1.0, 1.0, 1.0, 1.0, 1.0, 0.7, 0.4])  # Monday .. Sunday
+
+
+def hourly_traffic(days: int, *, base: float = 1000.0, growth_per_day: float = 0.0, seed: int = 1,
+                   holidays_as_sunday: bool = True) -> tuple[list[datetime], np.ndarray]:
+    """Requests per hour with Argentina's rhythm: peaks 9-12 and 17-20, quiet weekends, noise 3 %."""
+    import holidays as hol
+
+    ar = hol.country_holidays("AR", years=[2026])
+    rng = np.random.default_rng(seed)
+    ts = [START + timedelta(hours=h) for h in range(days * 24)]
+    values = np.empty(len(ts))
+    for i, t in enumerate(ts):
+        local = t - timedelta(hours=3)
+        wd = 6 if (holidays_as_sunday and local.date() in ar) else local.weekday()
+        mean = base * DAY_SHAPE[local.hour] * WEEK_SHAPE[wd] * math.exp(growth_per_day * i / 24)
+        values[i] = mean * (1 + 0.03 * rng.standard_normal())
+    return ts, values
+
+
+def test_flat_series_with_weekly_seasonality_never_alerts():
+    ts, values = hourly_traffic(56)
+    result = detect(ts, values, DetectorConfig(direction="both"))
+    assert result["alert"].sum() == 0
+    assert result["anomalous"].sum() == 0
+    # After 14 days of history every point has an expectation close to the truth (3 % noise).
+    scored = result.filter(pl.col("status") == "ok")
+    assert scored.height == (56 - 14) * 24
+    rel_err = ((scored["value"] - scored["expected"]).abs() / scored["expected"]).median()
+    assert rel_err < 0.05
+    # The interval contains the value for (nearly) every clean point.
+    inside = ((scored["value"] >= scored["lower"]) & (scored["value"] <= scored["upper"])).mean()
+    assert inside > 0.99
+    assert result["score"].min() >= 0 and result["score"].max() <= 1
+
+
+def test_argentine_holiday_is_expected_like_a_sunday():
+    # 2026-08-17 (Monday) is a national holiday: Sunday-level traffic must not look like a drop.
+    ts, values = hourly_traffic(35)
+    result = detect(ts, values, DetectorConfig(direction="down"))
+    holiday = result.filter(pl.col("ts").dt.convert_time_zone("America/Argentina/Buenos_Aires").dt.date()
+                            == date(2026, 8, 17))
+    assert holiday.height == 24
+    assert holiday["anomalous"].sum() == 0
+    # Without the holiday calendar the same quiet Monday would be a drop.
+    blind = detect(ts, values, DetectorConfig(direction="down", holidays_country="UY"))
+    blind_day = blind.filter(pl.col("ts").dt.convert_time_zone("America/Argentina/Buenos_Aires").dt.date()
+                             == date(2026, 8, 17))
+    assert blind_day["anomalous"].sum() > 0
+
+
+def test_growth_trend_is_followed_not_flagged():
+    # 50 % month-over-month growth: about 1.36 % a day.
+    ts, values = hourly_traffic(60, growth_per_day=math.log(1.5) / 30)
+    result = detect(ts, values, DetectorConfig(direction="both"))
+    assert result["alert"].sum() == 0
+    scored = result.filter(pl.col("status") == "ok")
+    bias = (scored["value"] / scored["expected"]).median()
+    assert abs(bias - 1) < 0.02
+
+
+def test_one_day_triple_spike_is_flagged_once_with_its_start():
+    ts, values = hourly_traffic(42)
+    spike_day = 35  # day index: 2026-09-07, a Monday
+    spiked = values.copy()
+    spiked[spike_day * 24 : (spike_day + 1) * 24] *= 3
+    result = detect(ts, spiked, DetectorConfig(direction="up"))
+    alerts = result.filter(pl.col("alert"))
+    assert alerts.height == 1
+    assert alerts["ts"][0] == ts[spike_day * 24]
+    eps = episodes(result)
+    assert len(eps) == 1
+    assert eps[0].start == ts[spike_day * 24]
+    # The level ignores the episode's own points while the 24-hour window still holds 3 normal ones:
+    # from 22:00 local only 2 remain, so the x3 is taken as the new level and the episode ends there.
+    assert eps[0].resolved_at == ts[spike_day * 24 + 22]
+    assert result.filter(pl.col("episode") == 0).height == 22
+    assert eps[0].direction == "up"
+    assert eps[0].actual == pytest.approx(3 * eps[0].expected, rel=0.1)
+    assert eps[0].peak_score > 0.5
+
+
+def test_daily_series_one_day_spike_is_flagged():
+    rng = np.random.default_rng(7)
+    days = [date(2026, 6, 1) + timedelta(days=i) for i in range(70)]
+    cost = np.array([2000 * WEEK_SHAPE[d.weekday()] ** 0.3 * (1 + 0.02 * rng.standard_normal()) for d in days])
+    cost[60] *= 3
+    # Cost barely follows holidays, so this series is judged without the holiday calendar.
+    result = detect(local_midnights(days), cost, DetectorConfig(direction="up", holidays_country=None))
+    assert result.filter(pl.col("alert"))["ts"].to_list() == [local_midnights([days[60]])[0]]
+    assert result["status"][:14].to_list() == ["insufficient_history"] * 14
+
+
+def test_level_shift_alerts_once_not_every_point_after_it():
+    ts, values = hourly_traffic(49)
+    shifted = values.copy()
+    shift_at = 35 * 24 + 10
+    shifted[shift_at:] *= 0.4  # traffic drops by 60 % and stays there
+    result = detect(ts, shifted, DetectorConfig(direction="down"))
+    assert result["alert"].sum() == 1
+    assert result.filter(pl.col("alert"))["ts"][0] == ts[shift_at]
+    # Many points after the shift are anomalous, but they are one episode.
+    assert result["anomalous"].sum() > 5
+    assert result["episode"].drop_nulls().unique().to_list() == [0]
+
+
+def test_minimum_history_is_respected():
+    ts, values = hourly_traffic(20)
+    spiked = values.copy()
+    spiked[5 * 24 : 5 * 24 + 6] *= 5  # on day 5: before 14 days of history exist
+    result = detect(ts, spiked, DetectorConfig(direction="up"))
+    early = result[: 14 * 24]
+    assert set(early["status"].to_list()) == {"insufficient_history"}
+    assert early["expected"].null_count() == 14 * 24
+    assert early["alert"].sum() == 0
+    assert result[14 * 24 :]["expected"].null_count() == 0
+
+
+def test_outliers_in_history_do_not_blind_it():
+    ts, values = hourly_traffic(42)
+    dirty = values.copy()
+    rng = np.random.default_rng(3)
+    # 5 % of the history hours are wild (x10 or x0.1) -- a mean/stdev detector's scale would explode.
+    wild = rng.choice(np.arange(0, 35 * 24), size=int(0.05 * 35 * 24), replace=False)
+    dirty[wild] *= np.where(rng.random(len(wild)) < 0.5, 10.0, 0.1)
+    dirty[38 * 24 + 10 : 38 * 24 + 13] *= 2  # a real 3-hour doubling at 10:00-13:00 local
+    result = detect(ts, dirty, DetectorConfig(direction="up"))
+    late = result.filter(pl.col("alert") & (pl.col("ts") >= ts[38 * 24]) & (pl.col("ts") < ts[39 * 24]))
+    assert late["ts"].to_list() == [ts[38 * 24 + 10]]
+
+
+def test_change_must_be_large_in_absolute_and_relative_terms():
+    ts, values = hourly_traffic(28, base=1000.0)
+    bumped = values.copy()
+    bumped[21 * 24 + 3] *= 1.5  # 03:00 local: ~100 requests -> ~150: big z, big relative, small absolute
+    loose = detect(ts, bumped, DetectorConfig(direction="up", min_abs_change=0))
+    strict = detect(ts, bumped, DetectorConfig(direction="up", min_abs_change=200))
+    assert loose["alert"].sum() == 1
+    assert strict["alert"].sum() == 0
+    relative = detect(ts, bumped, DetectorConfig(direction="up", min_rel_change=0.8))
+    assert relative["alert"].sum() == 0
+
+
+def test_ratio_series_with_identity_transform():
+    rng = np.random.default_rng(11)
+    ts = [START + timedelta(minutes=15 * i) for i in range(21 * 96)]
+    errors = 0.001 + 0.0002 * rng.standard_normal(len(ts))
+    errors[20 * 96 + 40 : 20 * 96 + 44] = 0.05  # one hour at 5 % errors
+    cfg = DetectorConfig(direction="up", transform="identity", min_abs_change=0.005, min_rel_change=0.5,
+                         min_scale=0.0001)
+    result = detect(ts, errors, cfg)
+    assert result.filter(pl.col("alert"))["ts"].to_list() == [ts[20 * 96 + 40]]
+
+
+def test_missing_values_are_no_data_and_bad_input_is_named():
+    ts, values = hourly_traffic(16)
+    values[-3] = np.nan
+    result = detect(ts, values)
+    assert result["status"][-3] == "no_data"
+    assert result["value"][-3] is None
+    assert not result["value"].is_nan().any()
+    with pytest.raises(DetectorInputError, match="strictly increasing"):
+        detect([ts[1], ts[0]], [1.0, 2.0])
+    with pytest.raises(DetectorInputError, match="3 timestamps but 2 values"):
+        detect(ts[:3], [1.0, 2.0])
+    with pytest.raises(DetectorInputError, match="Inf"):
+        detect(ts[:2], [1.0, math.inf])
+
+
+# --- explanation -----------------------------------------------------------------------------------
+
+
+def test_additive_contributions_sum_exactly_to_the_deviation():
+    # Total bookings expected 1000, actual 1300; baseline shares 50/30/20.
+    members = {"barber": (600.0, 0.5), "psychology": (500.0, 0.3), "dentist": (200.0, 0.2)}
+    result = contributions_additive(
+        actual={k: v[0] for k, v in members.items()}, baseline_share={k: v[1] for k, v in members.items()},
+        expected_total=1000.0,
+    )
+    # barber 600 - 500 = +100, psychology 500 - 300 = +200, dentist 200 - 200 = 0.
+    assert [(c.value, c.contribution) for c in result] == [
+        ("psychology", Decimal("200")), ("barber", Decimal("100")), ("dentist", Decimal("0"))]
+    assert sum(c.contribution for c in result) == Decimal("300")
+    assert [c.share_of_deviation for c in result] == [Decimal("0.666667"), Decimal("0.333333"), Decimal("0")]
+
+
+def test_ratio_contributions_sum_exactly_to_the_ratio_deviation():
+    # Error ratio: cordoba 90 bad of 1000, buenos_aires 10 of 3000; expected ratio 0.005 overall.
+    result = contributions_ratio(bad={"cordoba": 90, "buenos_aires": 10}, total={"cordoba": 1000, "buenos_aires": 3000},
+                                 expected_ratio=0.005)
+    # actual ratio 100/4000 = 0.025; deviation 0.02. cordoba (90 - 5)/4000 = 0.02125, BA (10 - 15)/4000 = -0.00125
+    assert result[0].value == "cordoba" and result[0].contribution == Decimal("0.02125")
+    assert result[1].contribution == Decimal("-0.00125")
+    assert sum(c.contribution for c in result) == Decimal("0.02")
+
+
+def test_rank_dimensions_orders_by_contribution_across_dimensions():
+    frame = pl.DataFrame({
+        "niche": ["barber", "barber", "psychology", "psychology"],
+        "region": ["cordoba", "buenos_aires", "cordoba", "buenos_aires"],
+        "actual": [100.0, 100.0, 400.0, 100.0],
+        "baseline": [100.0, 100.0, 100.0, 100.0],
+    })
+    ranked = rank_dimensions(frame, ["niche", "region"], expected_total=400.0)
+    assert ranked[0].dimension in {"niche", "region"}
+    # psychology (+300) and cordoba (+300) both explain the whole deviation of +300.
+    top = {(c.dimension, c.value): c.contribution for c in ranked[:2]}
+    assert top == {("niche", "psychology"): Decimal("300"), ("region", "cordoba"): Decimal("300")}
+    for dim in ("niche", "region"):
+        assert sum(c.contribution for c in ranked if c.dimension == dim) == Decimal("300")
+
+
+def test_rank_dimensions_is_exact_with_shares_that_do_not_divide_evenly():
+    frame = pl.DataFrame({"service": ["web", "api", "payments"], "actual": [1.0, 1.0, 1.0],
+                          "baseline": [1.0, 1.0, 1.0]})
+    ranked = rank_dimensions(frame, ["service"], expected_total=1.0)
+    assert sum(c.contribution for c in ranked) == Decimal(3) - Decimal(1)
+
+
+def test_cost_impact_like_aws_cost_anomaly_detection():
+    impact = cost_impact(actual=Decimal("2650.125000"), expected=2000.0)
+    assert impact.expected_spend == Decimal("2000.000000")
+    assert impact.actual_spend == Decimal("2650.125000")
+    assert impact.total_impact == Decimal("650.125000")
+    assert impact.impact_percent == Decimal("32.51")
+    assert cost_impact(Decimal("5"), 0.0).impact_percent is None  # no division by zero reaches a person
