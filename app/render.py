@@ -1,0 +1,39 @@
+"""Small Streamlit renderers shared by the pages (tables with CSV download, charts, cards)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+
+from app.session import PageContext
+from app.views import Card, Table
+
+
+def table(ctx: PageContext, tbl: Table, empty_key: str = "no_rows") -> None:
+    """A formatted table and its CSV download; a clear sentence instead of an empty grid."""
+    if tbl.empty:
+        st.info(ctx.t(empty_key))
+        return
+    st.dataframe(tbl.display, hide_index=True, width="stretch")
+    st.download_button(
+        ctx.t("download_csv"), tbl.csv(), file_name=f"pulso_{tbl.name}_{ctx.scope.start}_{ctx.scope.end}.csv",
+        mime="text/csv", key=f"csv_{tbl.name}", icon=":material/download:",
+    )
+
+
+def chart(ctx: PageContext, figure: Any) -> None:
+    """An Altair chart, or "no data" (never an empty chart)."""
+    if figure is None:
+        st.info(ctx.t("no_rows"))
+        return
+    st.altair_chart(figure, width="stretch")
+
+
+def cards(items: list[Card], per_row: int = 4) -> None:
+    """KPI cards in rows: value, change against the previous period, sparkline."""
+    for i in range(0, len(items), per_row):
+        cols = st.columns(per_row)
+        for col, card in zip(cols, items[i : i + per_row], strict=False):
+            col.metric(card.label, card.value, delta=card.delta, delta_color=card.delta_color,  # type: ignore[arg-type]
+                       help=card.help, border=True, chart_data=card.chart, chart_type="area")

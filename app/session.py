@@ -1,0 +1,253 @@
+"""Streamlit glue shared by every page: sign-in gate, sidebar controls and the page context.
+
+Kept thin on purpose; the logic it calls (auth, queries, formatting, views) is tested without Streamlit.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from decimal import Decimal
+from typing import Any
+
+import duckdb
+import streamlit as st
+
+from app import auth
+from app.formatting import AR_TZ, day, moment
+from app.i18n import DEFAULT_LANG, catalog_name, t
+from app.queries import Scope, data_days, fx_rates, has_table
+from pipelines.lib.catalog import ALL, Catalog, load_catalog
+from pipelines.lib.published import Manifest, NotPublishedError, PublishedReader, default_root
+
+CTX_KEY = "pulso_ctx"
+IDENTITY_KEY = "pulso_identity"
+DEFAULT_DAYS = 30
+# Published tables the view reads (ops_hourly is not needed: loading less keeps first render fast).
+TABLES = ("kpi_daily", "slo_daily", "incidents", "cost_daily", "payments_daily", "latency_daily",
+          "alert_history", "fx_daily")
+
+
+@dataclass
+class PageContext:
+    """Everything a page needs for one run: one published snapshot and the user's choices."""
+
+    con: duckdb.DuckDBPyConnection
+    manifest: Manifest
+    catalog: Catalog
+    scope: Scope
+    lang: str
+    identity: auth.Identity
+    rates: dict[date, Decimal]
+    hidden_niches: tuple[str, ...]
+    first_day: date
+    last_day: date
+    logged: set[str] = field(default_factory=set)
+
+    def t(self, key: str, **params: Any) -> str:
+        return t(key, self.lang, **params)
+
+
+class _SharedReader:
+    """One :class:`PublishedReader` per published root, shared by sessions, with a lock so a page
+    gets a (connection, manifest) pair of the same published state."""
+
+    def __init__(self, root: str):
+        self.reader = PublishedReader(root, tables=TABLES)
+        self.lock = threading.Lock()
+
+    def snapshot(self) -> tuple[duckdb.DuckDBPyConnection, Manifest]:
+        with self.lock:
+            for _ in range(10):
+                manifest = self.reader.manifest()
+                con = self.reader.snapshot()
+                if self.reader.manifest() is manifest:  # no publish swapped the state in between
+                    return con.cursor(), manifest
+            raise RuntimeError("the published data kept changing while it was read; reload the page")
+
+
+@st.cache_resource(show_spinner=False)
+def _shared_reader(root: str) -> _SharedReader:
+    return _SharedReader(root)
+
+
+def lang() -> str:
+    """The chosen language (session state), Spanish by default."""
+    return st.session_state.get("lang", DEFAULT_LANG)
+
+
+def language_switch(where: Any) -> str:
+    """The language control (also shown on the sign-in page)."""
+    return where.radio(
+        t("language", lang()) + " / Language", ["es", "en"], key="lang", horizontal=True,
+        format_func=lambda code: {"es": "Español (AR)", "en": "English"}[code],
+    )
+
+
+def _secrets() -> dict[str, Any]:
+    try:
+        return st.secrets.to_dict()
+    except Exception:  # no secrets.toml at all: the environment may still configure access
+        return {}
+
+
+def require_identity() -> auth.Identity:
+    """The signed-in user, or render the sign-in form and stop the run."""
+    identity = st.session_state.get(IDENTITY_KEY)
+    if isinstance(identity, auth.Identity):
+        return identity
+    language = lang()
+    try:
+        config = auth.load_access_config(_secrets(), os.environ)
+    except auth.AccessConfigError as exc:
+        st.error(str(exc))  # names the secrets entry, never a value
+        st.stop()
+    if config.oidc_enabled:
+        oidc = auth.oidc_identity(config, st.user.to_dict())
+        if oidc is not None:
+            st.session_state[IDENTITY_KEY] = oidc
+            return oidc
+    st.title(t("app_title", language))
+    language_switch(st.sidebar)
+    if not config.configured:
+        st.error(t("auth_not_configured", language))
+        st.stop()
+    st.write(t("sign_in_intro", language))
+    with st.form("sign_in", border=True):
+        user = st.text_input(t("user", language), key="sign_in_user")
+        password = st.text_input(t("password", language), type="password", key="sign_in_password")
+        submitted = st.form_submit_button(t("sign_in", language), type="primary")
+    if config.oidc_enabled and st.button(t("sign_in_sso", language)):
+        st.login()
+    if submitted:
+        identity = auth.check_password(config, user, password)
+        if identity is None:
+            st.error(t("bad_credentials", language))
+        else:
+            st.session_state[IDENTITY_KEY] = identity
+            st.session_state.pop("sign_in_password", None)
+            st.rerun()
+    st.stop()
+    raise AssertionError("unreachable")  # st.stop() raises
+
+
+def sign_out() -> None:
+    st.session_state.pop(IDENTITY_KEY, None)
+    st.session_state.pop(CTX_KEY, None)
+
+
+def _snapshot() -> tuple[duckdb.DuckDBPyConnection, Manifest]:
+    root = str(default_root())
+    try:
+        return _shared_reader(root).snapshot()
+    except NotPublishedError:
+        st.error(t("no_store", lang()))
+        st.stop()
+    except (duckdb.Error, RuntimeError, OSError, ValueError, KeyError) as exc:
+        st.error(t("store_error", lang(), kind=type(exc).__name__))
+        st.stop()
+    raise AssertionError("unreachable")
+
+
+def _niches_present(con: duckdb.DuckDBPyConnection, catalog: Catalog) -> list[str]:
+    present = set()
+    if has_table(con, "kpi_daily"):
+        present = {r[0] for r in con.execute("SELECT DISTINCT niche FROM kpi_daily WHERE niche <> 'all'").fetchall()}
+    return [n for n in catalog.niche_ids if n in present] or [n.id for n in catalog.live_niches("now")]
+
+
+def _countries_present(con: duckdb.DuckDBPyConnection, catalog: Catalog) -> list[str]:
+    present = set()
+    if has_table(con, "kpi_daily"):
+        present = {r[0] for r in con.execute("SELECT DISTINCT country FROM kpi_daily WHERE country <> 'all'").fetchall()}
+    return [c.id for c in catalog.countries if c.id in present] or [c.id for c in catalog.live_countries("now")]
+
+
+def build_context(identity: auth.Identity) -> PageContext:
+    """Render the sidebar controls and return the context of this run (stored for the pages)."""
+    catalog = load_catalog()
+    con, manifest = _snapshot()
+    language = language_switch(st.sidebar)
+    first, last = data_days(con)
+    data_through = manifest.data.get("data_through")
+    today = date.fromisoformat(data_through) if data_through else last
+    last = last or today or date.today()
+    first = first or last
+    sb = st.sidebar
+    default_start = max(first, last - timedelta(days=DEFAULT_DAYS - 1))
+    picked = sb.date_input(
+        t("date_range", language), value=(default_start, last), min_value=first, max_value=last,
+        format="DD/MM/YYYY" if language == "es" else "YYYY-MM-DD", key="period",
+    )
+    if isinstance(picked, tuple | list):
+        start, end = (picked[0], picked[-1]) if picked else (default_start, last)
+    else:
+        start = end = picked
+    hidden = () if identity.clinical else catalog.sensitive_niches
+    niches = [ALL] + [n for n in _niches_present(con, catalog) if n not in hidden]
+    niche_names = {n.id: catalog_name(n, language) for n in catalog.niches}
+    niche = sb.selectbox(t("niche", language), niches, key="niche",
+                         format_func=lambda n: t("all", language) if n == ALL else niche_names.get(n, n))
+    countries = [ALL] + _countries_present(con, catalog)
+    country_names = {c.id: catalog_name(c, language) for c in catalog.countries}
+    country = sb.selectbox(t("country", language), countries, key="country",
+                           format_func=lambda c: t("all", language) if c == ALL else country_names.get(c, c))
+    # Rates for the previous period too: the cards compare against it in the same currency.
+    rates = fx_rates(con, Scope(start, end).previous().start, end)
+    currency_options = ["USD", "ARS"]
+    currency = sb.radio(t("currency", language), currency_options, key="currency", horizontal=True,
+                        disabled=not rates)
+    if not rates:
+        currency = "USD"
+        sb.caption(t("fx_missing", language))
+    elif currency == "ARS" and sum(1 for d in rates if d >= start) < (end - start).days + 1:
+        sb.caption(t("fx_gap", language))
+    sb.divider()
+    sb.caption(t("signed_in_as", language, user=identity.name))
+    if sb.button(t("sign_out", language), key="sign_out"):
+        sign_out()
+        st.rerun()
+    if hidden:
+        names = ", ".join(niche_names[n] for n in hidden)
+        sb.caption(t("restricted", language, niches=names))
+    ctx = PageContext(con, manifest, catalog, Scope(start, end, niche or ALL, country or ALL, ALL, currency),
+                      language, identity, rates, hidden, first, last)
+    st.session_state[CTX_KEY] = ctx
+    return ctx
+
+
+def context() -> PageContext:
+    """The context the entry script built for this run."""
+    return st.session_state[CTX_KEY]
+
+
+def header(ctx: PageContext, title_key: str) -> None:
+    """Page title, freshness of the published data and the period compared."""
+    st.title(ctx.t(title_key))
+    published = ctx.manifest.published_at.astimezone(AR_TZ)
+    through = ctx.manifest.data.get("data_through")
+    complete = ctx.manifest.data.get("complete_through")
+    st.caption(ctx.t(
+        "freshness",
+        published=moment(published, ctx.lang),
+        through=day(date.fromisoformat(through), ctx.lang) if through else ctx.t("no_data"),
+        complete=day(date.fromisoformat(complete), ctx.lang) if complete else ctx.t("no_data"),
+    ))
+    prev = ctx.scope.previous()
+    st.caption(ctx.t("period_caption", start=day(ctx.scope.start, ctx.lang), end=day(ctx.scope.end, ctx.lang),
+                     pstart=day(prev.start, ctx.lang), pend=day(prev.end, ctx.lang)))
+
+
+def record_sensitive(ctx: PageContext, page: str, niches: list[str] | set[str]) -> None:
+    """Append to the access log when a (clinical) user sees a sensitive niche's detail; once per view."""
+    shown = sorted(set(niches) & set(ctx.catalog.sensitive_niches))
+    if not shown:
+        return
+    key = f"{page}|{','.join(shown)}|{ctx.scope.start}|{ctx.scope.end}|{ctx.scope.niche}|{ctx.scope.country}"
+    seen: set[str] = st.session_state.setdefault("pulso_logged_views", set())
+    if key in seen:
+        return
+    auth.log_sensitive_view(auth.access_log_path(os.environ), ctx.identity, page, shown)
+    seen.add(key)
