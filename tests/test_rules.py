@@ -1,0 +1,114 @@
+"""SLO rules and Alertmanager config: generated from the catalog, checked in, and proven by promtool/amtool."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from alerts.generate import generate
+from alerts.rules import alert_expr, render, sli_queries, windows
+from pipelines.lib.catalog import load_catalog, parse_catalog
+
+ALERTS = Path(__file__).resolve().parents[1] / "alerts"
+PROMTOOL = shutil.which("promtool")
+AMTOOL = shutil.which("amtool")
+needs_promtool = pytest.mark.skipif(PROMTOOL is None, reason="promtool missing: run `make sysdeps`")
+
+
+def test_checked_in_files_are_what_the_generator_produces():
+    for rel, text in render(load_catalog()).items():
+        checked_in = (ALERTS / rel).read_text(encoding="utf-8")
+        assert checked_in == text, f"alerts/{rel} is out of date: run `python -m alerts.generate`"
+
+
+def test_generate_writes_the_same_files_to_another_folder(tmp_path):
+    written = generate(tmp_path)
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in written) == [
+        "alertmanager/alertmanager.yml", "prometheus/pulso.rules.yml", "prometheus/slo.rules.yml"
+    ]
+    assert (tmp_path / "prometheus/slo.rules.yml").read_text() == (ALERTS / "prometheus/slo.rules.yml").read_text()
+
+
+@needs_promtool
+def test_promtool_check_rules_passes():
+    files = sorted(str(p) for p in (ALERTS / "prometheus").glob("*.rules.yml"))
+    result = subprocess.run([PROMTOOL, "check", "rules", *files], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    # 2 SLOs with raw series x 8 windows x (error ratio + total) + budget + objective = 36 recordings,
+    # plus one page and one ticket alert each.
+    assert "SUCCESS: 40 rules found" in result.stdout
+    assert "SUCCESS: 2 rules found" in result.stdout
+
+
+@needs_promtool
+@pytest.mark.parametrize("test_file", sorted(p.name for p in (ALERTS / "prometheus/tests").glob("*_test.yml")))
+def test_promtool_unit_tests_pass(test_file):
+    """Outage pages within 3 minutes and clears after recovery, 1x burn never pages but opens a ticket
+    after 3 days, near-zero traffic never alerts, each country's latency threshold, exporter alerts."""
+    result = subprocess.run(
+        [PROMTOOL, "test", "rules", test_file], cwd=ALERTS / "prometheus/tests", capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
+
+
+@pytest.mark.skipif(AMTOOL is None, reason="amtool missing: run `make sysdeps`")
+def test_amtool_check_config_passes():
+    result = subprocess.run(
+        [AMTOOL, "check-config", str(ALERTS / "alertmanager/alertmanager.yml")], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
+
+
+def test_alertmanager_routes_pages_and_tickets_to_slack_from_a_secret_file():
+    config = yaml.safe_load((ALERTS / "alertmanager/alertmanager.yml").read_text())
+    routes = {tuple(r["matchers"]): r["receiver"] for r in config["route"]["routes"]}
+    assert routes == {('severity="page"',): "slack-page", ('severity="ticket"',): "slack-ticket"}
+    assert config["route"]["group_by"] == ["alertname", "slo", "niche", "country", "region"]
+    for receiver in config["receivers"]:
+        (slack,) = receiver["slack_configs"]
+        assert slack["api_url_file"].endswith("slack_webhook_url")
+        assert "api_url" not in slack and slack["send_resolved"] is True
+    # A page inhibits the ticket of the same SLO and place (no duplicate messages).
+    assert config["inhibit_rules"][0]["equal"] == ["slo", "niche", "country", "region"]
+    assert "hooks.slack.com" not in (ALERTS / "alertmanager/alertmanager.yml").read_text()
+
+
+def test_windows_and_thresholds_come_from_the_catalog():
+    catalog = load_catalog()
+    availability = catalog.slo("availability")
+    assert windows(catalog, availability) == ["5m", "30m", "1h", "2h", "6h", "1d", "3d", "30d"]
+    page = alert_expr(catalog, availability, "page")
+    assert "round(slo:sli_error:ratio_rate1h{slo=\"availability\"} / 0.001, 0.000001) >= 14.4" in page
+    assert "round(slo:sli_error:ratio_rate30m{slo=\"availability\"} / 0.001, 0.000001) >= 6" in page
+    assert "(slo:sli_total:rate5m{slo=\"availability\"} * 300) >= 100" in page
+    ticket = alert_expr(catalog, availability, "ticket")
+    assert ">= 3\n" in ticket and ">= 1\n" in ticket and "rate3d" in ticket and "14.4" not in ticket
+    # MercadoPago success has no raw Prometheus series: no rules (the exporter serves it).
+    assert [q.slo.id for q in sli_queries(catalog)] == ["availability", "latency"]
+
+
+def test_a_28_day_period_scales_thresholds_and_records_a_28d_window():
+    data = yaml.safe_load(load_catalog().path.read_text())
+    for slo in data["slos"]:
+        slo["period_days"] = 28
+    catalog = parse_catalog(data)
+    expr = "\n".join(alert_expr(catalog, catalog.slo("availability"), s) for s in ("page", "ticket"))
+    for threshold in ("13.44", "5.6", "2.8", "0.933333"):
+        assert f">= {threshold}\n" in expr
+    assert windows(catalog, catalog.slo("availability"))[-1] == "28d"
+
+
+def test_latency_slo_uses_each_countrys_threshold_bucket():
+    (latency,) = [q for q in sli_queries(load_catalog()) if q.slo.id == "latency"]
+    assert latency.terms == (
+        ('http_request_duration_seconds_bucket{country="AR",le="0.2"}',
+         'http_request_duration_seconds_bucket{country="AR",le="+Inf"}'),
+        ('http_request_duration_seconds_bucket{country=~"UY|CL|BR|CO",le="0.3"}',
+         'http_request_duration_seconds_bucket{country=~"UY|CL|BR|CO",le="+Inf"}'),
+    )
