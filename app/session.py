@@ -177,14 +177,20 @@ def build_context(identity: auth.Identity) -> PageContext:
     first = first or last
     sb = st.sidebar
     default_start = max(first, last - timedelta(days=DEFAULT_DAYS - 1))
+    # The date format is part of the widget's identity, so there is one widget per language and the
+    # chosen range is kept under our own key: switching language keeps the period.
+    kept = st.session_state.get("pulso_period")
+    if not (isinstance(kept, tuple) and len(kept) == 2 and first <= kept[0] <= kept[1] <= last):
+        kept = (default_start, last)
     picked = sb.date_input(
-        t("date_range", language), value=(default_start, last), min_value=first, max_value=last,
-        format="DD/MM/YYYY" if language == "es" else "YYYY-MM-DD", key="period",
+        t("date_range", language), value=kept, min_value=first, max_value=last,
+        format="DD/MM/YYYY" if language == "es" else "YYYY-MM-DD", key=f"period_{language}",
     )
     if isinstance(picked, tuple | list):
         start, end = (picked[0], picked[-1]) if picked else (default_start, last)
     else:
         start = end = picked
+    st.session_state["pulso_period"] = (start, end)
     hidden = () if identity.clinical else catalog.sensitive_niches
     niches = [ALL] + [n for n in _niches_present(con, catalog) if n not in hidden]
     niche_names = {n.id: catalog_name(n, language) for n in catalog.niches}

@@ -123,8 +123,12 @@ class View:
 
 
 def _raw(value: Any) -> Any:
-    """A value for the CSV: missing -> empty, Decimal kept exact."""
-    return None if fmt.is_missing(value) else value
+    """A value for the CSV: missing -> empty; a Decimal written exactly, without padding zeros."""
+    if fmt.is_missing(value):
+        return None
+    if isinstance(value, Decimal):
+        return f"{value.normalize():f}"
+    return value
 
 
 def _table(name: str, columns: list[str], display_rows: list[list[Any]], raw_rows: list[list[Any]]) -> Table:
