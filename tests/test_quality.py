@@ -44,11 +44,11 @@ def con() -> duckdb.DuckDBPyConnection:
 
 
 def test_every_suite_lists_catalog_values() -> None:
-    suites = {s.asset: s for s in all_suites()}
-    assert set(suites) == {"raw_metrics", "raw_billing", "raw_events", "raw_fx", "kpi_daily"}
-    statuses = next(e for e in suites["raw_events"].expectations if e.kind == "in_set" and e.column == "status").args["values"]
+    suites = {s.name: s for s in all_suites()}
+    assert {s.asset for s in all_suites()} == {"raw_metrics", "raw_billing", "raw_events", "raw_fx", "kpi_daily"}
+    statuses = next(e for e in suites["raw_events_payments_quality"].expectations if e.kind == "in_set" and e.column == "status").args["values"]
     assert statuses == load_catalog().section("payments")["statuses"]
-    kpis = next(e for e in suites["kpi_daily"].expectations if e.kind == "in_set" and e.column == "kpi").args["values"]
+    kpis = next(e for e in suites["kpi_daily_quality"].expectations if e.kind == "in_set" and e.column == "kpi").args["values"]
     assert len(kpis) == 21
 
 

@@ -171,6 +171,10 @@ def run_suite(con: duckdb.DuckDBPyConnection, suite: Suite, day: date | None = N
         outcome.failures.append(f"{suite.table}: table does not exist (asset {suite.asset} not materialized?)")
         return outcome
     missing = [c for c in suite.columns if c not in actual]
+    present = [t for t in suite.also if _table_columns(con, t) is not None]
+    # table names come from the suites (code), never from input
+    union = " UNION ALL BY NAME ".join(f"SELECT * FROM {t}" for t in (suite.table, *present))  # noqa: S608
+    relation = f"({union})" if present else suite.table
     for column, wanted in suite.columns.items():
         if column not in actual:
             outcome.failures.append(f"{suite.table}: missing column {column}")
@@ -180,7 +184,7 @@ def run_suite(con: duckdb.DuckDBPyConnection, suite: Suite, day: date | None = N
     where = "TRUE"
     params: list[Any] = []
     if suite.day_column and suite.day_column in actual:
-        newest = con.execute(f"SELECT max({suite.day_column}) FROM {suite.table}").fetchone()[0]  # noqa: S608
+        newest = con.execute(f"SELECT max({suite.day_column}) FROM {relation}").fetchone()[0]  # noqa: S608
         outcome.newest_day = newest
         checked_day = day or newest
         if checked_day is not None:
@@ -193,12 +197,12 @@ def run_suite(con: duckdb.DuckDBPyConnection, suite: Suite, day: date | None = N
     derived = {}
     for name, sql in suite.derived.items():
         try:  # a rule over a missing or mistyped column cannot run: say so instead of crashing
-            con.execute(f"SELECT ({sql}) FROM {suite.table} LIMIT 0")  # noqa: S608
+            con.execute(f"SELECT ({sql}) FROM {relation} LIMIT 0")  # noqa: S608
             derived[name] = sql
         except duckdb.Error as exc:
             outcome.failures.append(f"{suite.table}: rule {name} cannot be evaluated ({str(exc).splitlines()[0]})")
     select = ", ".join([*(f'"{c}"' for c in actual), *(f"({sql}) AS {name}" for name, sql in derived.items())])
-    frame = con.execute(f"SELECT {select} FROM {suite.table} WHERE {where}", params).df()  # noqa: S608
+    frame = con.execute(f"SELECT {select} FROM {relation} WHERE {where}", params).df()  # noqa: S608
     outcome.rows_checked = len(frame)
     usable = [e for e in usable if e.kind != "true" or e.column in derived]
     for e, result, success in _validate_with_gx(suite, frame, usable):

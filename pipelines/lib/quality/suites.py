@@ -20,6 +20,11 @@ from pipelines.lib.catalog import ALL, STATUSES, Catalog, load_catalog
 MONEY_TYPE = "DECIMAL(18,6)"
 TS_TYPE = "TIMESTAMP WITH TIME ZONE"
 CHARGE_CATEGORIES = ("usage", "tax", "credit", "refund", "fee", "purchase", "adjustment")
+# docs/data-contract.md section 1.3 (used only if the warehouse loader is not importable)
+_CONTRACT_EVENT_TYPES = (
+    "session.started", "user.signed_up", "booking.created", "booking.confirmed", "booking.cancelled",
+    "booking.completed", "booking.no_show", "professional.onboarded", "payment.updated",
+)
 # KPIs whose ratio may leave [0, 1] by definition (overspent budget, cost above revenue).
 _UNBOUNDED_RATIOS = ("error_budget_remaining_ratio", "infra_margin_ratio")
 
@@ -52,10 +57,12 @@ class Suite:
     blocking: bool = True  # bad data here would corrupt KPIs: downstream must not run
     freshness_days: int | None = 2  # newest day must be within this many days of the expected day
     audit_source: str | None = None  # ops.loads source whose counts must reconcile
+    check: str = "quality"  # the check's name is <asset>_<check>
+    also: tuple[str, ...] = ()  # same-shaped tables checked together (the psychology schema's copy)
 
     @property
     def name(self) -> str:
-        return f"{self.asset}_quality"
+        return f"{self.asset}_{self.check}"
 
 
 def _regions(catalog: Catalog) -> list[str]:
@@ -134,25 +141,88 @@ def metrics_suite(catalog: Catalog) -> Suite:
     )
 
 
-def events_suite(catalog: Catalog) -> Suite:
-    """``staging.payments``: the latest state of each payment (MercadoPago payment object)."""
+def gauges_suite(catalog: Catalog) -> Suite:
+    """``staging.metric_gauges_minutely``: probes, sessions, autoscaling, DB connections per minute."""
+    return Suite(
+        asset="raw_metrics",
+        check="gauges_quality",
+        table="staging.metric_gauges_minutely",
+        columns={"day": "DATE", "ts": TS_TYPE, "metric": "VARCHAR", "niche": "VARCHAR", "country": "VARCHAR",
+                 "region": "VARCHAR", "group": "VARCHAR", "value": "DOUBLE"},
+        derived={
+            "value_is_finite": "value IS NOT NULL AND isfinite(value)",
+            "probe_is_0_or_1": "metric <> 'probe_success' OR value IN (0, 1)",
+            "ts_minute_aligned": "date_trunc('minute', ts) = ts",
+        },
+        expectations=(
+            *(Expect("not_null", c) for c in ("day", "ts", "metric")),
+            Expect("true", "value_is_finite", why="NaN/Inf or missing gauges break peaks and incidents"),
+            Expect("between", "value", {"min_value": 0}, why="sessions, instances and connections are counts"),
+            Expect("true", "probe_is_0_or_1", why="blackbox probes succeed (1) or fail (0)"),
+            Expect("true", "ts_minute_aligned"),
+            Expect("in_set", "niche", {"values": list(catalog.niche_ids)}),
+            Expect("in_set", "region", {"values": _regions(catalog)}),
+            Expect("in_set", "group", {"values": [g.id for g in catalog.autoscaling_groups]}),
+            Expect("unique", args={"columns": ["ts", "metric", "niche", "country", "region", "group"]},
+                   why="one sample per series and minute"),
+        ),
+        audit_source=None,  # reconciled by the counters' check (same load)
+    )
+
+
+def events_suite(catalog: Catalog, event_types: tuple[str, ...]) -> Suite:
+    """``raw.events`` and ``psychology.events``: deduplicated, pseudonymized app events."""
+    return Suite(
+        asset="raw_events",
+        table="raw.events",
+        also=("psychology.events",),
+        columns={"event_id": "VARCHAR", "type": "VARCHAR", "occurred_at": TS_TYPE, "day": "DATE",
+                 "arrival_day": "DATE", "niche": "VARCHAR", "country": "VARCHAR", "region": "VARCHAR",
+                 "user_key": "VARCHAR", "price_ars": "DECIMAL(18,2)"},
+        derived={"price_non_negative": "price_ars IS NULL OR price_ars >= 0"},
+        expectations=(
+            *(Expect("not_null", c) for c in ("event_id", "type", "occurred_at", "day", "niche")),
+            Expect("unique", args={"columns": ["event_id"]}, why="an event counted twice inflates bookings and users"),
+            Expect("in_set", "type", {"values": list(event_types)}),
+            Expect("in_set", "niche", {"values": list(catalog.niche_ids)}),
+            Expect("in_set", "country", {"values": [c.id for c in catalog.countries]}),
+            Expect("in_set", "region", {"values": _regions(catalog)}),
+            Expect("true", "price_non_negative"),
+        ),
+        day_column="arrival_day",
+        audit_source="events",
+    )
+
+
+def payments_suite(catalog: Catalog) -> Suite:
+    """``raw.payment_updates`` and ``psychology.payment_updates``: MercadoPago payment objects."""
     payments = catalog.section("payments")
     return Suite(
         asset="raw_events",
-        table="staging.payments",
-        columns={"payment_id": None, "status": "VARCHAR", "provider": "VARCHAR", "currency_id": "VARCHAR",
-                 "transaction_amount": None, "niche": "VARCHAR"},
-        derived={"amount_non_negative": "transaction_amount IS NULL OR transaction_amount >= 0"},
+        check="payments_quality",
+        table="raw.payment_updates",
+        also=("psychology.payment_updates",),
+        columns={"event_id": "VARCHAR", "provider": "VARCHAR", "payment_id": "VARCHAR", "status": "VARCHAR",
+                 "transaction_amount": "DECIMAL(18,2)", "currency_id": "VARCHAR", "arrival_day": "DATE",
+                 "date_last_updated": TS_TYPE},
+        derived={
+            "amount_non_negative": "transaction_amount IS NULL OR transaction_amount >= 0",
+            "refund_within_amount": ("transaction_amount_refunded IS NULL OR transaction_amount IS NULL "
+                                     "OR transaction_amount_refunded BETWEEN 0 AND transaction_amount"),
+        },
         expectations=(
-            Expect("not_null", "payment_id"),
-            Expect("unique", args={"columns": ["provider", "payment_id"]}, why="one latest state per payment"),
+            *(Expect("not_null", c) for c in ("event_id", "payment_id", "status", "provider")),
+            Expect("unique", args={"columns": ["event_id"]}),
             Expect("in_set", "status", {"values": list(payments["statuses"])}, why="known MercadoPago statuses"),
             Expect("in_set", "provider", {"values": list(payments["providers"])}),
             Expect("in_set", "currency_id", {"values": list(payments["currencies"])}, why="known currencies"),
             Expect("in_set", "niche", {"values": list(catalog.niche_ids)}),
             Expect("true", "amount_non_negative"),
+            Expect("true", "refund_within_amount"),
         ),
-        audit_source="events",
+        day_column="arrival_day",
+        freshness_days=None,  # payments are a subset of events; freshness is checked on events
+        audit_source=None,
     )
 
 
@@ -161,16 +231,15 @@ def fx_suite(catalog: Catalog) -> Suite:
     return Suite(
         asset="raw_fx",
         table="raw.fx_rates",
-        columns={"day": "DATE", "ars_per_usd": None},
-        derived={"rate_positive_finite": "ars_per_usd IS NOT NULL AND ars_per_usd > 0"},
+        columns={"date": "DATE", "ars_per_usd": MONEY_TYPE},
+        derived={"rate_positive": "ars_per_usd IS NOT NULL AND ars_per_usd > 0"},
         expectations=(
-            Expect("not_null", "day"),
-            Expect("unique", args={"columns": ["day"]}, why="two rates for a day make revenue ambiguous"),
-            Expect("true", "rate_positive_finite"),
-            Expect("min_rows", args={"min": 1}),
+            Expect("not_null", "date"),
+            Expect("unique", args={"columns": ["date"]}, why="two rates for a day make revenue ambiguous"),
+            Expect("true", "rate_positive"),
         ),
-        day_column="day",
-        freshness_days=7,  # weekends and holidays have no quote; the last earlier quote applies
+        day_column=None,  # the FX file is reloaded whole: check every quote
+        freshness_days=None,  # weekends/holidays have no quote; staging.fx_daily carries the last one forward
         audit_source="fx",
     )
 
@@ -225,13 +294,22 @@ def kpi_daily_suite(catalog: Catalog) -> Suite:
 def all_suites(catalog: Catalog | None = None) -> tuple[Suite, ...]:
     """The suite of every raw source and of ``kpi_daily``."""
     catalog = catalog or load_catalog()
-    return (metrics_suite(catalog), billing_suite(catalog), events_suite(catalog), fx_suite(catalog),
+    try:  # the event types are the warehouse loader's (one list); fall back to the contract's
+        from pipelines.lib.ingest.events import EVENT_TYPES
+    except ImportError:
+        EVENT_TYPES = _CONTRACT_EVENT_TYPES  # noqa: N806
+    return (metrics_suite(catalog), gauges_suite(catalog), billing_suite(catalog),
+            events_suite(catalog, tuple(EVENT_TYPES)), payments_suite(catalog), fx_suite(catalog),
             kpi_daily_suite(catalog))
 
 
-def suite_for(asset: str, catalog: Catalog | None = None) -> Suite:
-    """The suite of one asset key."""
-    for suite in all_suites(catalog):
-        if suite.asset == asset:
+def suite_for(name: str, catalog: Catalog | None = None) -> Suite:
+    """A suite by check name (``raw_events_payments_quality``) or by asset key (its main suite)."""
+    suites = all_suites(catalog)
+    for suite in suites:
+        if suite.name == name:
             return suite
-    raise KeyError(f"no quality suite for asset {asset!r}")
+    for suite in suites:
+        if suite.asset == name:
+            return suite
+    raise KeyError(f"no quality suite {name!r}; known: {[s.name for s in suites]}")
