@@ -1,0 +1,344 @@
+"""App event log (``events/date=YYYY-MM-DD/part-NNNN.jsonl.gz``, one folder per UTC arrival day) → warehouse.
+
+What happens to each line:
+
+- parsed (amounts as exact decimals); a line that is not a valid event is quarantined with its row
+  number and the reason; a truncated gzip keeps every complete line before the damage and quarantines
+  the rest, naming the file;
+- people are pseudonymized: ``user_key = HMAC-SHA256(key, user.id)`` and every personal field (user,
+  payer, names, e-mails, phones, DNI, license numbers) is dropped here, before anything is stored;
+- deduplicated by ``event_id`` (events arrive twice, and late in a later day's folder); the AR day of
+  ``occurred_at`` is its day;
+- rows of sensitive niches (catalog ``sensitive``; psychology) go to the ``psychology`` schema, the
+  rest to ``raw``. ``payment.updated`` events also land in ``<schema>.payment_updates``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import os
+import secrets
+import zlib
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import duckdb
+import pyarrow as pa
+
+from pipelines.lib.catalog import load_catalog
+from pipelines.lib.storage import Storage
+from pipelines.lib.warehouse import LoadResult, QuarantinedRow, quarantine, record_load, table_exists
+
+log = logging.getLogger(__name__)
+
+EVENT_TYPES = (
+    "session.started", "user.signed_up", "booking.created", "booking.confirmed", "booking.cancelled",
+    "booking.completed", "booking.no_show", "professional.onboarded", "payment.updated",
+)
+KEY_ENV = "PULSO_PSEUDONYM_KEY"
+
+EVENT_COLUMNS: dict[str, pa.DataType] = {
+    "event_id": pa.string(), "type": pa.string(), "occurred_at": pa.timestamp("us", tz="UTC"),
+    "day": pa.date32(), "arrival_day": pa.date32(), "niche": pa.string(), "country": pa.string(),
+    "region": pa.string(), "user_key": pa.string(), "session_id": pa.string(), "channel": pa.string(),
+    "booking_id": pa.string(), "professional_id": pa.string(), "scheduled_for": pa.timestamp("us", tz="UTC"),
+    "price_ars": pa.decimal128(18, 2), "license_verified": pa.bool_(), "_source_file": pa.string(),
+    "_row_number": pa.int64(),
+}
+PAYMENT_COLUMNS: dict[str, pa.DataType] = {
+    "event_id": pa.string(), "occurred_at": pa.timestamp("us", tz="UTC"), "arrival_day": pa.date32(),
+    "niche": pa.string(), "country": pa.string(), "region": pa.string(), "provider": pa.string(),
+    "payment_id": pa.string(), "status": pa.string(), "status_detail": pa.string(),
+    "transaction_amount": pa.decimal128(18, 2), "transaction_amount_refunded": pa.decimal128(18, 2),
+    "currency_id": pa.string(), "payment_method_id": pa.string(), "payment_type_id": pa.string(),
+    "date_created": pa.timestamp("us", tz="UTC"), "date_approved": pa.timestamp("us", tz="UTC"),
+    "date_last_updated": pa.timestamp("us", tz="UTC"), "external_reference": pa.string(),
+    "_source_file": pa.string(), "_row_number": pa.int64(),
+}
+_SQL_TYPES = {pa.string(): "VARCHAR", pa.timestamp("us", tz="UTC"): "TIMESTAMPTZ", pa.date32(): "DATE",
+              pa.decimal128(18, 2): "DECIMAL(18,2)", pa.bool_(): "BOOLEAN", pa.int64(): "BIGINT"}
+
+
+class EventError(ValueError):
+    """A line is not a valid event; the message is the quarantine reason."""
+
+
+# --- pseudonymization ---------------------------------------------------------------------------------
+
+
+def pseudonym_key(secrets_dir: Path | None = None) -> bytes:
+    """The HMAC key: ``$PULSO_PSEUDONYM_KEY``, else a random key generated once into
+    ``<secrets_dir>/pseudonym.key`` (``$PULSO_SECRETS_DIR`` or ``data/.secrets``). Never logged."""
+    env = os.environ.get(KEY_ENV)
+    if env:
+        return env.encode("utf-8")
+    folder = secrets_dir or Path(os.environ.get("PULSO_SECRETS_DIR", "data/.secrets"))
+    path = folder / "pseudonym.key"
+    if not path.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        # O_EXCL: two processes racing both end up with the first one's key.
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass
+        else:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_hex(32))
+        log.info("generated a new pseudonymization key file (set %s to use your own)", KEY_ENV)
+    return path.read_text(encoding="utf-8").strip().encode("utf-8")
+
+
+def user_key(key: bytes, user_id: str) -> str:
+    """``HMAC-SHA256(key, user_id)`` as hex: stable per person, not reversible without the key."""
+    return hmac.new(key, user_id.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+# --- parsing ------------------------------------------------------------------------------------------
+
+
+def _ts(value: Any, what: str) -> datetime:
+    if not isinstance(value, str) or not value:
+        raise EventError(f"{what} missing or not a string")
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise EventError(f"{what} is not an ISO timestamp: {value!r}") from exc
+    if parsed.tzinfo is None:
+        raise EventError(f"{what} has no time zone: {value!r}")
+    return parsed.astimezone(UTC)
+
+
+def _opt_ts(value: Any, what: str) -> datetime | None:
+    return None if value in (None, "") else _ts(value, what)
+
+
+def _money(value: Any, what: str) -> Decimal | None:
+    if value is None:
+        return None
+    try:
+        amount = Decimal(str(value))
+    except InvalidOperation as exc:
+        raise EventError(f"{what} is not a number: {value!r}") from exc
+    if not amount.is_finite():
+        raise EventError(f"{what} is not finite")
+    return amount.quantize(Decimal("0.01"))
+
+
+def _str(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+@dataclass
+class ParsedEvent:
+    event: dict[str, Any]
+    payment: dict[str, Any] | None
+    sensitive: bool
+
+
+def parse_event(line: bytes | str, key: bytes, tz: ZoneInfo, sensitive_niches: frozenset[str]) -> ParsedEvent:
+    """One JSON line → the stored event row (personal data dropped) and its payment row, if any."""
+    try:
+        obj = json.loads(line, parse_float=Decimal)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise EventError(f"not valid JSON ({exc.msg if hasattr(exc, 'msg') else exc})") from exc
+    if not isinstance(obj, dict):
+        raise EventError("not a JSON object")
+    event_id, kind = obj.get("event_id"), obj.get("type")
+    if not isinstance(event_id, str) or not event_id:
+        raise EventError("missing event_id")
+    if kind not in EVENT_TYPES:
+        raise EventError(f"unknown event type {kind!r}")
+    occurred = _ts(obj.get("occurred_at"), "occurred_at")
+    niche = obj.get("niche")
+    if not isinstance(niche, str) or not niche:
+        raise EventError("missing niche")
+    user = obj.get("user") or {}
+    uid = user.get("id") if isinstance(user, dict) else None
+    payload = obj.get("payload") or {}
+    if not isinstance(payload, dict):
+        raise EventError("payload is not an object")
+    event = {
+        "event_id": event_id, "type": kind, "occurred_at": occurred, "day": occurred.astimezone(tz).date(),
+        "niche": niche, "country": _str(obj.get("country")), "region": _str(obj.get("region")),
+        "user_key": user_key(key, str(uid)) if uid not in (None, "") else None,
+        "session_id": _str(payload.get("session_id")), "channel": _str(payload.get("channel")),
+        "booking_id": _str(payload.get("booking_id")), "professional_id": _str(payload.get("professional_id")),
+        "scheduled_for": _opt_ts(payload.get("scheduled_for"), "payload.scheduled_for"),
+        "price_ars": _money(payload.get("price_ars"), "payload.price_ars"),
+        "license_verified": bool(payload["license_verified"]) if "license_verified" in payload else None,
+    }
+    payment = None
+    if kind == "payment.updated":
+        p = payload.get("payment")
+        if not isinstance(p, dict) or p.get("id") in (None, "") or not p.get("status"):
+            raise EventError("payment.updated without payment id or status")
+        payment = {
+            "event_id": event_id, "occurred_at": occurred, "niche": niche, "country": event["country"],
+            "region": event["region"], "provider": _str(payload.get("provider")), "payment_id": str(p["id"]),
+            "status": str(p["status"]), "status_detail": _str(p.get("status_detail")),
+            "transaction_amount": _money(p.get("transaction_amount"), "payment.transaction_amount"),
+            "transaction_amount_refunded": _money(p.get("transaction_amount_refunded") or 0, "payment.transaction_amount_refunded"),
+            "currency_id": _str(p.get("currency_id")), "payment_method_id": _str(p.get("payment_method_id")),
+            "payment_type_id": _str(p.get("payment_type_id")),
+            "date_created": _ts(p.get("date_created"), "payment.date_created"),
+            "date_approved": _opt_ts(p.get("date_approved"), "payment.date_approved"),
+            "date_last_updated": _ts(p.get("date_last_updated"), "payment.date_last_updated"),
+            "external_reference": _str(p.get("external_reference")),
+        }
+    return ParsedEvent(event, payment, niche in sensitive_niches)
+
+
+def gunzip_lines(data: bytes) -> tuple[list[bytes], str | None]:
+    """Complete lines of a (possibly multi-member) gzip; on damage, the lines before it and the error."""
+    out = []
+    error = None
+    rest = data
+    while rest:
+        d = zlib.decompressobj(wbits=31)
+        try:
+            out.append(d.decompress(rest))
+        except zlib.error as exc:
+            error = f"corrupt gzip ({exc})"
+            break
+        if not d.eof:
+            error = "truncated gzip (unexpected end of file)"
+            break
+        rest = d.unused_data
+    text = b"".join(out)
+    lines = text.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    elif error is None and lines:
+        pass  # last line without newline in an intact file: still a line
+    return lines, error
+
+
+# --- loading ------------------------------------------------------------------------------------------
+
+
+def _schema(sensitive: bool) -> str:
+    return "psychology" if sensitive else "raw"
+
+
+def ensure_event_tables(con: duckdb.DuckDBPyConnection) -> None:
+    """Create ``{raw,psychology}.events`` and ``.payment_updates`` if missing."""
+    for schema in ("raw", "psychology"):
+        for table, columns in (("events", EVENT_COLUMNS), ("payment_updates", PAYMENT_COLUMNS)):
+            cols = ", ".join(f'"{c}" {_SQL_TYPES[t]}' for c, t in columns.items())
+            con.execute(f"CREATE TABLE IF NOT EXISTS {schema}.{table} ({cols}, _loaded_at TIMESTAMPTZ)")
+
+
+def event_relation(table: str = "events") -> str:
+    """SQL for all rows of ``table`` across the raw and psychology schemas (for aggregates only)."""
+    return f"(SELECT * FROM raw.{table} UNION ALL SELECT * FROM psychology.{table})"  # noqa: S608
+
+
+def load_events_day(con: duckdb.DuckDBPyConnection, storage: Storage, arrival_day: date, key: bytes | None = None) -> LoadResult:
+    """Load every file of one arrival day's folder, replacing that folder's earlier load.
+
+    An event already loaded from another folder (same ``event_id``) is a duplicate: counted, not stored
+    twice. ``touched_days`` are the AR days of the events stored.
+    """
+    catalog = load_catalog()
+    tz = ZoneInfo(catalog.timezone)
+    sensitive = frozenset(catalog.sensitive_niches)
+    key = key if key is not None else pseudonym_key()
+    ensure_event_tables(con)
+    result = LoadResult("events", arrival_day.isoformat())
+    folder = f"date={arrival_day.isoformat()}/"
+    files = [k for k in storage.list(folder) if k.endswith((".jsonl.gz", ".jsonl"))]
+    rows: dict[bool, list[dict[str, Any]]] = {False: [], True: []}
+    pays: dict[bool, list[dict[str, Any]]] = {False: [], True: []}
+    bad: list[QuarantinedRow] = []
+    seen: set[str] = set()
+    for file_key in files:
+        where = storage.describe(file_key)
+        result.files += 1
+        data = storage.read_bytes(file_key)
+        lines, error = gunzip_lines(data) if file_key.endswith(".gz") else (data.split(b"\n"), None)
+        if not file_key.endswith(".gz") and lines and lines[-1] == b"":
+            lines.pop()
+        for n, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            result.rows_read += 1
+            try:
+                parsed = parse_event(line, key, tz, sensitive)
+            except EventError as exc:
+                bad.append(QuarantinedRow(where, n, line.decode("utf-8", "replace"), str(exc)))
+                continue
+            if parsed.event["event_id"] in seen:
+                result.duplicates += 1
+                result.rows_loaded += 1
+                continue
+            seen.add(parsed.event["event_id"])
+            meta = {"arrival_day": arrival_day, "_source_file": where, "_row_number": n}
+            rows[parsed.sensitive].append({**parsed.event, **meta})
+            if parsed.payment:
+                pays[parsed.sensitive].append({**parsed.payment, **meta})
+        if error:
+            result.rows_read += 1
+            bad.append(QuarantinedRow(where, None, "", f"{error}: lines after {len(lines)} could not be read"))
+            result.warnings.append(f"{where}: {error}")
+    result.rows_quarantined = quarantine(con, "events", bad)
+    now = datetime.now(UTC)
+    # Re-loading a folder replaces it: delete its rows, then insert what is not already stored elsewhere.
+    for schema in ("raw", "psychology"):
+        for table in ("events", "payment_updates"):
+            con.execute(f"DELETE FROM {schema}.{table} WHERE arrival_day = ?", [arrival_day])  # noqa: S608
+    stored = 0
+    for is_sensitive in (False, True):
+        schema = _schema(is_sensitive)
+        stored += _insert_new(con, f"{schema}.events", EVENT_COLUMNS, rows[is_sensitive], now)
+        _insert_new(con, f"{schema}.payment_updates", PAYMENT_COLUMNS, pays[is_sensitive], now)
+    loaded_new = sum(len(v) for v in rows.values())
+    result.duplicates += loaded_new - stored
+    result.rows_loaded += loaded_new
+    result.touched_days = {r["day"] for v in rows.values() for r in v}
+    record_load(con, result)
+    return result
+
+
+def _insert_new(con: duckdb.DuckDBPyConnection, table: str, columns: dict[str, pa.DataType],
+                rows: list[dict[str, Any]], now: datetime) -> int:
+    """Insert rows whose ``event_id`` is not stored yet in either schema; returns rows inserted."""
+    if not rows:
+        return 0
+    frame = pa.table({c: pa.array([r.get(c) for r in rows], type=t) for c, t in columns.items()})
+    name = table.split(".")[1]
+    con.register("_incoming", frame)
+    try:
+        before = con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0]  # noqa: S608
+        con.execute(
+            f"INSERT INTO {table} SELECT i.*, ? FROM _incoming i "  # noqa: S608
+            f"WHERE i.event_id NOT IN (SELECT event_id FROM {event_relation(name)})",
+            [now],
+        )
+        return con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0] - before  # noqa: S608
+    finally:
+        con.unregister("_incoming")
+
+
+def event_arrival_days(storage: Storage) -> list[date]:
+    """Arrival days that have a folder in the event source."""
+    days = set()
+    for k in storage.list(""):
+        part = k.split("/", 1)[0]
+        if part.startswith("date="):
+            try:
+                days.add(date.fromisoformat(part[5:]))
+            except ValueError:
+                continue
+    return sorted(days)
+
+
+def staged_event_tables_exist(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether the event tables were created (any events load ran)."""
+    return table_exists(con, "raw.events")

@@ -1,0 +1,236 @@
+"""Metric samples (Prometheus) → staging: per-minute counter increases summed to the hour, gauges per minute.
+
+The loader reads through any object with ``samples(metric, start_utc, end_utc) -> polars.DataFrame`` in
+the contract's columns (docs/data-contract.md section 1.1): :class:`FileMetricsReader` for the Parquet
+files, ``pipelines.lib.sources.prometheus.PrometheusSource`` for a live server.
+
+Why counters are kept per hour, not per minute: every counter KPI (daily percentiles, 30-day
+availability, 1h/6h/1d/3d burn rates, hourly ops) needs at most hourly resolution, and at month-6 scale
+the per-minute histogram alone is ~2.3 M rows a day. The per-minute increase is computed exactly (with
+Prometheus' reset rule, using the previous day's last sample) and then summed to the hour. Gauges
+(probes, sessions, autoscaling, DB pool) stay per minute because incidents, peaks and scaling time need
+the minute.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from datetime import date, datetime, timedelta
+from typing import Protocol, runtime_checkable
+
+import duckdb
+import polars as pl
+
+from pipelines.lib.sources.prometheus import SAMPLE_SCHEMA, counter_increases
+from pipelines.lib.storage import SourceError, Storage
+from pipelines.lib.warehouse import LoadResult, QuarantinedRow, day_bounds_utc, quarantine, record_load, replace_days
+
+log = logging.getLogger(__name__)
+
+#: Counter families and the labels kept in staging (``route`` is summed away: it is fixed per service).
+COUNTERS: dict[str, tuple[str, ...]] = {
+    "http_request_duration_seconds_bucket": ("niche", "country", "region", "service", "le"),
+    "http_requests_total": ("niche", "country", "region", "service", "code"),
+    "cache_hits_total": ("niche", "country", "region"),
+    "cache_requests_total": ("niche", "country", "region"),
+}
+#: Gauge families and their labels.
+GAUGES: dict[str, tuple[str, ...]] = {
+    "probe_success": ("niche", "country", "region"),
+    "active_sessions": ("niche", "country", "region"),
+    "autoscaling_group_desired_capacity": ("group", "country"),
+    "autoscaling_group_in_service_instances": ("group", "country"),
+    "db_connections_in_use": (),
+}
+METRICS = (*COUNTERS, *GAUGES)
+COUNTER_TABLE = "staging.metric_counters_hourly"
+GAUGE_TABLE = "staging.metric_gauges_minutely"
+_STAGING_LABELS = ("niche", "country", "region", "service", "code", "le", "group")
+
+
+def ensure_metric_tables(con: duckdb.DuckDBPyConnection) -> None:
+    """Create the metric staging tables if missing (so marts run even before any metrics load)."""
+    labels = ", ".join(f'"{c}" VARCHAR' for c in ("niche", "country", "region", "service", "code", "le", "group"))
+    con.execute(f"CREATE TABLE IF NOT EXISTS {COUNTER_TABLE} (day DATE, hour_start TIMESTAMPTZ, metric VARCHAR, "
+                f"{labels}, increase DOUBLE)")
+    gl = ", ".join(f'"{c}" VARCHAR' for c in ("niche", "country", "region", "group"))
+    con.execute(f"CREATE TABLE IF NOT EXISTS {GAUGE_TABLE} (day DATE, ts TIMESTAMPTZ, metric VARCHAR, {gl}, value DOUBLE)")
+
+
+@runtime_checkable
+class MetricsReader(Protocol):
+    """Anything that yields metric samples in the contract's columns (files, a Prometheus server)."""
+
+    def samples(self, metric: str, start_utc: datetime, end_utc: datetime) -> pl.DataFrame:
+        """Raw samples with ``start_utc <= ts < end_utc``: ``ts``, the label columns, ``value``."""
+        ...
+
+
+class FileMetricsReader:
+    """Samples from ``metrics/<metric>/date=YYYY-MM-DD/part-0.parquet`` (one file per Argentina day).
+
+    The most recently read file of each metric is kept, so loading consecutive days reads the previous
+    day's file (needed for its last sample) only once.
+    """
+
+    def __init__(self, storage: Storage, prefix: str = ""):
+        self.storage = storage
+        self.prefix = prefix.strip("/")
+        self._cache: dict[str, tuple[str, pl.DataFrame]] = {}
+
+    def key(self, metric: str, day: date) -> str:
+        """Storage key of one metric's day file."""
+        rel = f"{metric}/date={day.isoformat()}/part-0.parquet"
+        return f"{self.prefix}/{rel}" if self.prefix else rel
+
+    def describe(self, metric: str, day: date | None = None) -> str:
+        """Location for messages and ``_source_file``."""
+        return self.storage.describe(self.key(metric, day) if day else metric)
+
+    def _day_frame(self, metric: str, day: date) -> pl.DataFrame:
+        key = self.key(metric, day)
+        cached = self._cache.get(metric)
+        if cached and cached[0] == key:
+            return cached[1]
+        if not self.storage.exists(key):
+            frame = pl.DataFrame(schema=SAMPLE_SCHEMA)
+        else:
+            try:
+                frame = pl.read_parquet(io.BytesIO(self.storage.read_bytes(key)))
+            except SourceError:
+                raise
+            except Exception as exc:  # polars raises ComputeError/OSError variants for damaged files
+                raise SourceError(f"{self.storage.describe(key)}: unreadable Parquet ({exc})") from exc
+            frame = _conform(frame, self.storage.describe(key))
+        self._cache[metric] = (key, frame)
+        return frame
+
+    def samples(self, metric: str, start_utc: datetime, end_utc: datetime) -> pl.DataFrame:
+        """Samples of ``metric`` with ``start_utc <= ts < end_utc`` from the day files covering the range."""
+        from pipelines.lib.warehouse import ar_day  # local: keeps the import graph flat
+
+        first, last = ar_day(start_utc), ar_day(end_utc - timedelta(microseconds=1))
+        frames = []
+        day = first
+        while day <= last:
+            frames.append(self._day_frame(metric, day))
+            day += timedelta(days=1)
+        in_range = (pl.col("ts") >= start_utc) & (pl.col("ts") < end_utc)
+        # Rows without a timestamp are passed on (from the last file only) so the loader quarantines them.
+        parts = [f.filter(in_range) for f in frames[:-1]] + [frames[-1].filter(in_range | pl.col("ts").is_null())]
+        return pl.concat(parts) if len(parts) > 1 else parts[0]
+
+
+def _conform(frame: pl.DataFrame, where: str) -> pl.DataFrame:
+    """Cast a sample file to the contract schema; missing label columns are NULL."""
+    if "ts" not in frame.columns or "value" not in frame.columns:
+        raise SourceError(f"{where}: not a metric sample file (needs ts and value columns, has {frame.columns})")
+    cols = []
+    for name, dtype in SAMPLE_SCHEMA.items():
+        if name in frame.columns:
+            col = pl.col(name)
+            if name == "ts" and frame.schema["ts"] != dtype:
+                col = col.cast(pl.Datetime("us")).dt.replace_time_zone("UTC") if getattr(
+                    frame.schema["ts"], "time_zone", None) is None else col.dt.convert_time_zone("UTC").cast(dtype)
+            else:
+                col = col.cast(dtype)
+            cols.append(col.alias(name))
+        else:
+            cols.append(pl.lit(None, dtype).alias(name))
+    return frame.select(cols)
+
+
+_BAD = pl.col("ts").is_null() | pl.col("value").is_null() | ~pl.col("value").is_finite() | (pl.col("value") < 0)
+
+
+def _quarantine_rows(frame: pl.DataFrame, where: str) -> list[QuarantinedRow]:
+    """Rows with no timestamp or a NaN/Inf/negative value: quarantined, never loaded."""
+    bad = frame.with_row_index("_row").filter(_BAD)
+    rows = [
+        QuarantinedRow(where, int(r["_row"]) + 1, str({k: v for k, v in r.items() if k != "_row"}),
+                       "metric sample without timestamp or with a NaN/Inf/negative value")
+        for r in bad.iter_rows(named=True)
+    ]
+    return rows
+
+
+def load_metrics_day(con: duckdb.DuckDBPyConnection, reader: MetricsReader, day: date) -> LoadResult:
+    """Load one Argentina day of every metric family into staging (replacing that day).
+
+    Counters become hourly sums of per-minute increases in ``staging.metric_counters_hourly``; gauges are
+    kept per minute in ``staging.metric_gauges_minutely``. A file that cannot be read is quarantined as a
+    whole (named) and the other metrics still load. ``rows_read`` counts the day's samples.
+    """
+    ensure_metric_tables(con)
+    start, end = day_bounds_utc(day)
+    result = LoadResult("metrics", day.isoformat())
+    counter_parts: list[pl.DataFrame] = []
+    gauge_parts: list[pl.DataFrame] = []
+    for metric in METRICS:
+        where = reader.describe(metric, day) if isinstance(reader, FileMetricsReader) else (
+            reader.describe(metric) if hasattr(reader, "describe") else metric)
+        try:
+            # One extra minute before the day: the previous sample of each counter series.
+            frame = reader.samples(metric, start - timedelta(minutes=1), end)
+        except SourceError as exc:
+            result.rows_read += 1
+            result.rows_quarantined += quarantine(con, "metrics", [QuarantinedRow(where, None, "", str(exc))])
+            result.warnings.append(str(exc))
+            continue
+        result.files += 1
+        # The lookback minute belongs to the previous day's load; null-ts rows are counted here.
+        in_day = pl.col("ts").is_null() | (pl.col("ts") >= start)
+        result.rows_read += frame.filter(in_day).height
+        result.rows_quarantined += quarantine(con, "metrics", _quarantine_rows(frame.filter(in_day), where))
+        good = frame.filter(~_BAD)
+        if metric in COUNTERS:
+            inc = counter_increases(good).filter(pl.col("ts") >= start)
+            result.rows_loaded += inc.height
+            keep = COUNTERS[metric]
+            counter_parts.append(
+                inc.with_columns(pl.col("ts").dt.truncate("1h").alias("hour_start"))
+                .group_by(["hour_start", *keep])
+                .agg(pl.col("increase").fill_null(0.0).sum().alias("increase"))
+                .with_columns(pl.lit(metric).alias("metric"))
+            )
+        else:
+            rows = good.filter(pl.col("ts") >= start)
+            result.rows_loaded += rows.height
+            gauge_parts.append(rows.select(["ts", *GAUGES[metric], "value"]).with_columns(pl.lit(metric).alias("metric")))
+    _write_counters(con, counter_parts, day)
+    _write_gauges(con, gauge_parts, day)
+    record_load(con, result)
+    return result
+
+
+def _fill_labels(frame: pl.DataFrame) -> pl.DataFrame:
+    return frame.with_columns([pl.lit(None, pl.String).alias(c) for c in _STAGING_LABELS if c not in frame.columns])
+
+
+def _write_counters(con: duckdb.DuckDBPyConnection, parts: list[pl.DataFrame], day: date) -> None:
+    cols = ["hour_start", "metric", *_STAGING_LABELS, "increase"]
+    frame = (pl.concat([_fill_labels(p).select(cols) for p in parts]) if parts
+             else pl.DataFrame(schema={"hour_start": pl.Datetime("us", "UTC"), "metric": pl.String,
+                                       **{c: pl.String for c in _STAGING_LABELS}, "increase": pl.Float64}))
+    con.register("_counter_frame", frame.to_arrow())
+    try:
+        replace_days(con, COUNTER_TABLE,
+                     "SELECT CAST($day AS DATE) AS day, hour_start::TIMESTAMPTZ AS hour_start, metric, niche, country, "
+                     "region, service, code, le, \"group\", increase FROM _counter_frame", [day], {"day": day})
+    finally:
+        con.unregister("_counter_frame")
+
+
+def _write_gauges(con: duckdb.DuckDBPyConnection, parts: list[pl.DataFrame], day: date) -> None:
+    cols = ["ts", "metric", *_STAGING_LABELS, "value"]
+    frame = (pl.concat([_fill_labels(p).select(cols) for p in parts]) if parts
+             else pl.DataFrame(schema={"ts": pl.Datetime("us", "UTC"), "metric": pl.String,
+                                       **{c: pl.String for c in _STAGING_LABELS}, "value": pl.Float64}))
+    con.register("_gauge_frame", frame.to_arrow())
+    try:
+        replace_days(con, GAUGE_TABLE,
+                     "SELECT CAST($day AS DATE) AS day, ts::TIMESTAMPTZ AS ts, metric, niche, country, region, "
+                     "\"group\", value FROM _gauge_frame", [day], {"day": day})
+    finally:
+        con.unregister("_gauge_frame")

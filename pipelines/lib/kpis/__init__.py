@@ -1,0 +1,28 @@
+"""KPI marts: SQL/polars over the warehouse, testable without Dagster.
+
+- :mod:`.quantiles` — ``histogram_quantile`` (Python reference and SQL).
+- :mod:`.staging` — event staging (users, bookings, onboarding, final payment state).
+- :mod:`.marts` — latency_daily, ops_hourly, incidents, slo_daily, cost_daily, payments_daily.
+- :mod:`.kpi_daily` — the 21 catalog KPIs with target and status.
+
+:func:`ensure_inputs` creates empty staging tables so marts build even when a source has no data yet.
+"""
+
+import duckdb
+
+from pipelines.lib.ingest.billing import ensure_billing_tables
+from pipelines.lib.ingest.events import ensure_event_tables
+from pipelines.lib.ingest.fx import ensure_fx_tables
+from pipelines.lib.ingest.metrics import ensure_metric_tables
+
+PUBLISHED_TABLES = ("kpi_daily", "slo_daily", "incidents", "cost_daily", "payments_daily", "latency_daily", "ops_hourly")
+
+
+def ensure_inputs(con: duckdb.DuckDBPyConnection) -> None:
+    """Create every raw/staging input table the marts read, empty if no load ran yet."""
+    ensure_metric_tables(con)
+    ensure_event_tables(con)
+    ensure_fx_tables(con)
+    ensure_billing_tables(con)
+    con.execute("CREATE TABLE IF NOT EXISTS staging.cost_items_daily (day DATE, niche_tag VARCHAR, service_tag VARCHAR, "
+                "charge_category VARCHAR, cost_micros BIGINT)")
