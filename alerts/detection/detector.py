@@ -116,6 +116,13 @@ def _as_values(values: Any, n: int) -> np.ndarray:
     return arr
 
 
+def _median(values: np.ndarray) -> float:
+    """Median without np.median's per-call overhead (this runs once per point)."""
+    a = np.sort(values)
+    n = len(a)
+    return float(a[n // 2]) if n % 2 else float(0.5 * (a[n // 2 - 1] + a[n // 2]))
+
+
 def _median_by(keys: np.ndarray, values: np.ndarray, min_count: int = 1) -> dict[int, float]:
     """Median of ``values`` per integer key (keys with fewer than ``min_count`` values are left out)."""
     if len(values) == 0:
@@ -126,14 +133,14 @@ def _median_by(keys: np.ndarray, values: np.ndarray, min_count: int = 1) -> dict
     out: dict[int, float] = {}
     for key_block, val_block in zip(np.split(k, cuts), np.split(v, cuts), strict=True):
         if len(val_block) >= min_count:
-            out[int(key_block[0])] = float(np.median(val_block))
+            out[int(key_block[0])] = _median(val_block)
     return out
 
 
 def _mad_sigma(values: np.ndarray) -> float:
     if len(values) == 0:
         return 0.0
-    return MAD_TO_SIGMA * float(np.median(np.abs(values - np.median(values))))
+    return MAD_TO_SIGMA * _median(np.abs(values - _median(values)))
 
 
 def _nan_to_none(arr: np.ndarray) -> list[float | None]:
@@ -191,6 +198,7 @@ def detect(timestamps: Any, values: Sequence[float | None] | np.ndarray | pl.Ser
         def inverse(x: np.ndarray) -> np.ndarray:
             return np.clip(np.exp(x) - c, 0.0, None)
     else:
+        c = 0.0
         u = y.copy()
 
         def inverse(x: np.ndarray) -> np.ndarray:
@@ -201,8 +209,9 @@ def detect(timestamps: Any, values: Sequence[float | None] | np.ndarray | pl.Ser
     def _breaks(u_i: float, y_i: float, eu: float, sd: float) -> bool:
         z_i = (u_i - eu) / sd
         z_d = z_i if cfg.direction == "up" else -z_i if cfg.direction == "down" else abs(z_i)
-        change = abs(y_i - float(inverse(np.array([eu]))[0]))
-        exp_abs = abs(float(inverse(np.array([eu]))[0]))
+        exp_value = max(math.exp(eu) - c, 0.0) if cfg.transform == "log" else eu
+        change = abs(y_i - exp_value)
+        exp_abs = abs(exp_value)
         return bool(z_d >= k and change >= cfg.min_abs_change and change >= cfg.min_rel_change * exp_abs)
 
     anomalous = np.zeros(n, dtype=bool)
@@ -247,10 +256,11 @@ def detect(timestamps: Any, values: Sequence[float | None] | np.ndarray | pl.Ser
             profile = _median_by(sH, nH, min_count=2)
             fallback = _median_by(hH if not daily else np.zeros_like(sH), nH)
 
-            def profile_at(s: int, h: int, *, _p=profile, _f=fallback) -> float:
-                return _p.get(s, _f.get(h if not daily else 0, 0.0))
-
-            p_hist = np.array([profile_at(int(s), int(h)) for s, h in zip(sH, hH, strict=True)])
+            # Lookup table per slot: the slot's own median, else its hour's, else 0.
+            table = np.zeros(7 if daily else 168)
+            for key in range(len(table)):
+                table[key] = profile.get(key, fallback.get(0 if daily else key % 24, 0.0))
+            p_hist = table[sH]
         base = week_level[min(week_level)]  # the latest week's level
 
         # Noise scale from week-over-week differences of the same slot (point vs the point 7 days
@@ -275,7 +285,7 @@ def detect(timestamps: Any, values: Sequence[float | None] | np.ndarray | pl.Ser
         today = np.flatnonzero(day_ord == ordinal)
         lo_all = int(np.searchsorted(ts, d0 - level_s))
         span = np.arange(lo_all, today[-1] + 1)
-        w = np.array([u[j] - slope * (ts[j] - d0) / DAY_S - profile_at(int(slot[j]), int(hour[j])) for j in span])
+        w = u[span] - slope * (ts[span] - d0) / DAY_S - table[slot[span]]
         w_ok = np.isfinite(w)
         for i in today:
             lo = int(np.searchsorted(ts, ts[i] - level_s)) - lo_all
@@ -284,8 +294,8 @@ def detect(timestamps: Any, values: Sequence[float | None] | np.ndarray | pl.Ser
             # The level follows the recent normal points, so an ongoing episode does not pull the
             # expectation up to itself; once a whole window is anomalous the shift is the new level.
             window = w[lo : i - lo_all][normal if normal.sum() >= 3 else ok]
-            level = float(np.median(window)) if len(window) >= 3 else base
-            expected_u[i] = level + slope * (ts[i] - d0) / DAY_S + profile_at(int(slot[i]), int(hour[i]))
+            level = _median(window) if len(window) >= 3 else base
+            expected_u[i] = level + slope * (ts[i] - d0) / DAY_S + table[slot[i]]
             sigma[i] = max(sigma_by_hour[int(hour[i])], floor)
             if finite[i]:
                 anomalous[i] = _breaks(u[i], y[i], expected_u[i], sigma[i])
