@@ -325,6 +325,7 @@ def parse_cur_legacy(data: bytes, source_file: str, *, strict: bool = False, cat
         for logical in ("niche", "service", "environment")
     }
     items, rejects, read = [], [], 0
+    first_row: dict[str, int] = {}  # line item identity -> row it was first seen on
     for number, row in rows:
         read += 1
         try:
@@ -353,11 +354,15 @@ def parse_cur_legacy(data: bytes, source_file: str, *, strict: bool = False, cat
             identity = _text(row["identity/LineItemId"])
             if identity is None:
                 raise _RowProblem("identity/LineItemId is missing")
+            line_item_id = f"{identity}|{_text(row['identity/TimeInterval']) or ''}"
+            if line_item_id in first_row:  # the same charge twice in one report would double its cost
+                raise _RowProblem(f"duplicate line item {line_item_id} (first on row {first_row[line_item_id]})")
+            first_row[line_item_id] = number
             items.append({
                 "source_format": "cur_legacy",
                 "source_file": source_file,
                 "billing_period": period_start.strftime("%Y-%m"),
-                "line_item_id": f"{identity}|{_text(row['identity/TimeInterval']) or ''}",
+                "line_item_id": line_item_id,
                 "usage_start": timestamp(row["lineItem/UsageStartDate"], "lineItem/UsageStartDate"),
                 "usage_end": timestamp(row["lineItem/UsageEndDate"], "lineItem/UsageEndDate"),
                 "provider": "aws",
