@@ -103,3 +103,94 @@ def test_unreachable_endpoint_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) 
     with pytest.raises(SourceError, match=r"^s3://b/k: cannot reach S3 \(EndpointConnectionError") as info:
         S3Storage("b").read_bytes("k")
     assert "testing" not in str(info.value)  # credentials never appear in messages
+
+
+# -- the warehouse loaders over S3 (same code path as a local folder) ---------------------------------------
+
+
+def _warehouse():
+    from pipelines.lib import warehouse
+
+    return warehouse.connect(":memory:")
+
+
+def _cur_tree(root: Path) -> None:
+    from tests.fixtures.sources import broken
+
+    broken.write_cur2_delivery(root, "2026-10", "oct-1", {"00001": broken.cur2_parquet(
+        [broken.cur2_row(i, cost=f"{i}.25", day="2026-10-15") for i in range(1, 4)])})
+    broken.write_cur2_delivery(root, "2026-11", "nov-1", {"00001": broken.cur2_parquet(
+        [broken.cur2_row(i, cost="2.000001") for i in range(1, 3)])})
+    # December: data delivered, manifest not yet written
+    data = root / "cur" / broken.EXPORT / "data" / "BILLING_PERIOD=2026-12" / "part.snappy.parquet"
+    data.parent.mkdir(parents=True)
+    data.write_bytes(broken.cur2_parquet([broken.cur2_row(1, day="2026-12-01")]))
+
+
+def _billing_rows(con) -> list[tuple]:
+    return con.execute("SELECT * EXCLUDE (source_file, _loaded_at) FROM raw.billing_line_items "
+                       "ORDER BY billing_period, line_item_id").fetchall()
+
+
+def test_cur2_from_s3_via_manifest_matches_the_local_folder(
+    s3_env: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ingest_billing = pytest.importorskip("pipelines.lib.ingest.billing")
+    from tests.fixtures.sources import broken
+
+    _cur_tree(tmp_path / "billing")
+    bucket = _bucket()
+    new_bucket(bucket)
+    upload_tree(tmp_path / "billing", bucket, "exports")
+    monkeypatch.setenv("PULSO_BILLING_SOURCE", f"s3://{bucket}/exports")
+
+    s3_con, local_con = _warehouse(), _warehouse()
+    result = ingest_billing.load_cur2(s3_con, storage_for("billing"))
+    ingest_billing.load_cur2(local_con, LocalStorage(tmp_path / "billing"))
+    assert (result.rows_read, result.rows_loaded, result.rows_quarantined) == (5, 5, 0)
+    assert any("2026-12" in w and "no manifest" in w for w in result.warnings)
+    assert _billing_rows(s3_con) == _billing_rows(local_con)
+    totals = dict(s3_con.execute("SELECT billing_period, sum(amortized_cost) FROM raw.billing_line_items "
+                                 "GROUP BY ALL").fetchall())
+    assert totals == {"2026-10": Decimal("6.75"), "2026-11": Decimal("4.000002")}  # 1.25+2.25+3.25; 2 x 2.000001
+    files = {r[0] for r in s3_con.execute("SELECT DISTINCT source_file FROM raw.billing_line_items").fetchall()}
+    assert all(f.startswith(f"s3://{bucket}/exports/cur/pulso-cur/data/BILLING_PERIOD=") for f in files)
+
+    # A restated November: new execution, new data file, new manifest; the old file stays in the bucket.
+    restated = tmp_path / "restated"
+    broken.write_cur2_delivery(restated, "2026-11", "nov-2", {"00001": broken.cur2_parquet(
+        [broken.cur2_row(i, cost="3") for i in range(1, 4)])})
+    upload_tree(restated, bucket, "exports")
+    again = ingest_billing.load_cur2(s3_con, storage_for("billing"))
+    assert again.rows_loaded == 3  # only November is re-read
+    totals = dict(s3_con.execute("SELECT billing_period, sum(amortized_cost) FROM raw.billing_line_items "
+                                 "GROUP BY ALL").fetchall())
+    assert totals == {"2026-10": Decimal("6.75"), "2026-11": Decimal("9")}  # replaced, never doubled
+
+
+def test_events_from_s3_match_the_local_folder(s3_env: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ingest_events = pytest.importorskip("pipelines.lib.ingest.events")
+    from datetime import date
+
+    from tests.fixtures.sources import broken
+
+    folder = tmp_path / "events" / "date=2026-11-02"
+    folder.mkdir(parents=True)
+    (folder / "part-0000.jsonl.gz").write_bytes(broken.jsonl_gz([*broken.GOOD_EVENTS, '{"broken']))
+    (folder / "part-0001.jsonl.gz").write_bytes(broken.jsonl_gz([broken.event("late-1"), broken.GOOD_EVENTS[0]]))
+    bucket = _bucket()
+    new_bucket(bucket)
+    upload_tree(tmp_path / "events", bucket, "app/events")
+    monkeypatch.setenv("PULSO_EVENTS_SOURCE", f"s3://{bucket}/app/events")
+    key = b"k" * 32
+    s3_con, local_con = _warehouse(), _warehouse()
+    s3_storage = storage_for("events")
+    assert ingest_events.event_arrival_days(s3_storage) == [date(2026, 11, 2)]
+    result = ingest_events.load_events_day(s3_con, s3_storage, date(2026, 11, 2), key)
+    ingest_events.load_events_day(local_con, LocalStorage(tmp_path / "events"), date(2026, 11, 2), key)
+    assert (result.rows_read, result.rows_loaded, result.rows_quarantined, result.duplicates) == (6, 5, 1, 1)
+    sql = "SELECT * EXCLUDE (_source_file, _loaded_at) FROM raw.events ORDER BY event_id"
+    assert s3_con.execute(sql).fetchall() == local_con.execute(sql).fetchall()
+    assert len(s3_con.execute(sql).fetchall()) == 4
+    (where,) = s3_con.execute("SELECT source_file FROM quarantine.rows").fetchone()
+    assert where == f"s3://{bucket}/app/events/date=2026-11-02/part-0000.jsonl.gz"
