@@ -126,7 +126,8 @@ def kpi_delta(change: float | Decimal | None, unit: str, lang: str, currency: st
     """The change against the previous period, signed; ratios in percentage points; None if unknown."""
     if is_missing(change):
         return None
-    sign = "+" if to_decimal(change) >= 0 else "-"  # type: ignore[arg-type]
+    exact = to_decimal(change)  # type: ignore[arg-type]
+    sign = "" if exact == 0 else ("+" if exact > 0 else "-")
     magnitude = abs(to_decimal(change))  # type: ignore[arg-type]
     if unit == "ratio":
         points = number(magnitude * 100, lang, 2)

@@ -30,10 +30,17 @@ def chart(ctx: PageContext, figure: Any) -> None:
     st.altair_chart(figure, width="stretch")
 
 
-def cards(items: list[Card], per_row: int = 4) -> None:
+def cards(ctx: PageContext, items: list[Card], per_row: int = 4) -> None:
     """KPI cards in rows: value, change against the previous period, sparkline."""
+    ctx_vs_previous = ctx.t("vs_previous")
     for i in range(0, len(items), per_row):
         cols = st.columns(per_row)
         for col, card in zip(cols, items[i : i + per_row], strict=False):
-            col.metric(card.label, card.value, delta=card.delta, delta_color=card.delta_color,  # type: ignore[arg-type]
-                       help=card.help, border=True, chart_data=card.chart, chart_type="area")
+            metric(col, card, ctx_vs_previous)
+
+
+def metric(where: Any, card: Card, vs_previous: str) -> None:
+    """One KPI card (value, delta against the previous period, sparkline)."""
+    where.metric(card.label, card.value, delta=card.delta, delta_color=card.delta_color,  # type: ignore[arg-type]
+                 delta_description=vs_previous if card.delta else None, help=card.help, border=True,
+                 chart_data=card.chart, chart_type="area")

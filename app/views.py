@@ -198,8 +198,9 @@ def kpi_cards(view: View, kpis: list[Kpi] | None = None) -> list[Card]:
             help_text += f" {view.t('target_now')}: {_target_text(view, kpi, target)}"
         cards.append(Card(
             kpi.id, catalog_name(kpi, view.lang), view.value(current.value, kpi.unit),
-            None if change is None else f"{fmt.kpi_delta(change, kpi.unit, view.lang, scope.currency)} {view.t('vs_previous')}",
-            "normal" if kpi.direction == "higher" else "inverse", help_text,
+            fmt.kpi_delta(change, kpi.unit, view.lang, scope.currency),
+            # No change is neither good nor bad: grey, whatever the KPI's direction.
+            "off" if change == 0 else ("normal" if kpi.direction == "higher" else "inverse"), help_text,
             points if len(points) >= 2 else None, current.value, previous.value,
         ))
     return cards
@@ -271,6 +272,9 @@ def latency_table(view: View) -> Table:
 # ------------------------------------------------------------------------------------------------
 # Unit economics
 # ------------------------------------------------------------------------------------------------
+
+
+ECONOMICS_KPIS = ("infra_cost_usd", "cost_per_active_user_usd", "revenue_per_infra_usd", "infra_margin_ratio")
 
 
 def cost_vs_budget(view: View) -> tuple[Table, list[DailyPoint]]:

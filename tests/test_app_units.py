@@ -209,7 +209,7 @@ def test_views_overview_tables_and_cards(con, catalog):
     assert table.loc["Response time p95", "Status"] == "🔴 Off track"
     cards = {c.kpi: c for c in kpi_cards(view)}
     assert cards["infra_cost_usd"].value == "US$10,920.00"
-    assert cards["infra_cost_usd"].delta == "+US$490.00 vs. previous period"
+    assert cards["infra_cost_usd"].delta == "+US$490.00"
     assert cards["infra_cost_usd"].delta_color == "inverse"
     assert cards["infra_cost_usd"].chart == [1000.0 + 10 * i for i in range(53, 60)]
     assert cards["scaling_time_minutes"].value == "no data" and cards["scaling_time_minutes"].chart is None

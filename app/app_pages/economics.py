@@ -8,6 +8,8 @@ ctx = session.context()
 view = views.View(ctx.con, ctx.catalog, ctx.scope, ctx.lang, ctx.rates, ctx.hidden_niches)
 session.header(ctx, "page_economics")
 
+render.cards(ctx, views.kpi_cards(view, [ctx.catalog.kpi(k) for k in views.ECONOMICS_KPIS if k in ctx.catalog.kpi_ids]))
+
 st.subheader(ctx.t("cost_vs_budget"))
 table, points = views.cost_vs_budget(view)
 render.chart(ctx, charts.daily_lines(

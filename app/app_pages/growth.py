@@ -18,9 +18,7 @@ c1.metric(ctx.t("mom_growth"), fmt.percent(growth.mom, ctx.lang, 1), border=True
           delta=None if growth.mom_target is None else f"{ctx.t('goal')}: {fmt.percent(growth.mom_target, ctx.lang, 0)}",
           delta_color="off", delta_arrow="off")
 for col, kpi in ((c2, "active_users"), (c3, "bookings")):
-    card = cards[kpi]
-    col.metric(card.label, card.value, delta=card.delta, help=card.help, border=True, chart_data=card.chart,
-               chart_type="area")
+    render.metric(col, cards[kpi], ctx.t("vs_previous"))
 
 series = views.kpi_series(ctx.con, ctx.catalog, ["active_users", "bookings"], ctx.scope, ctx.rates)
 left, right = st.columns(2)

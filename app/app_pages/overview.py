@@ -10,7 +10,7 @@ session.header(ctx, "page_overview")
 session.record_sensitive(ctx, "overview", [ctx.scope.niche])
 
 st.subheader(ctx.t("headline"))
-render.cards(views.kpi_cards(view))
+render.cards(ctx, views.kpi_cards(view))
 
 st.subheader(ctx.t("targets_table"))
 st.caption(ctx.t("targets_caption", day=views.fmt.day(ctx.scope.end, ctx.lang)))

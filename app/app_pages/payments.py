@@ -10,8 +10,7 @@ session.header(ctx, "page_payments")
 session.record_sensitive(ctx, "payments", [ctx.scope.niche])
 
 card = views.kpi_cards(view, [ctx.catalog.kpi("mercadopago_success_ratio")])[0]
-st.metric(card.label, card.value, delta=card.delta, help=card.help, border=True, chart_data=card.chart,
-          chart_type="area")
+render.metric(st, card, ctx.t("vs_previous"))
 
 st.subheader(ctx.t("mp_success_over_time"))
 daily = views.payments_daily_table(view)
