@@ -17,7 +17,7 @@ import polars as pl
 
 from pipelines.lib.catalog import ALL, load_catalog
 from pipelines.lib.ingest.metrics import COUNTER_TABLE, GAUGE_TABLE
-from pipelines.lib.kpis.marts import DIMS, _scaling_daily, grouping
+from pipelines.lib.kpis.marts import DIMS, _frame, _scaling_daily, grouping
 from pipelines.lib.kpis.quantiles import quantile_sql
 from pipelines.lib.kpis.staging import both
 from pipelines.lib.warehouse import replace_days
@@ -49,12 +49,13 @@ def kpi_queries() -> dict[str, str]:
     lat_cols, lat_group = _g("latency_p95_ms", keys=("day", "le"))
     pct = quantile_sql("_lat_grains", ["day", "niche", "country", "region"],
                        {"p50": 0.5, "p95": 0.95, "p99": 0.99}, 1000.0)
-    lat_source = f"""(
-        WITH _lat_grains AS (
-            SELECT day, le, {lat_cols}, sum(requests) AS requests FROM marts.latency_daily WHERE {_DAYS} {lat_group}
-        ) {pct})"""  # noqa: S608
+    # (a temp table: the quantile SQL has its own WITH clause)
+    q["_lat_grains"] = f"""
+        SELECT day, le, {lat_cols}, sum(requests) AS requests FROM marts.latency_daily WHERE {_DAYS} {lat_group}
+    """  # noqa: S608
+    q["_lat_pct"] = pct
     for name in ("p50", "p95", "p99"):
-        q[f"latency_{name}_ms"] = f"SELECT day, niche, country, region, {name} AS value FROM {lat_source}"  # noqa: S608
+        q[f"latency_{name}_ms"] = f"SELECT day, niche, country, region, {name} AS value FROM _lat_pct"  # noqa: S608
 
     # --- SLO-based --------------------------------------------------------------------------------
     q["availability_ratio"] = ("SELECT day, niche, country, region, sli_ratio AS value FROM marts.slo_daily "  # noqa: S608
@@ -192,8 +193,8 @@ def build_kpi_daily(con: duckdb.DuckDBPyConnection, days: Sequence[date]) -> int
     parts = []
     for kpi in catalog.kpis:
         sql = queries[kpi.id]
-        frame = con.execute(f"SELECT day, niche, country, region, value::DOUBLE AS value FROM ({sql}) t",  # noqa: S608
-                            params if "$days" in sql else {}).pl()
+        frame = _frame(con, f"SELECT day, niche, country, region, value::DOUBLE AS value FROM ({sql}) t",  # noqa: S608
+                       params if "$days" in sql else {})
         parts.append(frame.with_columns(pl.lit(kpi.id).alias("kpi")))
     con.unregister("_scaling")
     values = pl.concat(parts).filter(pl.col("day").is_in(day_list))

@@ -200,9 +200,14 @@ def scaling_times(frame: pl.DataFrame) -> pl.DataFrame:
                                      "reached_at": pl.Datetime("us", "UTC"), "minutes": pl.Float64})
 
 
+def _frame(con: duckdb.DuckDBPyConnection, sql: str, params: dict | None = None) -> pl.DataFrame:
+    """A query's result as a polars frame (fully fetched, so the connection is free again)."""
+    return pl.from_arrow(con.sql(sql, params=params or None).to_arrow_table())
+
+
 def _scaling_daily(con: duckdb.DuckDBPyConnection, days: Sequence[date]) -> pl.DataFrame:
     lo, hi = min(days), max(days) + timedelta(days=1)
-    frame = con.execute(
+    frame = _frame(con,
         f"""
         SELECT ts, "group", country,
                max(CASE WHEN metric = 'autoscaling_group_desired_capacity' THEN value END) AS desired,
@@ -213,7 +218,7 @@ def _scaling_daily(con: duckdb.DuckDBPyConnection, days: Sequence[date]) -> pl.D
         GROUP BY ALL ORDER BY ALL
         """,  # noqa: S608
         {"lo": lo, "hi": hi},
-    ).pl()
+    )
     if frame.is_empty():
         return pl.DataFrame(schema={"day": pl.Date, "value": pl.Float64})
     times = scaling_times(frame.with_columns(pl.col("ts").dt.convert_time_zone("UTC")))

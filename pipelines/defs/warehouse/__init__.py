@@ -1,0 +1,1 @@
+"""Warehouse domain: source loads, staging, KPI marts, publishing, schedules and the late-data sensor."""
