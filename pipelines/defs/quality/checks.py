@@ -14,11 +14,13 @@ from pipelines.lib.quality.suites import Suite, all_suites
 
 
 def _partition_day(context: dg.AssetCheckExecutionContext) -> date | None:
-    """The run's partition day, when the check runs inside a partitioned materialization."""
+    """The run's partition day (the last day of a multi-day run), when the run is partitioned."""
     try:
         if context.has_partition_key:
             return date.fromisoformat(context.partition_key)
-    except Exception:  # noqa: BLE001 - unpartitioned runs raise instead of returning False
+        if context.has_partition_key_range:
+            return date.fromisoformat(context.partition_key_range.end)
+    except (ValueError, dg.DagsterInvariantViolationError):  # an unpartitioned run or a non-day key
         return None
     return None
 
@@ -30,6 +32,7 @@ def build_quality_check(suite: Suite) -> dg.AssetChecksDefinition:
         asset=suite.asset,
         name=suite.name,
         blocking=suite.blocking,
+        pool="duckdb",  # the warehouse's one-connection pool: never read while another process writes
         description=f"Great Expectations suite on {suite.table}: schema and SQL types, ranges, allowed values "
         f"from the catalog, uniqueness, freshness and row-count reconciliation.",
     )
