@@ -55,9 +55,9 @@ def con(tiny) -> duckdb.DuckDBPyConnection:
     c = duckdb.connect()
     c.execute("SET TimeZone = 'UTC'")
     for metric in METRICS:
-        c.execute(f"CREATE VIEW {metric} AS SELECT * FROM read_parquet('{out}/metrics/{metric}/*/part-0.parquet', hive_partitioning = true)")
-    c.execute(f"CREATE VIEW ev AS SELECT * FROM read_json('{out}/events/*/*.jsonl.gz', format = 'newline_delimited', filename = true)")
-    c.execute(f"CREATE VIEW cur AS SELECT * FROM read_parquet('{out}/billing/**/*.parquet', filename = true)")
+        c.execute(f"CREATE VIEW {metric} AS SELECT * FROM read_parquet('{out}/metrics/{metric}/*/part-0.parquet', hive_partitioning = true)")  # noqa: S608 - SQL over the test's own files
+    c.execute(f"CREATE VIEW ev AS SELECT * FROM read_json('{out}/events/*/*.jsonl.gz', format = 'newline_delimited', filename = true)")  # noqa: S608 - SQL over the test's own files
+    c.execute(f"CREATE VIEW cur AS SELECT * FROM read_parquet('{out}/billing/**/*.parquet', filename = true)")  # noqa: S608 - SQL over the test's own files
     return c
 
 
@@ -197,7 +197,7 @@ def test_counters_only_decrease_at_the_injected_restarts(tiny, con):
             SELECT * FROM (SELECT niche, region, {'service' if 'service' in keys else 'NULL'} AS service, ts,
                                   value < lag(value) OVER (PARTITION BY {keys} ORDER BY ts) AS down
                            FROM {metric}) WHERE down
-        """).fetchall()
+        """).fetchall()  # noqa: S608 - SQL over the test's own files
         for niche, region, service, ts, _ in rows:
             found.add((metric, niche, region, service, ts.strftime("%Y-%m-%dT%H:%M:%SZ")))
     expected = set()
@@ -215,7 +215,7 @@ def test_gauges_stay_in_their_bounds(con):
     assert con.execute("SELECT min(value), max(value) FROM db_connections_in_use").fetchone()[1] <= pool
     for g in cat.autoscaling_groups:
         lo, hi = con.execute(f"""SELECT min(value), max(value) FROM autoscaling_group_in_service_instances
-                             WHERE "group" = '{g.id}'""").fetchone()
+                             WHERE "group" = '{g.id}'""").fetchone()  # noqa: S608 - SQL over the test's own files
         assert g.min <= lo and hi <= g.max
     assert set(r[0] for r in con.execute("SELECT DISTINCT value FROM probe_success").fetchall()) == {0.0, 1.0}
 
@@ -267,7 +267,7 @@ def test_daily_peaks_are_in_the_catalog_peak_hours(con):
             SELECT hour(ts AT TIME ZONE 'America/Argentina/Buenos_Aires') AS h, avg(v) FROM (
                 SELECT ts, sum(value) AS v FROM active_sessions WHERE date = '2026-11-26' AND niche = '{niche.id}'
                 GROUP BY ts) GROUP BY h ORDER BY h
-        """).fetchall()
+        """).fetchall()  # noqa: S608 - SQL over the test's own files
         by_hour = dict(rows)
         peak_hour = max(by_hour, key=by_hour.get)
         in_peak = [h for h in by_hour if any(a <= h < b for a, b in niche.peak_hours)]
@@ -306,7 +306,7 @@ def test_outage_probes_are_down_exactly_during_it_and_return_5xx(tiny, con):
     down = con.execute(f"""
         SELECT region, count(*), min(ts), max(ts) FROM probe_success
         WHERE niche = '{inc['niche']}' AND value = 0 AND ts >= '{inc['start']}' AND ts < '{inc['end']}' GROUP BY region
-    """).fetchall()
+    """).fetchall()  # noqa: S608 - SQL over the test's own files
     regions = {r.id for r in load_catalog().country(inc["country"]).regions}
     assert {r[0] for r in down} == regions
     for _, n, lo, hi in down:
@@ -318,14 +318,14 @@ def test_outage_probes_are_down_exactly_during_it_and_return_5xx(tiny, con):
                    FROM probe_success WINDOW w AS (PARTITION BY niche, region ORDER BY ts))
         SELECT count(*) FROM p WHERE value = 0 AND (prev = 0 OR next = 0)
           AND NOT (niche = '{inc['niche']}' AND ts >= '{inc['start']}' AND ts < '{inc['end']}')
-    """).fetchone()[0]
+    """).fetchone()[0]  # noqa: S608 - SQL over the test's own files
     assert runs == 0
     share_5xx = con.execute(f"""
         WITH d AS (SELECT code, max(value) - min(value) AS inc FROM http_requests_total
                    WHERE niche = '{inc['niche']}' AND ts >= '{inc['start']}'::TIMESTAMPTZ - INTERVAL 1 MINUTE
                      AND ts < '{inc['end']}' GROUP BY niche, region, service, code)
         SELECT sum(inc) FILTER (WHERE code LIKE '5%') / sum(inc) FROM d
-    """).fetchone()[0]
+    """).fetchone()[0]  # noqa: S608 - SQL over the test's own files
     assert share_5xx >= inc["expected_effect"]["http_5xx_share_min"]
     normal = con.execute("""
         WITH d AS (SELECT code, max(value) - min(value) AS inc FROM http_requests_total
@@ -343,7 +343,7 @@ def test_latency_regression_pushes_p95_well_over_target(tiny, con):
             SELECT le, max(value) - min(value) AS inc FROM http_request_duration_seconds_bucket
             WHERE region = '{inc['region']}' AND ts >= '{inc['start']}' AND ts < '{inc['end']}'
             GROUP BY niche, service, le) GROUP BY le
-    """).fetchall()
+    """).fetchall()  # noqa: S608 - SQL over the test's own files
     assert _p95_ms(dict(rows)) > inc["expected_effect"]["latency_p95_ms_min"]
 
 
@@ -356,7 +356,7 @@ def test_cache_degradation_drops_the_hit_ratio_to_about_60_percent(tiny, con):
                 SELECT (SELECT max(value) - min(value) FROM cache_hits_total c WHERE c.niche = x.niche AND c.region = x.region AND {where}) h,
                        (SELECT max(value) - min(value) FROM cache_requests_total c WHERE c.niche = x.niche AND c.region = x.region AND {where}) r
                 FROM (SELECT DISTINCT niche, region FROM probe_success WHERE region = '{inc['region']}') x)
-        """).fetchone()[0]
+        """).fetchone()[0]  # noqa: S608 - SQL over the test's own files
     during = ratio(f"ts >= '{inc['start']}'::TIMESTAMPTZ - INTERVAL 1 MINUTE AND ts < '{inc['end']}'")
     assert abs(during - inc["expected_effect"]["cache_hit_ratio"]) < 0.03
 
@@ -369,14 +369,14 @@ def test_traffic_spike_multiplies_sessions_and_scale_out_is_slow(tiny, con):
         SELECT sum(value) FILTER (WHERE ts = '{start - timedelta(minutes=1)}'),
                sum(value) FILTER (WHERE ts = '{start + timedelta(minutes=5)}')
         FROM active_sessions WHERE niche = '{inc['niche']}'
-    """).fetchone()
+    """).fetchone()  # noqa: S608 - SQL over the test's own files
     assert 3.5 < during / before < 6.5
     cap_group = load_catalog().section("capacity")["capacity_group"]
     rows = con.execute(f"""
         SELECT ts, d.value, i.value FROM autoscaling_group_desired_capacity d
         JOIN autoscaling_group_in_service_instances i USING (ts, "group", country)
         WHERE "group" = '{cap_group}' AND ts >= '{start}' AND ts < '{start + timedelta(minutes=30)}' ORDER BY ts
-    """).fetchall()
+    """).fetchall()  # noqa: S608 - SQL over the test's own files
     rise = next(k for k, (_, d, i) in enumerate(rows) if d > i)
     ready = next(k for k in range(rise, len(rows)) if rows[k][2] >= rows[rise][1])
     assert ready - rise >= inc["expected_effect"]["scaling_time_minutes_min"] > 5
@@ -408,7 +408,7 @@ def test_payment_rejection_surge_shows_high_risk_rejections(tiny, con):
                        GROUP BY 1)
             SELECT count(*), count(*) FILTER (WHERE detail = 'cc_rejected_high_risk') FROM p
             WHERE created >= '{lo}' AND created < '{hi}'
-        """).fetchone()
+        """).fetchone()  # noqa: S608 - SQL over the test's own files
     n, high_risk = attempts(inc["start"], inc["end"])
     assert n > 30 and high_risk / n > 0.15
     n0, high_risk0 = attempts("2026-11-25T03:00:00Z", "2026-11-26T03:00:00Z")
@@ -426,7 +426,7 @@ def test_cost_spike_multiplies_the_service_ec2_cost(tiny, con):
         WHERE line_item_product_code = 'AmazonEC2' AND line_item_line_item_type IN ('Usage', 'SavingsPlanCoveredUsage')
           AND resource_tags['user_niche'] = '{inc['niche']}' AND resource_tags['user_service'] = '{inc['service']}'
         GROUP BY day
-    """).fetchall())
+    """).fetchall())  # noqa: S608 - SQL over the test's own files
     spike_day = _ts(inc["start"]).astimezone(TZ).date()
     assert ec2[spike_day] / ec2[spike_day - timedelta(days=1)] > 3.0
 
@@ -498,7 +498,7 @@ def test_daily_amortized_cost_is_near_the_target_and_matches_the_ground_truth(ti
                         WHEN line_item_line_item_type IN ('SavingsPlanRecurringFee', 'SavingsPlanNegation', 'RIFee') THEN 0
                         ELSE line_item_unblended_cost END)
         FROM read_parquet('{out / 'billing' / first}') GROUP BY day ORDER BY day
-    """).fetchall()
+    """).fetchall()  # noqa: S608 - SQL over the test's own files
     truth = result.billing["daily_amortized_usd_first_delivery"]
     assert {d.isoformat(): str(v) for d, v in rows} == truth
     target = load_catalog().target("infra_cost_usd", END)
