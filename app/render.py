@@ -42,5 +42,6 @@ def cards(ctx: PageContext, items: list[Card], per_row: int = 4) -> None:
 def metric(where: Any, card: Card, vs_previous: str) -> None:
     """One KPI card (value, delta against the previous period, sparkline)."""
     where.metric(card.label, card.value, delta=card.delta, delta_color=card.delta_color,  # type: ignore[arg-type]
+                 delta_arrow=card.delta_arrow,  # type: ignore[arg-type]
                  delta_description=vs_previous if card.delta else None, help=card.help, border=True,
                  chart_data=card.chart, chart_type="area")

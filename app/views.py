@@ -68,6 +68,7 @@ class Card:
     value: str
     delta: str | None
     delta_color: str
+    delta_arrow: str
     help: str
     chart: list[float] | None
     raw_value: float | Decimal | None
@@ -168,6 +169,15 @@ def targets_table(view: View) -> Table:
     return _table("targets", columns, shown, raw)
 
 
+def status_summary(targets: Table) -> dict[str, int]:
+    """How many KPIs with a target are ok / warn / breach / no_data on the last day."""
+    counts = {s: 0 for s in ("ok", "warn", "breach", "no_data")}
+    has_target = targets.raw.iloc[:, 2].notna()
+    for status in targets.raw.loc[has_target].iloc[:, 5]:
+        counts[status] = counts.get(status, 0) + 1
+    return counts
+
+
 def card_kpis(catalog: Catalog) -> list[Kpi]:
     """KPIs on the overview cards: the strategy's KPIs that carry a target (catalog-driven)."""
     return [k for k in catalog.kpis if k.source == "strategy" and (k.targets or k.raw.get("growth_mom_target"))]
@@ -200,7 +210,8 @@ def kpi_cards(view: View, kpis: list[Kpi] | None = None) -> list[Card]:
             kpi.id, catalog_name(kpi, view.lang), view.value(current.value, kpi.unit),
             fmt.kpi_delta(change, kpi.unit, view.lang, scope.currency),
             # No change is neither good nor bad: grey, whatever the KPI's direction.
-            "off" if change == 0 else ("normal" if kpi.direction == "higher" else "inverse"), help_text,
+            "off" if change == 0 else ("normal" if kpi.direction == "higher" else "inverse"),
+            "off" if change == 0 else "auto", help_text,
             points if len(points) >= 2 else None, current.value, previous.value,
         ))
     return cards

@@ -163,6 +163,8 @@ def test_overview_in_spanish_usd(env):
     assert rows["Velocidad de escalado"][1] == "sin datos" and rows["Velocidad de escalado"][5] == "⚪ Sin datos"
     assert rows["Ingresos anuales recurrentes"][4] == "≥ US$ 500.000,00"
     shown = texts(at)
+    # the 14 KPIs with a target in force on 27/11: p95 and MP success off track, MTTR and scaling no data
+    assert ":green-badge[10 en camino] :red-badge[2 fuera de meta] :gray-badge[2 sin datos]" in shown
     assert "datos hasta 27/11/2026 · cerrados hasta 26/11/2026" in shown
     assert "Período 21/11/2026 – 27/11/2026 · comparado con 14/11/2026 – 20/11/2026" in shown
     assert "Descargar CSV" in shown

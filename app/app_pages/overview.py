@@ -1,4 +1,4 @@
-"""Overview: the strategy's targets table and the period's KPI cards."""
+"""Overview: how many targets are on track, the period's KPI cards and the strategy's targets table."""
 
 import streamlit as st
 
@@ -9,9 +9,14 @@ view = views.View(ctx.con, ctx.catalog, ctx.scope, ctx.lang, ctx.rates, ctx.hidd
 session.header(ctx, "page_overview")
 session.record_sensitive(ctx, "overview", [ctx.scope.niche])
 
+targets = views.targets_table(view)
+counts = views.status_summary(targets)
+colors = {"ok": "green", "warn": "orange", "breach": "red", "no_data": "gray"}
+st.markdown(" ".join(f":{colors[s]}-badge[{n} {ctx.t('status_' + s).lower()}]" for s, n in counts.items() if n))
+
 st.subheader(ctx.t("headline"))
 render.cards(ctx, views.kpi_cards(view))
 
 st.subheader(ctx.t("targets_table"))
 st.caption(ctx.t("targets_caption", day=views.fmt.day(ctx.scope.end, ctx.lang)))
-render.table(ctx, views.targets_table(view))
+render.table(ctx, targets)
