@@ -83,8 +83,9 @@ def _or(parts: Any) -> str:
 
 
 def format_le(seconds: float) -> str:
-    """The ``le`` label value of a bucket bound as Prometheus client libraries write it (``0.2``, ``1.0``)."""
-    return repr(float(seconds))
+    """The ``le`` label value of a bucket bound as Prometheus writes it (``0.2``, ``1``, ``2.5``)."""
+    text = repr(float(seconds))
+    return text[:-2] if text.endswith(".0") else text
 
 
 def sli_queries(catalog: Catalog) -> list[SliQuery]:

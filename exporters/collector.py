@@ -57,6 +57,7 @@ class PublishedState:
 
     version: int
     published_at: float
+    publish_id: str = ""
     data_through: float | None = None
     kpis: list[tuple[str, str, str, str, float | None, float | None, str]] = field(default_factory=list)
     slos: list[dict[str, object]] = field(default_factory=list)
@@ -84,7 +85,7 @@ def load_state(con: duckdb.DuckDBPyConnection, manifest: Manifest, catalog: Cata
     Rows whose labels are not catalog values (or whose KPI is unknown) are dropped and counted, so a
     label can never take unbounded values; NaN/Inf values are treated as no data.
     """
-    state = PublishedState(manifest.version, manifest.published_at.timestamp())
+    state = PublishedState(manifest.version, manifest.published_at.timestamp(), str(manifest.data.get("publish_id", "")))
     allowed = {
         "niche": set(catalog.niche_ids) | {ALL},
         "country": {c.id for c in catalog.countries} | {ALL},
@@ -147,6 +148,33 @@ def build_families(
     catalog: Catalog, state: PublishedState | None, now: float, stale_after: float, error: bool = False
 ) -> list[Metric]:
     """Every metric family of one scrape. ``state`` None: nothing readable is published."""
+    return freshness_families(state, now, stale_after, error) + data_families(catalog, state)
+
+
+def freshness_families(state: PublishedState | None, now: float, stale_after: float, error: bool = False) -> list[Metric]:
+    """``pulso_up`` and the publish time/age/version families: the part of a scrape that depends on the clock."""
+    up = GaugeMetricFamily("pulso_up", "1 when fresh published data is served; 0 when it is missing, unreadable or stale.")
+    published = GaugeMetricFamily("pulso_published_timestamp_seconds", "When the served data was published (Unix time).")
+    age = GaugeMetricFamily("pulso_published_age_seconds", "Seconds since the served data was published.")
+    through = GaugeMetricFamily("pulso_data_through_timestamp_seconds", "End of the newest published day, Argentina time (Unix time).")
+    version = GaugeMetricFamily("pulso_published_version", "Manifest version of the served data.")
+    dropped = GaugeMetricFamily("pulso_published_rows_dropped", "Published rows not served: unknown KPI or label values outside the catalog.")
+    fresh = False
+    if state is not None:
+        published.add_metric([], state.published_at)
+        age_seconds = max(0.0, now - state.published_at)
+        age.add_metric([], age_seconds)
+        if state.data_through is not None:
+            through.add_metric([], state.data_through)
+        version.add_metric([], float(state.version))
+        dropped.add_metric([], float(state.dropped))
+        fresh = not error and bool(state.kpis) and age_seconds <= stale_after
+    up.add_metric([], 1.0 if fresh else 0.0)
+    return [up, published, age, through, version, dropped]
+
+
+def data_families(catalog: Catalog, state: PublishedState | None) -> list[Metric]:
+    """The KPI, SLO, cost and incident families of one published state (the same for every scrape of it)."""
     kpi_families: dict[str, tuple[GaugeMetricFamily, GaugeMetricFamily, float]] = {}
     for kpi in catalog.kpis:
         m = kpi_metric(kpi)
@@ -166,12 +194,6 @@ def build_families(
     period = GaugeMetricFamily("pulso_slo_period_seconds", "SLO period in seconds.", labels=slo_labels)
     cost = GaugeMetricFamily("pulso_cost_usd", "Amortized infra cost of the newest published day in US dollars.", labels=("niche", "service", "charge_category"))
     incidents_open = GaugeMetricFamily("pulso_incidents_open", "Probe-detected incidents not yet recovered.", labels=PLACE)
-    up = GaugeMetricFamily("pulso_up", "1 when fresh published data is served; 0 when it is missing, unreadable or stale.")
-    published = GaugeMetricFamily("pulso_published_timestamp_seconds", "When the served data was published (Unix time).")
-    age = GaugeMetricFamily("pulso_published_age_seconds", "Seconds since the served data was published.")
-    through = GaugeMetricFamily("pulso_data_through_timestamp_seconds", "End of the newest published day, Argentina time (Unix time).")
-    version = GaugeMetricFamily("pulso_published_version", "Manifest version of the served data.")
-    dropped = GaugeMetricFamily("pulso_published_rows_dropped", "Published rows not served: unknown KPI or label values outside the catalog.")
 
     if state is not None:
         for kpi, niche, country, region, value, target, row_status in state.kpis:
@@ -209,18 +231,7 @@ def build_families(
                 cost.add_metric([niche, service, category], usd)
         for niche, country, region, n in state.incidents_open:
             incidents_open.add_metric([niche, country, region], float(n))
-        published.add_metric([], state.published_at)
-        age_seconds = max(0.0, now - state.published_at)
-        age.add_metric([], age_seconds)
-        if state.data_through is not None:
-            through.add_metric([], state.data_through)
-        version.add_metric([], float(state.version))
-        dropped.add_metric([], float(state.dropped))
-        fresh = not error and bool(state.kpis) and age_seconds <= stale_after
-    else:
-        fresh = False
-    up.add_metric([], 1.0 if fresh else 0.0)
-    families: list[Metric] = [up, published, age, through, version, dropped]
+    families: list[Metric] = []
     for value_family, target_family, _ in kpi_families.values():
         families += [value_family, target_family]
     families += [status, objective, sli, budget, burn, exhaustion, period, cost, incidents_open]
@@ -254,6 +265,26 @@ class PublishedCollector(Collector):
         """The families without reading any data (registration never touches the published store)."""
         yield from build_families(self.catalog, None, 0.0, self.stale_after)
 
+    @property
+    def state_key(self) -> tuple[int, str] | None:
+        """(manifest version, publish id) of the cached state; changes when a new publish is read."""
+        return self._state_key
+
+    def _consistent_snapshot(self) -> tuple[duckdb.DuckDBPyConnection, Manifest]:
+        """A connection and the manifest it was loaded from.
+
+        ``PublishedReader.snapshot()`` and ``.manifest()`` each reload when a publish lands between them,
+        so they are read as manifest, snapshot, manifest: equal versions around the snapshot prove the
+        connection belongs to that manifest (versions only grow).
+        """
+        for _ in range(self.reader.retries):
+            before = self.reader.manifest()
+            con = self.reader.snapshot()
+            after = self.reader.manifest()
+            if before.version == after.version:
+                return con, after
+        raise RuntimeError("published store kept changing while it was read")
+
     def refresh(self) -> tuple[PublishedState | None, bool]:
         """The state of the current manifest (queried once per version) and whether reading failed.
 
@@ -261,8 +292,7 @@ class PublishedCollector(Collector):
         """
         with self._lock:  # PublishedReader's cache is not thread-safe; this holds only for a stat when cached
             try:
-                con = self.reader.snapshot()
-                manifest = self.reader.manifest()
+                con, manifest = self._consistent_snapshot()
                 key = (manifest.version, str(manifest.data.get("publish_id", "")))
                 if key != self._state_key:
                     self._state = load_state(con.cursor(), manifest, self.catalog)
