@@ -185,3 +185,38 @@ def test_asset_check_blocks_a_corrupted_kpi_daily(tmp_path: Path) -> None:
     assert "true ratio_in_0_1: 1 of 21 rows fail" in evaluation.metadata["failures"].value
     # blocking: the asset downstream of the failed check did not run
     assert [e.asset_key.path[-1] for e in result.get_asset_materialization_events()] == ["kpi_daily"]
+
+
+# -- on a real warehouse built from the simulator --------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_suites_pass_on_a_simulated_warehouse_and_catch_a_corrupted_mart(tmp_path: Path) -> None:
+    simulator = pytest.importorskip("pipelines.lib.simulator")
+    pipeline = pytest.importorskip("pipelines.lib.kpis.pipeline")
+    from pipelines.lib import warehouse
+    from pipelines.lib.ingest.metrics import FileMetricsReader
+    from pipelines.lib.storage import LocalStorage
+
+    src = tmp_path / "src"
+    result = simulator.simulate("tiny", src, end=date(2026, 11, 20))
+    days = [result.start, date(2026, 11, 19), result.end]
+    con = warehouse.connect(tmp_path / "w.duckdb")
+    pipeline.refresh(con, pipeline.SourceSet(FileMetricsReader(LocalStorage(src / "metrics")),
+                                             LocalStorage(src / "billing"), LocalStorage(src / "events"),
+                                             LocalStorage(src / "fx")), days, key=b"k" * 32)
+    for suite in all_suites():
+        outcome = run_suite(con, suite, result.end if suite.day_column else None)
+        assert outcome.failures == [] and outcome.rows_checked > 0, (suite.name, outcome.failures)
+
+    # corrupt the real mart: a cache hit ratio above 1 and a NaN latency on the last day
+    con.execute("UPDATE marts.kpi_daily SET value = 1.25 WHERE kpi = 'cache_hit_ratio' AND niche = 'all' "
+                "AND country = 'all' AND region = 'all' AND day = ?", [result.end])
+    con.execute("UPDATE marts.kpi_daily SET value = 'NaN'::DOUBLE WHERE kpi = 'latency_p95_ms' AND niche = 'barber' "
+                "AND country = 'all' AND region = 'all' AND day = ?", [result.end])
+    outcome = run_suite(con, suite_for("kpi_daily"), result.end)
+    n = outcome.rows_checked
+    assert outcome.failures == [
+        f"marts.kpi_daily: true value_is_not_nan_or_inf: 1 of {n} rows fail — no NaN/Inf ever reaches a person",
+        f"marts.kpi_daily: true ratio_in_0_1: 1 of {n} rows fail",
+    ]
