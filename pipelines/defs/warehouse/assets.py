@@ -18,7 +18,7 @@ from pipelines.defs.sources.resources import MetricsSourceResource, SourceResour
 from pipelines.defs.warehouse.partitions import daily_partitions, run_days
 from pipelines.lib.catalog import load_catalog
 from pipelines.lib.ingest.billing import build_cost_items_daily, load_cur2
-from pipelines.lib.ingest.events import load_events_day
+from pipelines.lib.ingest.events import arrival_folders, load_events_day
 from pipelines.lib.ingest.fx import FX_KEY, build_fx_daily, load_fx
 from pipelines.lib.ingest.metrics import load_metrics_day
 from pipelines.lib.kpis import PUBLISHED_TABLES, ensure_inputs
@@ -124,14 +124,16 @@ def raw_events(context: dg.AssetExecutionContext, duckdb: DuckDBResource,
                events_source: SourceResource) -> dg.MaterializeResult:
     """App events of the run's arrival-day folders: deduplicated by event id, pseudonymized, personal
     fields dropped; sensitive niches in the ``psychology`` schema (``raw.events``, ``raw.payment_updates``,
-    ``psychology.*``). Late events touch earlier days: they are listed for the late-data sensor."""
+    ``psychology.*``). Folders are UTC arrival days: AR day D ends at 03:00 UTC of D+1, so the folder after
+    the run's last day is loaded too (and replaced by the next day's run). Late events touch earlier days:
+    they are listed for the late-data sensor."""
     days = run_days(context)
     storage = events_source.storage()
     total = LoadResult("events", f"{days[0]}..{days[-1]}")
     with _connect(duckdb) as con:
         _open(con)
-        for day in days:
-            total.merge(load_events_day(con, storage, day))
+        for folder in arrival_folders(days):
+            total.merge(load_events_day(con, storage, folder))
         outside = _note_touched(con, "events", total.touched_days, days)
         rows = con.execute("SELECT count(*) FROM raw.events WHERE arrival_day IN (SELECT unnest($d::DATE[]))",
                            {"d": days}).fetchall()[0][0]

@@ -203,7 +203,11 @@ def _load_delivery(con: duckdb.DuckDBPyConnection, storage: Storage, delivery: D
             """
             INSERT INTO raw.billing_line_items
             SELECT 'cur2', $where, $period,
-                identity_line_item_id || '|' || coalesce(identity_time_interval, ''),
+                -- AWS identity + interval; rows repeating both (distinct rows, e.g. SP recurring fees) get #n
+                identity_line_item_id || '|' || coalesce(identity_time_interval, '')
+                    || CASE WHEN count(*) OVER (PARTITION BY identity_line_item_id, identity_time_interval) > 1
+                            THEN '#' || row_number() OVER (PARTITION BY identity_line_item_id, identity_time_interval ORDER BY _row)
+                            ELSE '' END,
                 u_start, coalesce(u_end, u_start), 'aws', line_item_line_item_type, category,
                 line_item_product_code, line_item_usage_type, line_item_resource_id,
                 nullif(trim(resource_tags[$niche_key]), ''), nullif(trim(resource_tags[$service_key]), ''),

@@ -326,6 +326,14 @@ def _insert_new(con: duckdb.DuckDBPyConnection, table: str, columns: dict[str, p
         con.unregister("_incoming")
 
 
+def arrival_folders(days: list[date]) -> list[date]:
+    """UTC arrival-day folders holding the events of AR ``days``: each day's own folder and, because an AR
+    day ends at 03:00 UTC of the next day, the folder after the last day."""
+    from datetime import timedelta
+
+    return sorted({*days, max(days) + timedelta(days=1)})
+
+
 def event_arrival_days(storage: Storage) -> list[date]:
     """Arrival days that have a folder in the event source."""
     days = set()

@@ -144,6 +144,20 @@ def _conform(frame: pl.DataFrame, where: str) -> pl.DataFrame:
 _BAD = pl.col("ts").is_null() | pl.col("value").is_null() | ~pl.col("value").is_finite() | (pl.col("value") < 0)
 
 
+def canonical_le(le: pl.Series) -> pl.Series:
+    """Bucket bounds as one canonical text per number ("1" and "1.0" are the same bucket: Go clients write
+    the first, Python clients the second), so buckets from any exporter merge: ``repr(float)`` and ``+Inf``."""
+    mapping = {}
+    for text in le.unique().drop_nulls().to_list():
+        try:
+            value = float(text)
+        except ValueError:
+            mapping[text] = text  # left as is; the quality suite flags it
+            continue
+        mapping[text] = "+Inf" if value == float("inf") else repr(value)
+    return le.replace(mapping).alias("le")
+
+
 def _quarantine_rows(frame: pl.DataFrame, where: str) -> list[QuarantinedRow]:
     """Rows with no timestamp or a NaN/Inf/negative value: quarantined, never loaded."""
     bad = frame.with_row_index("_row").filter(_BAD)
@@ -184,6 +198,8 @@ def load_metrics_day(con: duckdb.DuckDBPyConnection, reader: MetricsReader, day:
         result.rows_read += frame.filter(in_day).height
         result.rows_quarantined += quarantine(con, "metrics", _quarantine_rows(frame.filter(in_day), where))
         good = frame.filter(~_BAD)
+        if metric == "http_request_duration_seconds_bucket":
+            good = good.with_columns(canonical_le(good["le"]))
         if metric in COUNTERS:
             inc = counter_increases(good).filter(pl.col("ts") >= start)
             result.rows_loaded += inc.height

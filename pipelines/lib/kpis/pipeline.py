@@ -11,7 +11,7 @@ from datetime import date
 import duckdb
 
 from pipelines.lib.ingest.billing import build_cost_items_daily, load_cur2
-from pipelines.lib.ingest.events import load_events_day
+from pipelines.lib.ingest.events import arrival_folders, load_events_day
 from pipelines.lib.ingest.fx import build_fx_daily, load_fx
 from pipelines.lib.ingest.metrics import MetricsReader, load_metrics_day
 from pipelines.lib.kpis import ensure_inputs
@@ -45,7 +45,7 @@ def load_sources(con: duckdb.DuckDBPyConnection, sources: SourceSet, days: Itera
     build_cost_items_daily(con)
     if sources.events is not None:
         total = LoadResult("events", f"{day_list[0]}..{day_list[-1]}")
-        for d in day_list:
+        for d in arrival_folders(day_list):
             total.merge(load_events_day(con, sources.events, d, key=key))
         results["events"] = total
     build_event_staging(con, sorted({*day_list, *results.get("events", LoadResult("events", "")).touched_days}))
