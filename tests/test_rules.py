@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -112,3 +113,22 @@ def test_latency_slo_uses_each_countrys_threshold_bucket():
         ('http_request_duration_seconds_bucket{country=~"UY|CL|BR|CO",le="0.3"}',
          'http_request_duration_seconds_bucket{country=~"UY|CL|BR|CO",le="+Inf"}'),
     )
+
+
+def _github_anchor(heading: str) -> str:
+    text = heading.strip().lower()
+    text = re.sub(r"[^\w\- ]", "", text)
+    return text.replace(" ", "-")
+
+
+def test_every_runbook_link_points_to_a_section_of_docs_runbooks():
+    anchors = {_github_anchor(line.lstrip("#")) for line in
+               (ALERTS.parent / "docs/runbooks.md").read_text().splitlines() if line.startswith("#")}
+    links = [r["annotations"]["runbook_url"] for rel in ("slo.rules.yml", "pulso.rules.yml")
+             for g in yaml.safe_load((ALERTS / "prometheus" / rel).read_text())["groups"]
+             for r in g["rules"] if "alert" in r]
+    assert len(links) == 6
+    base = load_catalog().section("links")["runbook_base_url"]
+    for link in links:
+        assert link.startswith(base + "#")
+        assert link.split("#", 1)[1] in anchors, link
