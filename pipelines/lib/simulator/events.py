@@ -27,7 +27,7 @@ from pipelines.lib.simulator.world import MINUTES, WEEKDAY_FACTOR, WEEKDAY_FACTO
 # --- behaviour parameters -----------------------------------------------------------------------------
 SESSIONS_PER_USER_DAY = 0.2
 USER_ACTIVITY_SKEW = 1.5  # older users are more active (ordinal = P * u**skew)
-REVENUE_PER_INFRA_USD = 5.0  # gross; refunds, chargebacks and failures bring it to ~5
+REVENUE_PER_INFRA_USD = 5.2  # gross; refunds, chargebacks and failures bring it to ~5
 # Typical booking price in USD per niche id (unknown niches get the default); ARS prices follow the FX.
 PRICE_USD = {"barber": 14.0, "psychology": 38.0, "dentist": 45.0, "fitness": 12.0, "vet": 30.0, "beauty": 20.0}
 PRICE_USD_DEFAULT = 20.0
@@ -55,6 +55,8 @@ CHARGEBACK_SHARE = 0.003
 DUPLICATE_SHARE = 0.005
 LATE_SHARE = 0.01
 PART_MAX_LINES = 200_000
+USER_CACHE_SIZE = 400_000
+GZIP_LEVEL = 3
 PAYMENT_ID_BASE = 1_310_000_000
 
 
@@ -113,15 +115,24 @@ class EventsModel:
         for s in world.segments:
             self.niche_weight[s.niche] += s.weight
         self.professionals: dict[int, int] = defaultdict(int)
+        self._users: dict[tuple[int, int], tuple[str, Person]] = {}
+        self._user_json: dict[str, str] = {}
 
     # --- identities -------------------------------------------------------------------------------------
     def _user(self, seg_index: int, ordinal: int) -> tuple[str, Person]:
+        key = (seg_index, ordinal)
+        hit = self._users.get(key)
+        if hit is not None:
+            return hit
         seg = self.world.segments[seg_index]
         h = mix64((self.world.seed << 40) ^ (seg_index << 32) ^ ordinal)
         p = person(h, seg.country, seg.region)
         if seg_index == 0 and ordinal == 0 and self.canaries.any():
             p = canary_person(p, self.canaries)
-        return f"u_{h:016x}", p
+        if len(self._users) > USER_CACHE_SIZE:  # bounded memory on the year-long profile
+            self._users.clear()
+        self._users[key] = (f"u_{h:016x}", p)
+        return self._users[key]
 
     def population(self, seg_index: int, day: date) -> int:
         return max(1, int(self.population_end[seg_index] * self.world.growth(day)))
@@ -131,17 +142,20 @@ class EventsModel:
         if at_ms >= self.cutoff_ms:
             self.stats.dropped_after_window += 1
             return
-        event = {
-            "event_id": str(uuid.UUID(int=r.getrandbits(128), version=4)),
-            "type": kind,
-            "occurred_at": _iso_ms(at_ms),
-            "niche": seg.niche,
-            "country": seg.country,
-            "region": seg.region,
-            "user": {"id": user_id, "name": who.name, "email": who.email, "phone": who.phone, "dni": who.dni},
-            "payload": payload,
-        }
-        line = json.dumps(event, ensure_ascii=False, separators=(",", ":"))
+        # The envelope is assembled as text: the user fragment is serialized once per person (speed).
+        user_json = self._user_json.get(user_id)
+        if user_json is None:
+            if len(self._user_json) > USER_CACHE_SIZE:
+                self._user_json.clear()
+            user_json = json.dumps({"id": user_id, "name": who.name, "email": who.email, "phone": who.phone,
+                                    "dni": who.dni}, ensure_ascii=False, separators=(",", ":"))
+            self._user_json[user_id] = user_json
+        line = (
+            f'{{"event_id":"{uuid.UUID(int=r.getrandbits(128), version=4)}","type":"{kind}",'
+            f'"occurred_at":"{_iso_ms(at_ms)}","niche":"{seg.niche}","country":"{seg.country}",'
+            f'"region":"{seg.region}","user":{user_json},'
+            f'"payload":{json.dumps(payload, ensure_ascii=False, separators=(",", ":"))}}}'
+        )
         if r.random() < LATE_SHARE:
             arrival = at_ms + int((1 + 2 * r.random()) * 86_400_000)
             late = True
@@ -338,7 +352,7 @@ class EventsModel:
             for part, i in enumerate(range(0, len(rows), PART_MAX_LINES)):
                 path = folder / f"part-{part:04d}.jsonl.gz"
                 data = ("\n".join(line for _, _, line in rows[i : i + PART_MAX_LINES]) + "\n").encode()
-                with open(path, "wb") as fh, gzip.GzipFile(filename="", mode="wb", fileobj=fh, mtime=0, compresslevel=6) as gz:
+                with open(path, "wb") as fh, gzip.GzipFile(filename="", mode="wb", fileobj=fh, mtime=0, compresslevel=GZIP_LEVEL) as gz:
                     gz.write(data)
                 self.stats.files.append(path.relative_to(self.out).as_posix())
             self.stats.lines += len(rows)

@@ -37,8 +37,8 @@ class Profile:
         return float(catalog.target("peak_concurrent_users", _phase_day(catalog, self.phase)))
 
     def infra_cost_reference_usd(self, catalog: Catalog) -> float:
-        """Daily infra cost at the profile's scale: a little under the catalog target of its phase."""
-        return 0.97 * float(catalog.target("infra_cost_usd", _phase_day(catalog, self.phase)))
+        """Daily infra cost at the profile's scale: around the catalog target of its phase at the window end."""
+        return 1.12 * float(catalog.target("infra_cost_usd", _phase_day(catalog, self.phase)))
 
 
 def _phase_day(catalog: Catalog, phase: str):
