@@ -38,9 +38,9 @@ def rate_lookup(start: date, end: date, anchor: date, seed: int) -> dict[date, f
     return out
 
 
-def quote_days(start: date, end: date) -> set[date]:
-    """Business days in Argentina (no weekends, no public holidays) between start and end."""
-    ar = holidays.country_holidays("AR", years=range(start.year, end.year + 1))
+def quote_days(start: date, end: date, country: str = "AR") -> set[date]:
+    """Business days of the quoting market (no weekends, no public holidays) between start and end."""
+    ar = holidays.country_holidays(country, years=range(start.year, end.year + 1))
     days = set()
     d = start
     while d <= end:
