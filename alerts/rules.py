@@ -248,6 +248,20 @@ def alert_rules(catalog: Catalog) -> list[dict[str, Any]]:
     return groups
 
 
+def slo_rule_groups(catalog: Catalog) -> list[dict[str, Any]]:
+    """One group per SLO: its recording rules, then its alerts.
+
+    One group, because Prometheus evaluates the rules of a group in order at the same timestamp, so the
+    alerts read the ratios recorded in this very evaluation; across groups the order is not defined and
+    an alert could act on the previous evaluation's values (seen as flaky promtool results).
+    """
+    alerts = {g["name"].removesuffix("-alerts"): g["rules"] for g in alert_rules(catalog)}
+    return [
+        {"name": g["name"].removesuffix("-recording"), "rules": g["rules"] + alerts[g["name"].removesuffix("-recording")]}
+        for g in recording_rules(catalog)
+    ]
+
+
 def meta_rules(catalog: Catalog) -> list[dict[str, Any]]:
     """Alerts on Pulso itself: the exporter cannot serve fresh published data."""
     return [{
@@ -356,7 +370,7 @@ def alertmanager_config(catalog: Catalog, webhook_file: str = DEFAULT_WEBHOOK_FI
 def render(catalog: Catalog, webhook_file: str = DEFAULT_WEBHOOK_FILE) -> dict[str, str]:
     """Every generated file, keyed by its path relative to ``alerts/``."""
     return {
-        f"prometheus/{RULES_FILE}": _dump({"groups": recording_rules(catalog) + alert_rules(catalog)}),
+        f"prometheus/{RULES_FILE}": _dump({"groups": slo_rule_groups(catalog)}),
         f"prometheus/{META_RULES_FILE}": _dump({"groups": meta_rules(catalog)}),
         f"alertmanager/{ALERTMANAGER_FILE}": _dump(alertmanager_config(catalog, webhook_file)),
     }
