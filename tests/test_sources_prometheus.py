@@ -56,7 +56,12 @@ def _history() -> dict[str, pl.DataFrame]:
     ])
     probe = _series({"niche": "barber", "country": "AR", "region": "buenos_aires"},
                     [0.0 if 600 <= i < 605 else 1.0 for i in range(MINUTES)])
-    return {"http_requests_total": requests_total, "probe_success": probe}
+    # a gauge with a 3-minute gap and a series that stops early: no value is invented for missing minutes
+    sessions = _series({"niche": "barber", "country": "AR", "region": "cordoba"},
+                       [float(i % 50) for i in range(2000)]).filter(
+        ~pl.col("ts").is_between(DAY1.astimezone(UTC) + timedelta(minutes=100),
+                                 DAY1.astimezone(UTC) + timedelta(minutes=102)))
+    return {"http_requests_total": requests_total, "probe_success": probe, "active_sessions": sessions}
 
 
 def _write_files(history: dict[str, pl.DataFrame], root: Path) -> None:
@@ -97,11 +102,13 @@ def test_api_samples_equal_the_files_for_each_day(prom) -> None:
     url, files, _ = prom
     source = PrometheusSource(url)
     for day, name in ((DAY1, "2026-11-01"), (DAY1 + timedelta(days=1), "2026-11-02")):
-        for metric in ("http_requests_total", "probe_success"):
+        for metric in ("http_requests_total", "probe_success", "active_sessions"):
             api = source.samples(metric, *_day_bounds(day))
             assert api.schema == pl.Schema(SAMPLE_SCHEMA)
             assert_frame_equal(_sorted(api), _sorted(_read_file(files, metric, name)))
-    assert api.height == 1440  # probe: one series, one row per minute of the Argentina day
+    assert api.height == 2000 - 1440  # sessions on day 2: the series stopped after minute 1999
+    day1 = source.samples("active_sessions", *_day_bounds(DAY1))
+    assert day1.height == 1440 - 3  # the 3-minute gap stays a gap
 
 
 def test_increases_through_api_and_files_match_hand_numbers(prom) -> None:
@@ -130,7 +137,7 @@ def test_long_range_is_chunked_without_gaps_or_overlap(prom) -> None:
     client = PrometheusClient(url, max_points=500)
     start, end = DAY1.astimezone(UTC), (DAY1 + timedelta(days=2)).astimezone(UTC)
     api = PrometheusSource(url, client=client).samples("http_requests_total", start, end)
-    assert client.requests_made == 6  # 2880 minutes / 500 points -> 6 chunks
+    assert client.requests_made == 12  # 2880 minutes / 500 points -> 6 chunks, values and timestamps
     assert_frame_equal(_sorted(api), _sorted(history["http_requests_total"]))
 
 
@@ -175,8 +182,8 @@ class _FlakyHandler(http.server.BaseHTTPRequestHandler):
     hang = threading.Event()
 
     def do_POST(self) -> None:  # noqa: N802 (http.server naming)
-        self.rfile.read(int(self.headers["Content-Length"]))
-        action = self.script.pop(0)
+        form = self.rfile.read(int(self.headers["Content-Length"])).decode()
+        action = self.script.pop(0) if "timestamp" not in form else "ok"
         if action == "hang":
             self.hang.wait(3)
             return
@@ -187,6 +194,9 @@ class _FlakyHandler(http.server.BaseHTTPRequestHandler):
             return
         body = (b'{"status":"success","data":{"resultType":"matrix","result":[{"metric":{"__name__":"up",'
                 b'"niche":"barber"},"values":[[1793502000,"1"]]}]}}')
+        if "timestamp" in form:  # timestamp(up): the sample is from the evaluation time itself
+            body = (b'{"status":"success","data":{"resultType":"matrix","result":[{"metric":{'
+                    b'"niche":"barber"},"values":[[1793502000,"1793502000"]]}]}}')
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -211,7 +221,7 @@ def test_5xx_and_timeouts_are_retried() -> None:
     finally:
         _FlakyHandler.hang.set()
         server.shutdown()
-    assert client.requests_made == 3
+    assert client.requests_made == 4  # 503, timeout, the samples, then their timestamps
     assert delays == [0.1, 0.2]
     assert frame.select("niche", "value").rows() == [("barber", 1.0)]
 
@@ -263,3 +273,24 @@ def test_simulated_history_through_prometheus_equals_the_files(tmp_path: Path) -
         # at the reset minute the increase is the sample itself (Prometheus' rule), never negative
         assert reset_series.height > 0
         assert (reset_series["increase"] == reset_series["value"]).all()
+
+        # The warehouse loader over either reader builds identical staging (what every KPI is computed from).
+        from pipelines.lib import warehouse
+
+        class Windowed:
+            """The file reader limited to the replayed window (Prometheus only holds those 2 hours)."""
+
+            def samples(self, metric: str, a: datetime, b: datetime) -> pl.DataFrame:
+                return files.samples(metric, max(a, start), min(b, end)) if a < end and b > start else \
+                    files.samples(metric, start, start)
+
+        day = warehouse.ar_day(start)
+        staged = {}
+        for name, reader in (("api", api), ("files", Windowed())):
+            con = warehouse.connect(":memory:")
+            loaded = ingest_metrics.load_metrics_day(con, reader, day)
+            assert loaded.reconciled and loaded.rows_quarantined == 0
+            staged[name] = [con.execute(f"SELECT * FROM {t} ORDER BY ALL").fetchall()  # noqa: S608
+                            for t in ("staging.metric_counters_hourly", "staging.metric_gauges_minutely")]
+        assert staged["api"] == staged["files"]
+        assert len(staged["api"][0]) > 0 and len(staged["api"][1]) > 0

@@ -204,14 +204,22 @@ class PrometheusSource:
         if last < first:
             return pl.DataFrame(schema=SAMPLE_SCHEMA)
         matrix = self.client.query_range(metric, first, last, STEP_SECONDS)
+        # The time of the sample behind each value: a value whose sample is a step or more older is
+        # Prometheus' lookback repeating the last sample into a gap (or past the end of the data).
+        stamps = {
+            _series_key(s["metric"]): {float(t): float(v) for t, v in s["values"]}
+            for s in self.client.query_range(f"timestamp({metric})", first, last, STEP_SECONDS)
+        }
         columns: dict[str, list[Any]] = {c: [] for c in SAMPLE_SCHEMA}
         for series in matrix:
             labels = series["metric"]
-            n = len(series["values"])
+            sample_times = stamps.get(_series_key(labels), {})
+            kept = [(float(t), raw) for t, raw in series["values"]
+                    if float(t) - sample_times.get(float(t), float("-inf")) < STEP_SECONDS]
             for c in LABEL_COLUMNS:
-                columns[c].extend([labels.get(c)] * n)
-            for ts, raw in series["values"]:
-                columns["ts"].append(datetime.fromtimestamp(float(ts), UTC))
+                columns[c].extend([labels.get(c)] * len(kept))
+            for ts, raw in kept:
+                columns["ts"].append(datetime.fromtimestamp(ts, UTC))
                 columns["value"].append(float(raw))
         frame = pl.DataFrame(columns, schema=SAMPLE_SCHEMA).sort(["ts", *LABEL_COLUMNS], nulls_last=False)
         dupes = frame.select(["ts", *LABEL_COLUMNS]).is_duplicated()
@@ -225,6 +233,11 @@ class PrometheusSource:
         if non_finite:
             log.warning("%s: %d non-finite samples (NaN/Inf) returned as is", self.describe(metric), non_finite)
         return frame
+
+
+def _series_key(labels: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    """A series' identity without its name (``timestamp()`` drops ``__name__``)."""
+    return tuple(sorted((k, v) for k, v in labels.items() if k != "__name__"))
 
 
 def counter_increases(samples: pl.DataFrame) -> pl.DataFrame:
