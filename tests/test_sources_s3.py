@@ -194,3 +194,33 @@ def test_events_from_s3_match_the_local_folder(s3_env: str, tmp_path: Path, monk
     assert len(s3_con.execute(sql).fetchall()) == 4
     (where,) = s3_con.execute("SELECT source_file FROM quarantine.rows").fetchone()
     assert where == f"s3://{bucket}/app/events/date=2026-11-02/part-0000.jsonl.gz"
+
+
+def test_metric_files_from_s3_through_the_metrics_resource(
+    s3_env: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("pipelines.lib.ingest.metrics")
+    from datetime import UTC, datetime, timedelta
+
+    import polars as pl
+
+    from pipelines.defs.sources.resources import MetricsSourceResource
+    from pipelines.lib.sources.prometheus import SAMPLE_SCHEMA
+
+    start = datetime(2026, 11, 2, 3, tzinfo=UTC)  # 00:00 in Argentina
+    frame = pl.DataFrame({"ts": [start + timedelta(minutes=i) for i in range(3)], "niche": ["barber"] * 3,
+                          "country": ["AR"] * 3, "region": ["cordoba"] * 3, "value": [3.0, 4.0, 5.0]})
+    frame = frame.with_columns([pl.lit(None, pl.String).alias(c) for c in ("service", "route", "code", "le", "group")])
+    frame = frame.select(list(SAMPLE_SCHEMA)).cast(SAMPLE_SCHEMA)
+    folder = tmp_path / "metrics" / "active_sessions" / "date=2026-11-02"
+    folder.mkdir(parents=True)
+    frame.write_parquet(folder / "part-0.parquet")
+    bucket = _bucket()
+    new_bucket(bucket)
+    upload_tree(tmp_path / "metrics", bucket, "prom-archive")
+    monkeypatch.setenv("PULSO_METRICS_SOURCE", f"s3://{bucket}/prom-archive")
+    reader = MetricsSourceResource().reader()
+    assert isinstance(reader.storage, S3Storage)
+    got = reader.samples("active_sessions", start, start + timedelta(days=1))
+    assert got.equals(frame)
+    assert reader.samples("probe_success", start, start + timedelta(days=1)).height == 0  # no file: no rows
