@@ -104,9 +104,7 @@ class PeriodValue:
 
 def has_table(con: duckdb.DuckDBPyConnection, table: str) -> bool:
     """Whether the snapshot has this published table."""
-    row = con.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_name = ? AND table_schema = 'main'", [table]
-    ).fetchone()
+    row = con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = ? AND schema_name = 'main'", [table]).fetchone()
     return bool(row and row[0])
 
 
@@ -331,8 +329,9 @@ def period_value(con: duckdb.DuckDBPyConnection, catalog: Catalog, kpi_id: str, 
     _, _, _, split = grain(kpi, scope)
 
     def daily(kid: str) -> list[float | Decimal]:
-        points = series.get(kid) if series and kid in series else kpi_series(con, catalog, [kid], scope, rates)[kid]
-        return [p.value for p in points if not is_missing(p.value)]  # type: ignore[misc]
+        # ``series`` (when given) holds the scope's daily points already: no second query.
+        points = series[kid] if series is not None and kid in series else kpi_series(con, catalog, [kid], scope, rates)[kid]
+        return [p.value for p in points if not is_missing(p.value) and scope.start <= p.day <= scope.end]  # type: ignore[misc]
 
     value: float | Decimal | None
     if rule.startswith("buckets:"):

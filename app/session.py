@@ -8,8 +8,9 @@ from __future__ import annotations
 import os
 import threading
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -18,9 +19,9 @@ import streamlit as st
 from app import auth
 from app.formatting import AR_TZ, day, moment
 from app.i18n import DEFAULT_LANG, catalog_name, t
-from app.queries import Scope, data_days, fx_rates, has_table
+from app.queries import Scope, fx_rates, has_table
 from pipelines.lib.catalog import ALL, Catalog, load_catalog
-from pipelines.lib.published import Manifest, NotPublishedError, PublishedReader, default_root
+from pipelines.lib.published import Manifest, NotPublishedError, PublishedReader, default_root, read_manifest
 
 CTX_KEY = "pulso_ctx"
 IDENTITY_KEY = "pulso_identity"
@@ -50,12 +51,48 @@ class PageContext:
         return t(key, self.lang, **params)
 
 
-class _SharedReader:
-    """One :class:`PublishedReader` per published root, shared by sessions, with a lock so a page
-    gets a (connection, manifest) pair of the same published state."""
+class WindowedReader(PublishedReader):
+    """A :class:`PublishedReader` that loads only the days from ``since`` on.
 
-    def __init__(self, root: str):
-        self.reader = PublishedReader(root, tables=TABLES)
+    The app never needs a year of history to draw a month: loading the window a page asks for keeps
+    the first render of the overview under two seconds at m6-year scale (see docs/benchmarks.md). All
+    the reader's guarantees (one manifest, retry when a publish removes files) are the parent's.
+    """
+
+    def __init__(self, root: Path | str, tables: tuple[str, ...], since: date | None):
+        super().__init__(root, tables=tables)
+        self.since = since
+
+    def _load(self, manifest: Manifest) -> duckdb.DuckDBPyConnection:
+        con = duckdb.connect(":memory:")
+        for table in manifest.tables:
+            if self.only is not None and table not in self.only:
+                continue
+            files = [manifest.root / rel for day, rel in sorted(manifest.tables[table]["files"].items())
+                     if self.since is None or date.fromisoformat(day) >= self.since]
+            if files:
+                # The table name comes from the manifest's own keys; the file list is a bound parameter.
+                con.execute(f'CREATE TABLE "{table}" AS SELECT * FROM read_parquet(?, hive_partitioning = false)',  # noqa: S608
+                            [[str(f) for f in files]])
+            else:
+                cols = ", ".join(f'"{name}" {typ}' for name, typ in manifest.schema(table)) or "day DATE"
+                con.execute(f'CREATE TABLE "{table}" ({cols})')
+        return con
+
+
+def window_start(start: date, end: date) -> date:
+    """First day a page over [start, end] needs (its previous period, 60 days for MoM growth), rounded
+    down to a Monday so nearby choices share one loaded snapshot."""
+    needed = min(Scope(start, end).previous().start, end - timedelta(days=59))
+    return needed - timedelta(days=needed.weekday())
+
+
+class _SharedReader:
+    """One reader per (published root, window), shared by sessions, with a lock so a page gets a
+    (connection, manifest) pair of the same published state."""
+
+    def __init__(self, root: str, since: date | None = None):
+        self.reader = WindowedReader(root, TABLES, since)
         self.lock = threading.Lock()
 
     def snapshot(self) -> tuple[duckdb.DuckDBPyConnection, Manifest]:
@@ -68,9 +105,9 @@ class _SharedReader:
             raise RuntimeError("the published data kept changing while it was read; reload the page")
 
 
-@st.cache_resource(show_spinner=False)
-def _shared_reader(root: str) -> _SharedReader:
-    return _SharedReader(root)
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _shared_reader(root: str, since: date | None) -> _SharedReader:
+    return _SharedReader(root, since)
 
 
 def lang() -> str:
@@ -138,10 +175,22 @@ def sign_out() -> None:
     st.session_state.pop(CTX_KEY, None)
 
 
-def _snapshot() -> tuple[duckdb.DuckDBPyConnection, Manifest]:
+def _manifest() -> Manifest:
+    try:
+        return read_manifest(default_root())
+    except NotPublishedError:
+        st.error(t("no_store", lang()))
+        st.stop()
+    except (OSError, ValueError, KeyError) as exc:
+        st.error(t("store_error", lang(), kind=type(exc).__name__))
+        st.stop()
+    raise AssertionError("unreachable")
+
+
+def _snapshot(since: date | None) -> tuple[duckdb.DuckDBPyConnection, Manifest]:
     root = str(default_root())
     try:
-        return _shared_reader(root).snapshot()
+        return _shared_reader(root, since).snapshot()
     except NotPublishedError:
         st.error(t("no_store", lang()))
         st.stop()
@@ -168,13 +217,15 @@ def _countries_present(con: duckdb.DuckDBPyConnection, catalog: Catalog) -> list
 def build_context(identity: auth.Identity) -> PageContext:
     """Render the sidebar controls and return the context of this run (stored for the pages)."""
     catalog = load_catalog()
-    con, manifest = _snapshot()
     language = language_switch(st.sidebar)
-    first, last = data_days(con)
-    data_through = manifest.data.get("data_through")
-    today = date.fromisoformat(data_through) if data_through else last
-    last = last or today or date.today()
-    first = first or last
+    # Bounds of the date control from the manifest alone (cheap); the data is loaded for the window
+    # the chosen period needs, below.
+    published = _manifest()
+    kpi_days = published.days("kpi_daily")
+    data_through = published.data.get("data_through")
+    last = date.fromisoformat(data_through) if data_through else (kpi_days[-1] if kpi_days else None)
+    last = last or datetime.now(AR_TZ).date()
+    first = kpi_days[0] if kpi_days else last
     sb = st.sidebar
     default_start = max(first, last - timedelta(days=DEFAULT_DAYS - 1))
     # The date format is part of the widget's identity, so there is one widget per language and the
@@ -191,6 +242,7 @@ def build_context(identity: auth.Identity) -> PageContext:
     else:
         start = end = picked
     st.session_state["pulso_period"] = (start, end)
+    con, manifest = _snapshot(window_start(start, end))
     hidden = () if identity.clinical else catalog.sensitive_niches
     niches = [ALL] + [n for n in _niches_present(con, catalog) if n not in hidden]
     niche_names = {n.id: catalog_name(n, language) for n in catalog.niches}

@@ -28,7 +28,6 @@ from app.queries import (
     histogram_quantile,
     in_currency,
     incidents,
-    kpi_on_day,
     kpi_series,
     latency_buckets,
     mercadopago_daily,
@@ -154,9 +153,11 @@ def targets_table(view: View) -> Table:
     end_rate = {d: r for d, r in view.rates.items() if d == scope.end}
     columns = [view.t(k) for k in ("kpi", "actual", "target_now", "target_m3", "target_m6", "status", "grain")]
     shown, raw = [], []
+    last_day = kpi_series(view.con, cat, list(cat.kpi_ids), scope.with_(start=scope.end), view.rates)
     for kpi in cat.kpis:
         n, c, _, split = grain(kpi, scope)
-        point = kpi_on_day(view.con, cat, kpi.id, scope, view.rates)
+        points = last_day[kpi.id]
+        point = points[0] if points else DailyPoint(scope.end, None, None, "no_data")
         now = point.target if point.target is not None else in_currency(
             cat.target(kpi.id, scope.end, n, c), kpi.unit, scope.end, scope.currency, end_rate)
         # Future phases converted at the last day's rate: the plan is in USD, the future rate unknown.
@@ -189,11 +190,13 @@ def kpi_cards(view: View, kpis: list[Kpi] | None = None) -> list[Card]:
     kpis = kpis if kpis is not None else card_kpis(cat)
     prev_scope = scope.previous()
     ids = [k.id for k in kpis]
-    series = kpi_series(view.con, cat, ids, scope, view.rates)
+    # One query for both periods of every card; each period takes its own days from it.
+    both = kpi_series(view.con, cat, ids, scope.with_(start=prev_scope.start), view.rates)
+    series = {k: [p for p in points if p.day >= scope.start] for k, points in both.items()}
     cards = []
     for kpi in kpis:
-        current = period_value(view.con, cat, kpi.id, scope, view.rates)
-        previous = period_value(view.con, cat, kpi.id, prev_scope, view.rates)  # rates cover both periods
+        current = period_value(view.con, cat, kpi.id, scope, view.rates, both)
+        previous = period_value(view.con, cat, kpi.id, prev_scope, view.rates, both)  # rates cover both periods
         change = None
         if not fmt.is_missing(current.value) and not fmt.is_missing(previous.value):
             change = fmt.to_decimal(current.value) - fmt.to_decimal(previous.value)  # type: ignore[arg-type]
