@@ -289,6 +289,9 @@ def load_events_day(con: duckdb.DuckDBPyConnection, storage: Storage, arrival_da
             result.warnings.append(f"{where}: {error}")
     result.rows_quarantined = quarantine(con, "events", bad)
     now = datetime.now(UTC)
+    # What this folder held before: reloading unchanged events must not re-open their days.
+    before = {r[0] for r in con.execute(
+        f"SELECT event_id FROM {event_relation('events')} WHERE arrival_day = ?", [arrival_day]).fetchall()}  # noqa: S608
     # Re-loading a folder replaces it: delete its rows, then insert what is not already stored elsewhere.
     for schema in ("raw", "psychology"):
         for table in ("events", "payment_updates"):
@@ -301,7 +304,11 @@ def load_events_day(con: duckdb.DuckDBPyConnection, storage: Storage, arrival_da
     loaded_new = sum(len(v) for v in rows.values())
     result.duplicates += loaded_new - stored
     result.rows_loaded += loaded_new
-    result.touched_days = {r["day"] for v in rows.values() for r in v}
+    # Days whose events changed: new events (not in this folder before and not stored from another one).
+    stored_ids = {r[0] for r in con.execute(
+        f"SELECT event_id FROM {event_relation('events')} WHERE arrival_day = ?", [arrival_day]).fetchall()}  # noqa: S608
+    result.touched_days = {r["day"] for v in rows.values() for r in v
+                           if r["event_id"] in stored_ids and r["event_id"] not in before}
     record_load(con, result)
     return result
 
