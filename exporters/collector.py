@@ -90,7 +90,7 @@ def load_state(con: duckdb.DuckDBPyConnection, manifest: Manifest, catalog: Cata
         "niche": set(catalog.niche_ids) | {ALL},
         "country": {c.id for c in catalog.countries} | {ALL},
         "region": {r.id for r in catalog.regions} | {ALL},
-        "service": {s.id for s in catalog.services} | {ALL},
+        "service": {s.id for s in catalog.services} | {ALL, "shared", "other"},
     }
     known_kpis = set(catalog.kpi_ids)
 
@@ -122,9 +122,15 @@ def load_state(con: duckdb.DuckDBPyConnection, manifest: Manifest, catalog: Cata
                 continue
             state.slos.append(record)
     if "cost_daily" in tables:
+        # Cost is never dropped: a service tag outside the catalog (shared infrastructure, a typo in a
+        # tag) is served as service="shared" (untagged/shared) or "other", so sums stay whole and the
+        # label stays bounded.
         rows = con.execute(
-            "SELECT niche, service, charge_category, sum(cost_usd) FROM cost_daily "
-            "WHERE day = (SELECT max(day) FROM cost_daily) GROUP BY ALL ORDER BY ALL"
+            "SELECT niche, CASE WHEN list_contains($services, service) THEN service "
+            "                   WHEN service IS NULL OR service IN ('', 'shared') THEN 'shared' ELSE 'other' END AS service, "
+            "       charge_category, sum(cost_usd) FROM cost_daily "
+            "WHERE day = (SELECT max(day) FROM cost_daily) GROUP BY ALL ORDER BY ALL",
+            {"services": [sv.id for sv in catalog.services]},
         ).fetchall()
         categories = set(catalog.section("cost_allocation")["charge_categories"])
         for niche, service, category, cost in rows:

@@ -57,6 +57,10 @@ def hand_made_warehouse(p95_total_ms: float = 180.0) -> duckdb.DuckDBPyConnectio
         (D2, "barber", "api", "usage", "tagged", "10.500000"),
         (D2, "barber", "api", "usage", "shared_split", "2.250001"),
         (D2, "barber", "api", "credit", "tagged", "-1.500000"),
+        # Shared (untagged) cost and a service tag outside the catalog are kept, under bounded names.
+        (D2, "barber", "shared", "usage", "shared_split", "4.000000"),
+        (D2, "barber", None, "usage", "shared_split", "0.500000"),
+        (D2, "barber", "legacy-batch", "fee", "tagged", "0.250000"),
     ])
     con.execute("""CREATE TABLE incidents (day DATE, incident_id VARCHAR, niche VARCHAR, country VARCHAR,
                    region VARCHAR, started_at TIMESTAMPTZ, ended_at TIMESTAMPTZ, recovery_minutes DOUBLE)""")
@@ -152,6 +156,12 @@ def test_serves_cost_per_service_and_open_incidents(tmp_path, served):
     credit = tuple(sorted({"niche": "barber", "service": "api", "charge_category": "credit"}.items()))
     assert m[("pulso_cost_usd", usage)] == 12.750001  # 10.5 tagged + 2.250001 shared, summed exactly
     assert m[("pulso_cost_usd", credit)] == -1.5
+    shared = tuple(sorted({"niche": "barber", "service": "shared", "charge_category": "usage"}.items()))
+    other = tuple(sorted({"niche": "barber", "service": "other", "charge_category": "fee"}.items()))
+    assert m[("pulso_cost_usd", shared)] == 4.5
+    assert m[("pulso_cost_usd", other)] == 0.25
+    # Every dollar of the day is served: 12.750001 - 1.5 + 4.5 + 0.25
+    assert sum(v for k, v in m.items() if k[0] == "pulso_cost_usd") == pytest.approx(16.000001, abs=1e-9)
     assert m[("pulso_incidents_open", place("barber", "AR", "rosario"))] == 1.0
 
 
