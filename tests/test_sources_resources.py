@@ -81,3 +81,18 @@ def test_an_asset_reads_billing_from_s3_by_environment_only(
     assert Decimal(runs["local"]["total_usd"]) == Decimal(runs["s3"]["total_usd"]) == Decimal("1.682291")
     assert runs["s3"]["source"] == "s3://pulso-billing-res/exports"
 
+
+
+def test_project_definitions_load_with_source_resources_and_quality_checks() -> None:
+    from pipelines.definitions import defs
+
+    definitions = defs()
+    dg.Definitions.validate_loadable(definitions)
+    checks = {(k.asset_key.to_user_string(), k.name) for k in definitions.resolve_asset_graph().asset_check_keys}
+    assert {
+        ("raw_metrics", "raw_metrics_quality"), ("raw_metrics", "raw_metrics_gauges_quality"),
+        ("raw_billing", "raw_billing_quality"), ("raw_events", "raw_events_quality"),
+        ("raw_events", "raw_events_payments_quality"), ("raw_fx", "raw_fx_quality"),
+        ("kpi_daily", "kpi_daily_quality"),
+    } <= checks
+    assert {"metrics_source", "billing_source", "events_source", "fx_source"} <= set(definitions.resources)
