@@ -294,3 +294,13 @@ def test_simulated_history_through_prometheus_equals_the_files(tmp_path: Path) -
                             for t in ("staging.metric_counters_hourly", "staging.metric_gauges_minutely")]
         assert staged["api"] == staged["files"]
         assert len(staged["api"][0]) > 0 and len(staged["api"][1]) > 0
+
+
+def test_credentials_in_the_url_never_reach_messages() -> None:
+    port = free_port()
+    client = PrometheusClient(f"http://reader:s3cret-pw@{LOOPBACK}:{port}", max_retries=0, sleep=lambda _: None)
+    start = datetime(2026, 11, 1, tzinfo=UTC)
+    with pytest.raises(PrometheusError) as info:
+        client.query_range("up", start, start)
+    assert "s3cret-pw" not in str(info.value) and "reader" not in str(info.value)
+    assert f"http://***@{LOOPBACK}:{port}/api/v1/query_range unreachable after 1 attempts" in str(info.value)

@@ -98,17 +98,18 @@ class PrometheusClient:
 
     @property
     def query_range_url(self) -> str:
-        return f"{self.base_url}/api/v1/query_range"
+        """The endpoint, for messages: any ``user:password@`` in the base URL is masked."""
+        return _redact(f"{self.base_url}/api/v1/query_range")
 
     def _post(self, form: dict[str, str]) -> dict[str, Any]:
         import requests
 
-        url = self.query_range_url
+        url = f"{self.base_url}/api/v1/query_range"  # the real one; messages use query_range_url
         last_problem = ""
         for attempt in range(self.max_retries + 1):
             if attempt:
                 delay = self.backoff_seconds * 2 ** (attempt - 1)
-                log.warning("Prometheus %s: %s; retry %d/%d in %.1fs", url, last_problem, attempt, self.max_retries, delay)
+                log.warning("Prometheus %s: %s; retry %d/%d in %.1fs", self.query_range_url, last_problem, attempt, self.max_retries, delay)
                 self.sleep(delay)
             try:
                 self.requests_made += 1
@@ -123,7 +124,7 @@ class PrometheusClient:
                 last_problem = f"HTTP {response.status_code}"
                 continue
             return self._decode(response, form)
-        raise PrometheusError(f"Prometheus {url} unreachable after {self.max_retries + 1} attempts: {last_problem}")
+        raise PrometheusError(f"Prometheus {self.query_range_url} unreachable after {self.max_retries + 1} attempts: {last_problem}")
 
     def _decode(self, response: Any, form: dict[str, str]) -> dict[str, Any]:
         url = self.query_range_url
@@ -166,6 +167,16 @@ class PrometheusClient:
                 key = tuple(sorted(series["metric"].items()))
                 merged.setdefault(key, []).extend(series["values"])
         return [{"metric": dict(key), "values": values} for key, values in merged.items()]
+
+
+def _redact(url: str) -> str:
+    """``url`` without credentials (``https://user:pw@host`` → ``https://***@host``)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]))
 
 
 def _floor_minute(ts: datetime) -> datetime:
