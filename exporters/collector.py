@@ -40,7 +40,7 @@ from prometheus_client.registry import Collector
 from alerts.rules import STALE_AFTER_SECONDS
 from exporters.naming import kpi_metric
 from pipelines.lib.catalog import ALL, Catalog, load_catalog
-from pipelines.lib.published import Manifest, NotPublishedError, PublishedReader
+from pipelines.lib.published import MANIFEST, Manifest, NotPublishedError, PublishedReader
 
 log = logging.getLogger("pulso.exporter")
 
@@ -250,7 +250,12 @@ def metric_names(catalog: Catalog) -> list[str]:
 
 
 class PublishedCollector(Collector):
-    """A custom collector over the published store; register it on its own ``CollectorRegistry``."""
+    """A custom collector over the published store; register it on its own ``CollectorRegistry``.
+
+    A new publish is loaded in a background thread. A scrape waits for it at most ``reload_wait_seconds``
+    (``first_load_timeout_seconds`` when nothing was loaded yet) and otherwise serves the previous
+    complete version, so loading a large store (about 3 s at month-6 scale) never stalls a scrape.
+    """
 
     def __init__(
         self,
@@ -258,23 +263,24 @@ class PublishedCollector(Collector):
         catalog: Catalog | None = None,
         stale_after_seconds: float = STALE_AFTER_SECONDS,
         clock: Callable[[], float] = time.time,
+        reload_wait_seconds: float = 1.0,
+        first_load_timeout_seconds: float = 30.0,
     ):
         self.catalog = catalog or load_catalog()
         self.reader = PublishedReader(root, tables=TABLES)
         self.stale_after = stale_after_seconds
         self.clock = clock
+        self.reload_wait = reload_wait_seconds
+        self.first_load_timeout = first_load_timeout_seconds
         self._lock = threading.Lock()
         self._state: PublishedState | None = None
-        self._state_key: tuple[int, str] | None = None
+        self._error = False
+        self._seen: tuple[int, int] | None = None  # manifest file identity the last load started for
+        self._loader: threading.Thread | None = None
 
     def describe(self) -> Iterator[Metric]:
         """The families without reading any data (registration never touches the published store)."""
         yield from build_families(self.catalog, None, 0.0, self.stale_after)
-
-    @property
-    def state_key(self) -> tuple[int, str] | None:
-        """(manifest version, publish id) of the cached state; changes when a new publish is read."""
-        return self._state_key
 
     def _consistent_snapshot(self) -> tuple[duckdb.DuckDBPyConnection, Manifest]:
         """A connection and the manifest it was loaded from.
@@ -291,27 +297,48 @@ class PublishedCollector(Collector):
                 return con, after
         raise RuntimeError("published store kept changing while it was read")
 
-    def refresh(self) -> tuple[PublishedState | None, bool]:
-        """The state of the current manifest (queried once per version) and whether reading failed.
+    def _load(self) -> None:
+        """Load the current manifest's state (runs in the loader thread; the only user of the reader)."""
+        try:
+            con, manifest = self._consistent_snapshot()
+            state = load_state(con.cursor(), manifest, self.catalog)
+        except NotPublishedError:
+            with self._lock:
+                self._error = True
+            return
+        except Exception as exc:  # a scrape must answer; the failure shows as pulso_up 0 and in the log
+            log.error("cannot read the published store: %s: %s", type(exc).__name__, exc)
+            with self._lock:
+                self._error = True
+            return
+        if state.dropped:
+            log.warning("published version %s: %d rows not served (unknown KPI or label outside the catalog)",
+                        state.version, state.dropped)
+        with self._lock:
+            self._state, self._error = state, False
 
-        On a failed read the last good state is kept, so its age keeps growing and ``pulso_up`` says 0.
+    def refresh(self) -> tuple[PublishedState | None, bool]:
+        """The newest loaded state and whether the store is currently missing or unreadable.
+
+        Costs one ``stat`` of the manifest when nothing changed. On a failed read the last good state is
+        kept, so its age keeps growing and ``pulso_up`` says 0.
         """
-        with self._lock:  # PublishedReader's cache is not thread-safe; this holds only for a stat when cached
-            try:
-                con, manifest = self._consistent_snapshot()
-                key = (manifest.version, str(manifest.data.get("publish_id", "")))
-                if key != self._state_key:
-                    self._state = load_state(con.cursor(), manifest, self.catalog)
-                    self._state_key = key
-                    if self._state.dropped:
-                        log.warning("published version %s: %d rows not served (unknown KPI or label outside the catalog)",
-                                    manifest.version, self._state.dropped)
-                return self._state, False
-            except NotPublishedError:
+        try:
+            st = (self.reader.root / MANIFEST).stat()
+        except FileNotFoundError:
+            with self._lock:
                 return self._state, True
-            except Exception as exc:  # a scrape must answer; the failure shows as pulso_up 0 and in the log
-                log.error("cannot read the published store: %s: %s", type(exc).__name__, exc)
-                return self._state, True
+        identity = (st.st_mtime_ns, st.st_ino)
+        with self._lock:
+            if identity != self._seen and (self._loader is None or not self._loader.is_alive()):
+                self._seen = identity
+                self._loader = threading.Thread(target=self._load, name="pulso-published-load", daemon=True)
+                self._loader.start()
+            loader, first = self._loader, self._state is None
+        if loader is not None and loader.is_alive():
+            loader.join(self.first_load_timeout if first else self.reload_wait)
+        with self._lock:
+            return self._state, self._error
 
     def collect(self) -> Iterator[Metric]:
         state, error = self.refresh()

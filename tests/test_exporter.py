@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 import urllib.request
 from datetime import UTC, date, datetime
 
@@ -11,6 +12,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
+import exporters.collector as collector_module
 from exporters.collector import PublishedCollector, metric_names
 from exporters.naming import kpi_metric
 from exporters.serve import start
@@ -182,14 +184,38 @@ def test_stale_store_gives_up_0_with_its_age(tmp_path):
     assert {s.name: s.value for f in fresh.collect() for s in f.samples if not s.labels}["pulso_up"] == 1.0
 
 
-def test_a_new_publish_is_served_on_the_next_scrape(tmp_path, served):
+def test_a_new_publish_is_served_once_loaded(tmp_path, served):
     publish_store(tmp_path, p95_total_ms=180.0)
     port = served(tmp_path)
     assert scrape(port)[("pulso_latency_p95_seconds", place())] == pytest.approx(0.18, abs=1e-12)
     publish_store(tmp_path, p95_total_ms=120.0)
-    m = scrape(port)
-    assert m[("pulso_latency_p95_seconds", place())] == pytest.approx(0.12, abs=1e-12)
+    deadline = time.monotonic() + 30
+    while (m := scrape(port))[("pulso_published_version", ())] != 2.0 and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert m[("pulso_published_version", ())] == 2.0
+    assert m[("pulso_latency_p95_seconds", place())] == pytest.approx(0.12, abs=1e-12)
+
+
+def test_a_slow_load_of_a_new_publish_does_not_hold_the_scrape(tmp_path, monkeypatch):
+    """While a new version loads, scrapes get the previous complete version (not a wait, not a mix)."""
+    publish_store(tmp_path, p95_total_ms=180.0)
+    collector = PublishedCollector(tmp_path, reload_wait_seconds=0.01)
+    assert collector.refresh()[0].version == 1
+    release = threading.Event()
+    real_load_state = collector_module.load_state
+
+    def slow_load_state(*args, **kwargs):
+        release.wait(30)
+        return real_load_state(*args, **kwargs)
+
+    monkeypatch.setattr(collector_module, "load_state", slow_load_state)
+    publish_store(tmp_path, p95_total_ms=120.0)
+    state, error = collector.refresh()  # starts the load, waits 10 ms, serves version 1
+    assert (state.version, error) == (1, False)
+    assert [k for k in state.kpis if k[0] == "latency_p95_ms" and k[1] == "all"][0][4] == 180.0
+    release.set()
+    collector._loader.join(30)
+    assert collector.refresh()[0].version == 2
 
 
 def test_registering_reads_no_data_and_describe_lists_every_family(tmp_path):
