@@ -7,7 +7,7 @@ from typing import Any
 import streamlit as st
 
 from app.session import PageContext
-from app.views import Card, Table
+from app.views import STATUS_COLORS, Card, Table
 
 
 def table(ctx: PageContext, tbl: Table, empty_key: str = "no_rows") -> None:
@@ -15,7 +15,11 @@ def table(ctx: PageContext, tbl: Table, empty_key: str = "no_rows") -> None:
     if tbl.empty:
         st.info(ctx.t(empty_key))
         return
-    st.dataframe(tbl.display, hide_index=True, width="stretch")
+    data: Any = tbl.display
+    if tbl.status is not None:
+        css = tbl.status.map(lambda s: f"color: {STATUS_COLORS[s]}; font-weight: 600" if s else "")
+        data = tbl.display.style.apply(lambda _: css, axis=None)
+    st.dataframe(data, hide_index=True, width="stretch")
     st.download_button(
         ctx.t("download_csv"), tbl.csv(), file_name=f"pulso_{tbl.name}_{ctx.scope.start}_{ctx.scope.end}.csv",
         mime="text/csv", key=f"csv_{tbl.name}", icon=":material/download:",

@@ -5,8 +5,10 @@ Kept thin on purpose; the logic it calls (auth, queries, formatting, views) is t
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -94,6 +96,7 @@ class _SharedReader:
     def __init__(self, root: str, since: date | None = None):
         self.reader = WindowedReader(root, TABLES, since)
         self.lock = threading.Lock()
+        self.warming = False
 
     def snapshot(self) -> tuple[duckdb.DuckDBPyConnection, Manifest]:
         with self.lock:
@@ -105,9 +108,58 @@ class _SharedReader:
             raise RuntimeError("the published data kept changing while it was read; reload the page")
 
 
-@st.cache_resource(show_spinner=False, max_entries=8)
+# Readers live for the process (module state survives reruns), at most a few windows per root.
+_READERS: OrderedDict[tuple[str, date | None], _SharedReader] = OrderedDict()
+_READERS_LOCK = threading.Lock()
+MAX_READERS = 8
+
+
 def _shared_reader(root: str, since: date | None) -> _SharedReader:
-    return _SharedReader(root, since)
+    with _READERS_LOCK:
+        key = (root, since)
+        reader = _READERS.get(key)
+        if reader is None:
+            reader = _READERS[key] = _SharedReader(root, since)
+        _READERS.move_to_end(key)
+        while len(_READERS) > MAX_READERS:
+            _READERS.popitem(last=False)
+        return reader
+
+
+def clear_readers() -> None:
+    """Forget every loaded snapshot (benchmarks measure a cold start with it)."""
+    with _READERS_LOCK:
+        _READERS.clear()
+
+
+def default_period(manifest: Manifest) -> tuple[date, date, date]:
+    """(first day with data, last day, start of the default 30-day period) from the manifest alone."""
+    kpi_days = manifest.days("kpi_daily")
+    data_through = manifest.data.get("data_through")
+    last = date.fromisoformat(data_through) if data_through else (kpi_days[-1] if kpi_days else None)
+    last = last or datetime.now(AR_TZ).date()
+    first = kpi_days[0] if kpi_days else last
+    return first, last, max(first, last - timedelta(days=DEFAULT_DAYS - 1))
+
+
+def prewarm() -> None:
+    """Load the default period's snapshot in the background while the sign-in form is on screen, so
+    the first page after signing in renders from memory. Nothing is shown before signing in."""
+    root = str(default_root())
+    try:
+        _, last, start = default_period(read_manifest(root))
+    except (NotPublishedError, OSError, ValueError, KeyError):
+        return  # the page after sign-in reports it
+    reader = _shared_reader(root, window_start(start, last))
+    if reader.warming:
+        return
+    reader.warming = True
+
+    def load() -> None:
+        with contextlib.suppress(Exception):  # a failure is reported by the page's own read
+            reader.snapshot()  # under the reader's lock: a page asking meanwhile waits, never loads twice
+
+    threading.Thread(target=load, name="pulso-prewarm", daemon=True).start()
 
 
 def lang() -> str:
@@ -146,6 +198,7 @@ def require_identity() -> auth.Identity:
         if oidc is not None:
             st.session_state[IDENTITY_KEY] = oidc
             return oidc
+    prewarm()
     st.title(t("app_title", language))
     language_switch(st.sidebar)
     if not config.configured:
@@ -220,14 +273,8 @@ def build_context(identity: auth.Identity) -> PageContext:
     language = language_switch(st.sidebar)
     # Bounds of the date control from the manifest alone (cheap); the data is loaded for the window
     # the chosen period needs, below.
-    published = _manifest()
-    kpi_days = published.days("kpi_daily")
-    data_through = published.data.get("data_through")
-    last = date.fromisoformat(data_through) if data_through else (kpi_days[-1] if kpi_days else None)
-    last = last or datetime.now(AR_TZ).date()
-    first = kpi_days[0] if kpi_days else last
+    first, last, default_start = default_period(_manifest())
     sb = st.sidebar
-    default_start = max(first, last - timedelta(days=DEFAULT_DAYS - 1))
     # The date format is part of the widget's identity, so there is one widget per language and the
     # chosen range is kept under our own key: switching language keeps the period.
     kept = st.session_state.get("pulso_period")

@@ -40,7 +40,19 @@ from app.queries import (
 from app.queries import alerts as alert_rows
 from pipelines.lib.catalog import Catalog, Kpi
 
-STATUS_DOT = {"ok": "🟢", "warn": "🟡", "breach": "🔴", "no_data": "⚪"}
+DOT = "●"  # a plain glyph every font has; render.py colors it (and its text) by status
+STATUS_COLORS = {"ok": "#1a7f37", "warn": "#b26b00", "breach": "#c62828", "no_data": "#6b7280"}
+
+
+class StatusText(str):
+    """A cell's text that also carries the status it shows (ok / warn / breach / no_data)."""
+
+    status: str
+
+    def __new__(cls, text: str, status: str) -> StatusText:
+        obj = super().__new__(cls, text)
+        obj.status = status
+        return obj
 RESTRICTED = "__restricted__"
 
 
@@ -51,6 +63,7 @@ class Table:
     name: str
     display: pd.DataFrame
     raw: pd.DataFrame
+    status: pd.DataFrame | None = None  # same shape as display: a status per cell, or None
 
     @property
     def empty(self) -> bool:
@@ -110,7 +123,7 @@ class View:
 
     def status(self, status: str | None) -> str:
         status = status or "no_data"
-        return f"{STATUS_DOT.get(status, '⚪')} {self.t('status_' + status)}"
+        return StatusText(f"{DOT} {self.t('status_' + status)}", status)
 
     def value(self, value: Any, unit: str) -> str:
         return fmt.kpi_value(value, unit, self.lang, self.scope.currency)
@@ -132,7 +145,11 @@ def _raw(value: Any) -> Any:
 
 
 def _table(name: str, columns: list[str], display_rows: list[list[Any]], raw_rows: list[list[Any]]) -> Table:
-    return Table(name, pd.DataFrame(display_rows, columns=columns), pd.DataFrame(raw_rows, columns=columns))
+    # Statuses are read before the DataFrame is built (pandas stores plain strings, not StatusText).
+    status = [[getattr(cell, "status", None) for cell in row] for row in display_rows]
+    has_status = any(s for row in status for s in row)
+    return Table(name, pd.DataFrame(display_rows, columns=columns), pd.DataFrame(raw_rows, columns=columns),
+                 pd.DataFrame(status, columns=columns, dtype=object) if has_status else None)
 
 
 def _target_text(view: View, kpi: Kpi, target: Any) -> str:
@@ -318,8 +335,8 @@ def niche_economics(view: View) -> Table:
             status = cat.status(k, None if values[k] is None else float(values[k]), cat.target(k, view.scope.end, niche))
             # A period sum is not comparable with a daily target: only rates and latest values get a status.
             rated = bool(kpi.targets) and period_rule(k) != "sum" and not fmt.is_missing(values[k])
-            dot = STATUS_DOT[status] + " " if rated else ""
-            cells.append(dot + view.value(values[k], kpi.unit))
+            text = view.value(values[k], kpi.unit)
+            cells.append(StatusText(f"{DOT} {text}", status) if rated else text)
         shown.append([view.niche_name(niche), *cells])
         raw.append([niche, *[_raw(values[k]) for k in kpis]])
     return _table("niche_economics", columns, shown, raw)

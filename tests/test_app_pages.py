@@ -158,9 +158,9 @@ def test_overview_in_spanish_usd(env):
     assert m["Velocidad de escalado"] == ("sin datos", "")
     rows = {r[0]: r for r in table(at, 0)}
     assert rows["Costo de infraestructura"][1:6] == ["US$ 1.590,00", "≤ US$ 2.000,00", "≤ US$ 5.000,00",
-                                                    "≤ US$ 12.000,00", "🟢 En camino"]
-    assert rows["Tiempo de respuesta p95"][1:6] == ["300 ms", "≤ 200 ms", "≤ 150 ms", "≤ 100 ms", "🔴 Fuera de meta"]
-    assert rows["Velocidad de escalado"][1] == "sin datos" and rows["Velocidad de escalado"][5] == "⚪ Sin datos"
+                                                    "≤ US$ 12.000,00", "● En camino"]
+    assert rows["Tiempo de respuesta p95"][1:6] == ["300 ms", "≤ 200 ms", "≤ 150 ms", "≤ 100 ms", "● Fuera de meta"]
+    assert rows["Velocidad de escalado"][1] == "sin datos" and rows["Velocidad de escalado"][5] == "● Sin datos"
     assert rows["Ingresos anuales recurrentes"][4] == "≥ US$ 500.000,00"
     shown = texts(at)
     # the 14 KPIs with a target in force on 27/11: p95 and MP success off track, MTTR and scaling no data
@@ -198,16 +198,16 @@ def test_every_table_has_a_csv_download(env):
 
 def test_reliability_clinical_sees_psychology_and_is_logged(env):
     at = open_app(page="reliability")
-    assert table(at, 0) == [["Barbería", "Argentina", "99,950 %", "50,0 %", "🟢 En camino"],
-                            ["Psicología", "Argentina", "99,800 %", "50,0 %", "🔴 Fuera de meta"]]
+    assert table(at, 0) == [["Barbería", "Argentina", "99,950 %", "50,0 %", "● En camino"],
+                            ["Psicología", "Argentina", "99,800 %", "50,0 %", "● Fuera de meta"]]
     assert table(at, 1) == [
         ["27/11/2026 09:00", "abierto", "Barbería", "Argentina", "Córdoba", "abierto"],
         ["25/11/2026 10:50", "25/11/2026 11:02", "Barbería", "Argentina", "Buenos Aires", "12,0 min"],
         ["24/11/2026 15:00", "24/11/2026 15:05", "Psicología", "Argentina", "Córdoba", "5,0 min"],
     ]
     assert table(at, 2) == [
-        ["Buenos Aires", "Argentina", "250 ms", "≤ 200 ms", "200 ms", "90,00 %", "4.200", "🔴 Fuera de meta"],
-        ["Córdoba", "Argentina", "450 ms", "≤ 200 ms", "200 ms", "60,00 %", "1.400", "🔴 Fuera de meta"],
+        ["Buenos Aires", "Argentina", "250 ms", "≤ 200 ms", "200 ms", "90,00 %", "4.200", "● Fuera de meta"],
+        ["Córdoba", "Argentina", "450 ms", "≤ 200 ms", "200 ms", "60,00 %", "1.400", "● Fuera de meta"],
     ]
     assert metrics(at)["Incidentes"][0] == "3" and metrics(at)["Peor recuperación"][0] == "12,0 min"
     log = [json.loads(x) for x in env.read_text().splitlines()]

@@ -205,8 +205,11 @@ def test_views_overview_tables_and_cards(con, catalog):
     assert table.loc["Infrastructure cost", "Current target"] == "≤ US$2,000.00"
     assert table.loc["Infrastructure cost", "Month-6 target"] == "≤ US$12,000.00"
     assert table.loc["Scaling time", "Actual"] == "no data"
-    assert table.loc["Scaling time", "Status"] == "⚪ No data"
-    assert table.loc["Response time p95", "Status"] == "🔴 Off track"
+    assert table.loc["Scaling time", "Status"] == "● No data"
+    assert table.loc["Response time p95", "Status"] == "● Off track"
+    status = targets_table(view).status  # what render.py colors: one status per cell
+    assert status.iloc[0].tolist() == [None, None, None, None, None, "breach", None]
+    assert status.iloc[7, 5] == "no_data"
     cards = {c.kpi: c for c in kpi_cards(view)}
     assert cards["infra_cost_usd"].value == "US$10,920.00"
     assert cards["infra_cost_usd"].delta == "+US$490.00"
