@@ -398,3 +398,22 @@ def test_pseudonym_key_file_generated_once(tmp_path: Path, monkeypatch) -> None:
 
 def test_catalog_has_the_contract_kpis() -> None:
     assert len(load_catalog().kpi_ids) == 21
+
+
+def test_fast_increases_equal_the_reference_reset_rule() -> None:
+    from pipelines.lib.ingest.metrics import per_minute_increases
+    from pipelines.lib.sources.prometheus import counter_increases
+
+    t0 = utc("2026-11-02T12:00:00Z")
+    rows = []
+    for series, values in ((("barber", "200"), [5.0, 7.0, 2.0, 2.0, 9.0]), (("barber", "500"), [1.0, 1.0, 3.0, 0.0, 4.0]),
+                           ((None, "200"), [0.0, 10.0, 20.0, 5.0, 6.0])):
+        for i, v in enumerate(values):
+            rows.append({"ts": t0 + timedelta(minutes=i), "niche": series[0], "code": series[1], "value": v})
+    frame = pl.DataFrame({c: [r.get(c) for r in rows] for c in SAMPLE_SCHEMA}, schema=SAMPLE_SCHEMA).sample(fraction=1.0, shuffle=True, seed=3)
+    key = ["niche", "code", "ts"]
+    ours = per_minute_increases(frame).sort(key, nulls_last=True)
+    ref = counter_increases(frame).sort(key, nulls_last=True)
+    assert ours["increase"].to_list() == ref["increase"].to_list()
+    barber_200 = ours.filter((pl.col("niche") == "barber") & (pl.col("code") == "200"))["increase"].to_list()
+    assert barber_200 == [None, 2.0, 2.0, 0.0, 7.0]  # 7 → 2 is a reset: increase 2
