@@ -11,7 +11,7 @@ from datetime import date
 
 from grafanalib import core as g
 
-from alerts.rules import SLO_DASHBOARD_UID, sli_queries
+from alerts.rules import SLO_DASHBOARD_UID, STALE_AFTER_SECONDS, sli_queries
 from dashboards.panels import (
     GRAFANA_UNITS,
     Layout,
@@ -56,7 +56,9 @@ def sre_overview(catalog: Catalog, day: date) -> g.Dashboard:
     lay = Layout().row("Health of the newest published day")
     lay.add(stat("Pulso data fresh (pulso_up)", "pulso_up", "none",
                  [{"color": "red", "value": None}, {"color": "green", "value": 1}]), 4, 4)
-    lay.add(stat("Published data age", "pulso_published_age_seconds", "s"), 4, 4)
+    lay.add(stat("Published data age", "pulso_published_age_seconds", "s",
+                 [{"color": "green", "value": None}, {"color": "red", "value": STALE_AFTER_SECONDS}],
+                 "Older than this the exporter reports pulso_up 0 (and a ticket opens after 30 minutes)."), 4, 4)
     for kpi_id in ("availability_ratio", "latency_p95_ms", "error_budget_remaining_ratio", "infra_cost_usd"):
         lay.add(_kpi_stat(catalog, kpi_id, day), 4, 4)
     lay.row("Live traffic")
