@@ -9,13 +9,13 @@ from datetime import UTC, date, datetime
 
 import duckdb
 import pytest
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 import exporters.collector as collector_module
 from exporters.collector import PublishedCollector, metric_names
 from exporters.naming import kpi_metric
-from exporters.serve import start
+from exporters.serve import ExporterApp, start
 from pipelines.lib.catalog import load_catalog
 from pipelines.lib.published import publish, read_manifest
 
@@ -253,3 +253,24 @@ def test_scrapes_during_publishes_always_see_one_complete_version(tmp_path, serv
     for version, p95 in seen:
         assert p95 == pytest.approx((100.0 + version - 1) / 1000, abs=1e-12)
     assert read_manifest(tmp_path).version == 8
+
+
+def test_cached_exposition_serves_exactly_what_the_collector_collects(tmp_path):
+    """The per-version text cache of the HTTP app changes nothing: same samples as a plain registry."""
+    publish_store(tmp_path)
+
+    def now() -> float:
+        return read_manifest(tmp_path).published_at.timestamp() + 90.0
+
+    registry = CollectorRegistry()
+    registry.register(PublishedCollector(tmp_path, clock=now))
+    app = ExporterApp(PublishedCollector(tmp_path, clock=now))
+
+    def samples(text: str) -> dict:
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value
+                for f in text_string_to_metric_families(text) for s in f.samples}
+
+    plain = samples(generate_latest(registry).decode())
+    assert samples(app.render().decode()) == plain == samples(app.render().decode())
+    assert plain[("pulso_published_age_seconds", ())] == 90.0
+    assert len(plain) > 40
