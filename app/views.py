@@ -428,7 +428,9 @@ def month6_goals(view: View) -> Table:
         progress = None
         if not fmt.is_missing(actual) and not fmt.is_missing(goal) and goal:
             progress = fmt.to_decimal(actual) / fmt.to_decimal(goal)  # type: ignore[arg-type]
-        status = cat.status(kpi.id, None if actual is None else float(actual), None if goal is None else float(goal))
+        # Status against the target in force today: a month-6 goal not reached yet is not off track.
+        now = in_currency(cat.target(kpi.id, scope.end, n, c), kpi.unit, scope.end, scope.currency, end_rate)
+        status = cat.status(kpi.id, None if actual is None else float(actual), None if now is None else float(now))
         shown.append([catalog_name(kpi, view.lang), view.value(actual, kpi.unit), _target_text(view, kpi, goal),
                       fmt.percent(progress, view.lang, 1), view.status(status)])
         raw.append([kpi.id, _raw(actual), _raw(goal), _raw(progress), status])
@@ -516,8 +518,9 @@ def geography_table(view: View) -> Table:
 # ------------------------------------------------------------------------------------------------
 
 
-def _contributors(value: Any) -> str:
-    """``top_contributors`` JSON as short text: ``niche=barber, region=cordoba (+12.0)``."""
+def contributors_text(view: View, value: Any, unit: str) -> str:
+    """``top_contributors`` (alerts/detection/explain.py ``Contribution.as_dict``) as short text:
+    ``Vertical Barbería: +US$ 240,50 (80,0 %)``; other JSON shapes as ``key=value`` pairs."""
     if value in (None, ""):
         return "—"
     try:
@@ -525,13 +528,27 @@ def _contributors(value: Any) -> str:
     except json.JSONDecodeError:
         return str(value)[:200]
     items = data if isinstance(data, list) else [data]
+    names = {"niche": view.niche_name, "country": view.country_name, "region": view.region_name,
+             "service": view.service_name}
     parts = []
     for item in items[:5]:
-        if isinstance(item, dict):
+        if isinstance(item, dict) and {"dimension", "value", "contribution"} <= set(item):
+            dim, member = str(item["dimension"]), str(item["value"])
+            if dim == "niche" and member in view.hidden_niches:
+                member_text = view.t("restricted_row")
+            else:
+                member_text = names[dim](member) if dim in names else member
+            label = view.t(dim) if dim in ("niche", "country", "region", "service") else dim
+            contribution = item["contribution"]
+            text = f"{label} {member_text}: " + (fmt.kpi_delta(contribution, unit, view.lang, "USD") or view.t("no_data"))
+            if not fmt.is_missing(item.get("share_of_deviation")):
+                text += f" ({fmt.percent(item['share_of_deviation'], view.lang, 1)})"
+            parts.append(text)
+        elif isinstance(item, dict):
             parts.append(", ".join(f"{k}={v}" for k, v in item.items() if not fmt.is_missing(v)))
         else:
             parts.append(str(item))
-    return "; ".join(parts)
+    return "; ".join(parts) or "—"
 
 
 def alerts_table(view: View) -> Table:
@@ -554,7 +571,7 @@ def alerts_table(view: View) -> Table:
                              since=fmt.moment(row.get("started_at"), view.lang))
         shown.append([fmt.moment(row.get("started_at"), view.lang), name, str(row.get("severity") or "—"), state,
                       v(row.get("actual")), f"{v(row.get('lower'))} – {v(row.get('upper'))}",
-                      _contributors(row.get("top_contributors")), explanation])
+                      contributors_text(view, row.get("top_contributors"), unit), explanation])
         raw.append([row["started_at"].isoformat() if row.get("started_at") else None, row.get("kpi"),
                     row.get("severity"), row.get("state"), _raw(row.get("actual")),
                     f"{_raw(row.get('lower'))}..{_raw(row.get('upper'))}", row.get("top_contributors"), explanation])

@@ -247,6 +247,8 @@ def test_growth_page(env):
     goals = {r[0]: r for r in table(at, 0)}
     assert goals["ARR"][1:4] == ["US$309,000.00", "≥ US$500,000.00", "61.8%"]
     assert goals["Psychologists onboarded"][1:4] == ["395", "≥ 500", "79.0%"]
+    # judged against today's target (1,400 users), not the month-6 goal still months away
+    assert goals["Peak concurrent users"][1:5] == ["1,590", "≥ 15,000", "10.6%", "● On track"]
 
 
 def test_payments_page(env):
@@ -286,14 +288,20 @@ def test_alerts_empty_and_absent_then_published(env, store, tmp_path, monkeypatc
                 "'infra_cost_usd' AS kpi, 'ticket' AS severity, 'firing' AS state, "
                 "TIMESTAMPTZ '2026-11-26 15:00:00+00' AS started_at, NULL::TIMESTAMPTZ AS resolved_at, "
                 "1250.5 AS actual, 1000.0 AS expected, 900.0 AS lower, 1100.0 AS upper, "
-                "'[{\"niche\": \"barber\", \"service\": \"web\"}]' AS top_contributors, '1' AS message_ts")
+                "'[{\"dimension\": \"niche\", \"value\": \"barber\", \"contribution\": 200.5, "
+                "\"share_of_deviation\": 0.8}, {\"dimension\": \"niche\", \"value\": \"psychology\", "
+                "\"contribution\": 50.0, \"share_of_deviation\": 0.2}]' AS top_contributors, '1' AS message_ts")
     publish(con, {"alert_history": "alert_history"}, [date(2026, 11, 26)], root)
     monkeypatch.setenv("PULSO_PUBLISHED", str(root))
     at = open_app(page="alerts", lang="en")
+    explanation = ("Infrastructure cost at US$1,250.50, expected US$1,000.00 (US$900.00 – US$1,100.00) "
+                   "since 2026-11-26 12:00.")
     assert table(at, 0) == [["2026-11-26 12:00", "Infrastructure cost", "ticket", "firing", "US$1,250.50",
-                             "US$900.00 – US$1,100.00", "niche=barber, service=web",
-                             "Infrastructure cost at US$1,250.50, expected US$1,000.00 (US$900.00 – US$1,100.00) "
-                             "since 2026-11-26 12:00."]]
+                             "US$900.00 – US$1,100.00",
+                             "Niche Barber: +US$200.50 (80.0%); Niche Psychology: +US$50.00 (20.0%)", explanation]]
+    assert explanation in [m.value for m in at.markdown]  # also on the alert's card
+    at = open_app(page="alerts", identity=LUIS)  # no clinical role: psychology is not named
+    assert "Vertical Barbería: +US$ 200,50 (80,0 %); Vertical 🔒 Restringido: +US$ 50,00 (20,0 %)" in texts(at)
 
 
 def test_without_fx_table_money_stays_in_usd(env, store, tmp_path, monkeypatch):
