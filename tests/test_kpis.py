@@ -247,3 +247,28 @@ def test_grains_follow_catalog_dims() -> None:
     assert grains_for(["niche"]) == [(), ("niche",)]
     assert grains_for(["country", "region"]) == [(), ("country",), ("country", "region")]
     assert len(grains_for(["niche", "country", "region"])) == 6
+
+
+def test_thirty_day_distinct_users_sweep_matches_brute_force() -> None:
+    import random
+
+    from pipelines.lib.kpis import ensure_inputs
+    from pipelines.lib.kpis.kpi_daily import kpi_queries
+    from pipelines.lib.kpis.staging import build_event_staging
+
+    con = warehouse.connect(":memory:")
+    ensure_inputs(con)
+    build_event_staging(con, [D1])
+    rng = random.Random(7)
+    base = date(2026, 9, 1)
+    rows = {(f"u{rng.randrange(40)}", rng.choice(["barber", "psychology"]), base + timedelta(days=rng.randrange(90)))
+            for _ in range(600)}
+    con.executemany("INSERT INTO staging.user_days VALUES (?, ?, 'AR', 'cordoba', ?)", [(d, n, u) for u, n, d in rows])
+    days = [base + timedelta(days=i) for i in range(40, 95)]
+    con.execute("CREATE OR REPLACE TEMP TABLE _days AS SELECT unnest($d::DATE[]) AS day", {"d": days})
+    got = {(d, n): u for d, n, _, _, u in con.execute(kpi_queries()["_users30"]).fetchall()}
+    for d in days:
+        window = [(u, n) for u, n, a in rows if d - timedelta(days=29) <= a <= d]
+        assert got[(d, "all")] == len({u for u, _ in window}), d
+        for niche in ("barber", "psychology"):
+            assert got[(d, niche)] == len({u for u, n in window if n == niche}), (d, niche)

@@ -299,8 +299,7 @@ def load_events_day(con: duckdb.DuckDBPyConnection, storage: Storage, arrival_da
     stored = 0
     for is_sensitive in (False, True):
         schema = _schema(is_sensitive)
-        stored += _insert_new(con, f"{schema}.events", EVENT_COLUMNS, rows[is_sensitive], now)
-        _insert_new(con, f"{schema}.payment_updates", PAYMENT_COLUMNS, pays[is_sensitive], now)
+        stored += _insert_new(con, schema, rows[is_sensitive], pays[is_sensitive], arrival_day, now)
     loaded_new = sum(len(v) for v in rows.values())
     result.duplicates += loaded_new - stored
     result.rows_loaded += loaded_new
@@ -313,24 +312,39 @@ def load_events_day(con: duckdb.DuckDBPyConnection, storage: Storage, arrival_da
     return result
 
 
-def _insert_new(con: duckdb.DuckDBPyConnection, table: str, columns: dict[str, pa.DataType],
-                rows: list[dict[str, Any]], now: datetime) -> int:
-    """Insert rows whose ``event_id`` is not stored yet in either schema; returns rows inserted."""
-    if not rows:
+def _insert_new(con: duckdb.DuckDBPyConnection, schema: str, events: list[dict[str, Any]],
+                payments: list[dict[str, Any]], arrival_day: date, now: datetime) -> int:
+    """Insert events whose ``event_id`` is not stored yet in either schema, and the payment rows of exactly
+    those events; returns the events inserted."""
+    if not events:
         return 0
-    frame = pa.table({c: pa.array([r.get(c) for r in rows], type=t) for c, t in columns.items()})
-    name = table.split(".")[1]
+    frame = pa.table({c: pa.array([r.get(c) for r in events], type=t) for c, t in EVENT_COLUMNS.items()})
     con.register("_incoming", frame)
     try:
-        before = con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0]  # noqa: S608
+        before = con.execute(f"SELECT count(*) FROM {schema}.events").fetchall()[0][0]  # noqa: S608
         con.execute(
-            f"INSERT INTO {table} SELECT i.*, ? FROM _incoming i "  # noqa: S608
-            f"WHERE i.event_id NOT IN (SELECT event_id FROM {event_relation(name)})",
+            f"INSERT INTO {schema}.events SELECT i.*, ? FROM _incoming i "  # noqa: S608
+            # A duplicate has the same occurred_at, so only stored rows of the incoming days can match:
+            # the lookup stays the size of a few days, not of the whole history.
+            f"WHERE i.event_id NOT IN (SELECT event_id FROM {event_relation('events')} "
+            f"WHERE day IN (SELECT DISTINCT day FROM _incoming))",
             [now],
         )
-        return con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0] - before  # noqa: S608
+        inserted = con.execute(f"SELECT count(*) FROM {schema}.events").fetchall()[0][0] - before  # noqa: S608
     finally:
         con.unregister("_incoming")
+    if payments:
+        pay = pa.table({c: pa.array([r.get(c) for r in payments], type=t) for c, t in PAYMENT_COLUMNS.items()})
+        con.register("_incoming_pay", pay)
+        try:
+            con.execute(
+                f"INSERT INTO {schema}.payment_updates SELECT p.*, ? FROM _incoming_pay p "  # noqa: S608
+                f"WHERE p.event_id IN (SELECT event_id FROM {schema}.events WHERE arrival_day = ?)",
+                [now, arrival_day],
+            )
+        finally:
+            con.unregister("_incoming_pay")
+    return inserted
 
 
 def arrival_folders(days: list[date]) -> list[date]:

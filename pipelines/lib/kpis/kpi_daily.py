@@ -117,9 +117,30 @@ def kpi_queries() -> dict[str, str]:
         SELECT d.day, {c}, sum(amount_usd) AS revenue, count(*) FILTER (WHERE amount_usd IS NULL) AS missing FROM _days d
         JOIN marts_rev_hist m ON m.day BETWEEN d.day - 29 AND d.day {g}
     """  # noqa: S608
+    # Distinct users over 30 days without joining every day to 30 days of users: each user's active days
+    # become disjoint "counted" intervals [a, min(a + 29, next active day - 1)], and a running sum of
+    # interval starts and ends gives, for every day, how many users had an event in the 30 days up to it.
     q["_users30"] = f"""
-        SELECT d.day, {c}, count(DISTINCT m.user_key) AS users FROM _days d
-        JOIN {both('user_days')} m ON m.day BETWEEN d.day - 29 AND d.day {g}
+        WITH u AS (
+            SELECT DISTINCT user_key, niche, day FROM {both('user_days')}
+            WHERE day BETWEEN (SELECT min(day) FROM _days) - 29 AND (SELECT max(day) FROM _days)
+        ),
+        t AS (SELECT DISTINCT user_key, 'all' AS niche, day FROM u),
+        iv AS (
+            SELECT niche, day AS s, least(day + 29, coalesce(lead(day) OVER w - 1, day + 29)) AS e
+            FROM (SELECT * FROM u UNION ALL SELECT * FROM t) x
+            WINDOW w AS (PARTITION BY user_key, niche ORDER BY day)
+        ),
+        deltas AS (
+            SELECT niche, d, sum(delta) AS delta FROM (
+                SELECT niche, s AS d, 1 AS delta FROM iv UNION ALL SELECT niche, e + 1 AS d, -1 AS delta FROM iv
+            ) GROUP BY ALL
+        ),
+        running AS (SELECT niche, d, sum(delta) OVER (PARTITION BY niche ORDER BY d) AS users FROM deltas),
+        grains AS (SELECT DISTINCT niche FROM running)
+        SELECT x.day, g.niche, 'all' AS country, 'all' AS region, coalesce(r.users, 0) AS users
+        FROM _days x CROSS JOIN grains g
+        ASOF LEFT JOIN running r ON r.niche = g.niche AND r.d <= x.day
     """  # noqa: S608
     c, g = _g("infra_cost_usd")
     q["_cost1"] = f"SELECT day, {c}, sum(cost_usd) AS cost FROM marts.cost_daily WHERE {_DAYS} {g}"  # noqa: S608

@@ -136,7 +136,8 @@ def build_incidents(con: duckdb.DuckDBPyConnection, days: Sequence[date]) -> int
     sql = f"""
         WITH p AS (
             SELECT ts, niche, country, region, value < 1 AS failed,
-                   lag(ts) OVER w AS prev_ts, lag(value < 1) OVER w AS prev_failed
+                   lag(ts) OVER w AS prev_ts, lag(value < 1) OVER w AS prev_failed,
+                   lead(ts) OVER w AS next_ts, lead(value < 1) OVER w AS next_failed
             FROM {GAUGE_TABLE}
             WHERE metric = 'probe_success' AND day BETWEEN $lo AND $hi
             WINDOW w AS (PARTITION BY niche, country, region ORDER BY ts)
@@ -146,15 +147,11 @@ def build_incidents(con: duckdb.DuckDBPyConnection, days: Sequence[date]) -> int
                                THEN 1 ELSE 0 END) OVER (PARTITION BY niche, country, region ORDER BY ts) AS island
             FROM p
         ),
-        islands AS (
-            SELECT niche, country, region, island, min(ts) AS started_at, max(ts) AS last_failed, count(*) AS minutes
-            FROM marked WHERE failed GROUP BY ALL HAVING count(*) >= {min_minutes}
-        ),
         ended AS (
-            SELECT i.*, (SELECT min(p.ts) FROM p WHERE p.niche IS NOT DISTINCT FROM i.niche
-                           AND p.region IS NOT DISTINCT FROM i.region AND p.country IS NOT DISTINCT FROM i.country
-                           AND p.ts > i.last_failed AND NOT p.failed) AS ended_at
-            FROM islands i
+            -- recovery: the successful probe right after the island's last failed minute (none yet: open)
+            SELECT niche, country, region, island, min(ts) AS started_at, count(*) AS minutes,
+                   arg_max(CASE WHEN next_failed = false THEN next_ts END, ts) AS ended_at
+            FROM marked WHERE failed GROUP BY ALL HAVING count(*) >= {min_minutes}
         )
         SELECT timezone($tz, started_at)::DATE AS day,
                substr(md5(concat_ws('|', niche, country, region, started_at::VARCHAR)), 1, 16) AS incident_id,
@@ -307,7 +304,8 @@ def build_slo_daily(con: duckdb.DuckDBPyConnection, days: Sequence[date]) -> int
     sql = f"""
         WITH m AS (
             SELECT d.day, s.slo, {cols}, sum(s.good) AS good, sum(s.total) AS total
-            FROM _days d JOIN _slo_day s ON s.day BETWEEN d.day - (SELECT period_days - 1 FROM _slos WHERE slo = s.slo) AND d.day
+            FROM _days d JOIN (SELECT x.*, o.period_days FROM _slo_day x JOIN _slos o USING (slo)) s
+              ON s.day BETWEEN d.day - (s.period_days - 1) AND d.day
             {group}
         )
         SELECT m.day, m.slo, m.niche, m.country, m.region, o.objective, o.period_days, m.good, m.total,

@@ -294,7 +294,7 @@ class BillingModel:
     def _write(self, period: str, rows: list[dict[str, Any]], delivery: int, restated: bool) -> Delivery:
         p_start = datetime.strptime(period, "%Y-%m").replace(tzinfo=UTC)
         p_end = _next_month(p_start)
-        execution_id = str(uuid.UUID(int=stable_hash("cur", self.world.seed, period, delivery) << 96 | stable_hash(period, delivery), version=4))
+        execution_id = str(_uuid("cur-execution", self.world.seed, period, delivery))
         base = f"{PREFIX}/{EXPORT}"
         folder = f"{base}/data/BILLING_PERIOD={period}" + (f"/{execution_id}" if restated else "")
         key = f"{folder}/{EXPORT}-00001.snappy.parquet"
@@ -374,4 +374,10 @@ def _resource(product: str, niche: str | None, service: str | None, seed: int) -
 
 
 def _sp_arn(seed: int) -> str:
-    return f"arn:aws:savingsplans::{ACCOUNT}:savingsplan/{uuid.UUID(int=stable_hash('sp', seed) << 64, version=4)}"
+    return f"arn:aws:savingsplans::{ACCOUNT}:savingsplan/{_uuid('savings-plan', seed)}"
+
+
+def _uuid(*parts: object) -> uuid.UUID:
+    """A deterministic random-looking UUID (version 4 layout) from the parts."""
+    digest = blake2b("|".join(str(p) for p in parts).encode(), digest_size=16).digest()
+    return uuid.UUID(bytes=digest, version=4)
