@@ -274,3 +274,14 @@ def test_cached_exposition_serves_exactly_what_the_collector_collects(tmp_path):
     assert samples(app.render().decode()) == plain == samples(app.render().decode())
     assert plain[("pulso_published_age_seconds", ())] == 90.0
     assert len(plain) > 40
+
+
+def test_an_unreadable_published_file_gives_up_0_and_a_log_line_naming_it(tmp_path, caplog):
+    publish_store(tmp_path)
+    (broken,) = [p for p in tmp_path.glob("kpi_daily/day=2026-11-27/*.parquet")]
+    broken.write_bytes(b"not parquet at all")
+    collector = PublishedCollector(tmp_path)
+    with caplog.at_level("ERROR", logger="pulso.exporter"):
+        samples = {s.name: s.value for f in collector.collect() for s in f.samples if not s.labels}
+    assert samples["pulso_up"] == 0.0
+    assert "cannot read the published store" in caplog.text and broken.name in caplog.text

@@ -132,3 +132,12 @@ def test_every_runbook_link_points_to_a_section_of_docs_runbooks():
     for link in links:
         assert link.startswith(base + "#")
         assert link.split("#", 1)[1] in anchors, link
+
+
+def test_an_slo_with_half_a_prometheus_sli_is_a_clear_error():
+    from alerts.rules import RuleError
+
+    data = yaml.safe_load(load_catalog().path.read_text())
+    data["slos"][0]["prometheus"] = {"good": 'http_requests_total{code!~"5.."}'}
+    with pytest.raises(RuleError, match="slo 'availability': prometheus needs both 'good' and 'total'"):
+        render(parse_catalog(data))
