@@ -12,6 +12,11 @@ The shape follows the Google SRE Workbook (chapter "Alerting on SLOs") as Sloth 
   severity are joined with ``or`` on the same labels, so whichever window fired the alert is the same one
   (Alertmanager deduplicates it).
 
+Windows are computed from the raw counters (``rate(...[w])``), exact and simple to test. At month-6
+scale the 1d/3d/period windows read up to 30 days of raw samples per evaluation; if that becomes
+expensive, give those windows their own slower group (Pyrra evaluates them every few minutes) or derive
+them from recorded 1-minute increases with ``sum_over_time`` (still summed counts, not averaged ratios).
+
 Every value (SLOs, objectives, windows, thresholds, links, latency thresholds per country) comes from
 :mod:`pipelines.lib.catalog`; adding a niche or a country needs no change here because the rules group
 by labels, not by listed values.
