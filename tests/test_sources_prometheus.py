@@ -137,7 +137,7 @@ def test_long_range_is_chunked_without_gaps_or_overlap(prom) -> None:
     client = PrometheusClient(url, max_points=500)
     start, end = DAY1.astimezone(UTC), (DAY1 + timedelta(days=2)).astimezone(UTC)
     api = PrometheusSource(url, client=client).samples("http_requests_total", start, end)
-    assert client.requests_made == 12  # 2880 minutes / 500 points -> 6 chunks, values and timestamps
+    assert client.requests_made == 12  # 2880 minutes / 500 points -> 6 chunks, values and freshness
     assert_frame_equal(_sorted(api), _sorted(history["http_requests_total"]))
 
 
@@ -183,7 +183,7 @@ class _FlakyHandler(http.server.BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:  # noqa: N802 (http.server naming)
         form = self.rfile.read(int(self.headers["Content-Length"])).decode()
-        action = self.script.pop(0) if "timestamp" not in form else "ok"
+        action = self.script.pop(0) if "count_over_time" not in form else "ok"
         if action == "hang":
             self.hang.wait(3)
             return
@@ -194,9 +194,9 @@ class _FlakyHandler(http.server.BaseHTTPRequestHandler):
             return
         body = (b'{"status":"success","data":{"resultType":"matrix","result":[{"metric":{"__name__":"up",'
                 b'"niche":"barber"},"values":[[1793502000,"1"]]}]}}')
-        if "timestamp" in form:  # timestamp(up): the sample is from the evaluation time itself
+        if "count_over_time" in form:  # one sample of its own in the last minute
             body = (b'{"status":"success","data":{"resultType":"matrix","result":[{"metric":{'
-                    b'"niche":"barber"},"values":[[1793502000,"1793502000"]]}]}}')
+                    b'"niche":"barber"},"values":[[1793502000,"1"]]}]}}')
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -221,7 +221,7 @@ def test_5xx_and_timeouts_are_retried() -> None:
     finally:
         _FlakyHandler.hang.set()
         server.shutdown()
-    assert client.requests_made == 4  # 503, timeout, the samples, then their timestamps
+    assert client.requests_made == 4  # 503, timeout, the samples, then their freshness
     assert delays == [0.1, 0.2]
     assert frame.select("niche", "value").rows() == [("barber", 1.0)]
 
