@@ -61,7 +61,11 @@ def _history() -> dict[str, pl.DataFrame]:
                        [float(i % 50) for i in range(2000)]).filter(
         ~pl.col("ts").is_between(DAY1.astimezone(UTC) + timedelta(minutes=100),
                                  DAY1.astimezone(UTC) + timedelta(minutes=102)))
-    return {"http_requests_total": requests_total, "probe_success": probe, "active_sessions": sessions}
+    # scraped 30 s after each minute (a real scrape phase): 10 samples, values 0..9
+    phased = _series({"niche": "barber", "country": "AR", "region": "rosario"}, [float(i) for i in range(10)])
+    phased = phased.with_columns(pl.col("ts") + timedelta(seconds=30))
+    return {"http_requests_total": requests_total, "probe_success": probe, "active_sessions": sessions,
+            "cache_hits_total": phased}
 
 
 def _write_files(history: dict[str, pl.DataFrame], root: Path) -> None:
@@ -109,6 +113,14 @@ def test_api_samples_equal_the_files_for_each_day(prom) -> None:
     assert api.height == 2000 - 1440  # sessions on day 2: the series stopped after minute 1999
     day1 = source.samples("active_sessions", *_day_bounds(DAY1))
     assert day1.height == 1440 - 3  # the 3-minute gap stays a gap
+
+
+def test_scrapes_at_any_phase_land_once_on_the_next_minute(prom) -> None:
+    url, _, _ = prom
+    start = DAY1.astimezone(UTC)
+    got = PrometheusSource(url).samples("cache_hits_total", start, start + timedelta(minutes=20))
+    # the sample of 03:00:30 is the value at 03:01, …, the last (03:09:30) at 03:10; nothing repeated after
+    assert got.select("ts", "value").rows() == [(start + timedelta(minutes=i + 1), float(i)) for i in range(10)]
 
 
 def test_increases_through_api_and_files_match_hand_numbers(prom) -> None:
