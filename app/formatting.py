@@ -103,10 +103,27 @@ def moment(value: datetime | None, lang: str) -> str:
     return f"{day(local.date(), lang)} {local:%H:%M}"
 
 
-def kpi_value(value: float | Decimal | None, unit: str, lang: str, currency: str) -> str:
-    """A KPI value in its catalog unit (money already converted into ``currency`` by the caller)."""
+def money_compact(amount: float | Decimal | None, lang: str, currency: str) -> str:
+    """Money for a KPI card: cents up to 10,000, whole units to a million, then millions with 2 decimals
+    (``US$ 11,53 M`` / ``US$11.53M``). Tables keep :func:`money`'s full precision."""
+    if is_missing(amount):
+        return t("no_data", lang)
+    size = abs(to_decimal(amount))  # type: ignore[arg-type]
+    if size < 10_000:
+        return money(amount, lang, currency)
+    if size < 1_000_000:
+        return money(amount, lang, currency, decimals=0)
+    text = money(to_decimal(amount) / 1_000_000, lang, currency)  # type: ignore[arg-type]
+    return f"{text} M" if lang == "es" else f"{text}M"
+
+
+def kpi_value(value: float | Decimal | None, unit: str, lang: str, currency: str, compact: bool = False) -> str:
+    """A KPI value in its catalog unit (money already converted into ``currency`` by the caller);
+    ``compact`` shortens large money for cards."""
     if is_missing(value):
         return t("no_data", lang)
+    if unit == "usd" and compact:
+        return money_compact(value, lang, currency)
     if unit == "ms":
         return f"{number(value, lang, 0)} ms"
     if unit == "ratio":
@@ -122,7 +139,7 @@ def kpi_value(value: float | Decimal | None, unit: str, lang: str, currency: str
     return number(value, lang, 2)
 
 
-def kpi_delta(change: float | Decimal | None, unit: str, lang: str, currency: str) -> str | None:
+def kpi_delta(change: float | Decimal | None, unit: str, lang: str, currency: str, compact: bool = False) -> str | None:
     """The change against the previous period, signed; ratios in percentage points; None if unknown."""
     if is_missing(change):
         return None
@@ -132,7 +149,7 @@ def kpi_delta(change: float | Decimal | None, unit: str, lang: str, currency: st
     if unit == "ratio":
         points = number(magnitude * 100, lang, 2)
         return f"{sign}{points} p.p." if lang == "es" else f"{sign}{points} pp"
-    return sign + kpi_value(magnitude, unit, lang, currency)
+    return sign + kpi_value(magnitude, unit, lang, currency, compact)
 
 
 def relative_change(current: float | Decimal | None, previous: float | Decimal | None) -> Decimal | None:

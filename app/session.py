@@ -170,7 +170,7 @@ def lang() -> str:
 def language_switch(where: Any) -> str:
     """The language control (also shown on the sign-in page)."""
     return where.radio(
-        t("language", lang()) + " / Language", ["es", "en"], key="lang", horizontal=True,
+        "Idioma / Language", ["es", "en"], key="lang", horizontal=True,
         format_func=lambda code: {"es": "Español (AR)", "en": "English"}[code],
     )
 
@@ -293,12 +293,18 @@ def build_context(identity: auth.Identity) -> PageContext:
     hidden = () if identity.clinical else catalog.sensitive_niches
     niches = [ALL] + [n for n in _niches_present(con, catalog) if n not in hidden]
     niche_names = {n.id: catalog_name(n, language) for n in catalog.niches}
-    niche = sb.selectbox(t("niche", language), niches, key="niche",
+    # Like the period: one widget per language (labels differ), the choice kept under our own key.
+    kept_niche = st.session_state.get("pulso_niche", ALL)
+    niche = sb.selectbox(t("niche", language), niches, key=f"niche_{language}",
+                         index=niches.index(kept_niche) if kept_niche in niches else 0,
                          format_func=lambda n: t("all", language) if n == ALL else niche_names.get(n, n))
     countries = [ALL] + _countries_present(con, catalog)
     country_names = {c.id: catalog_name(c, language) for c in catalog.countries}
-    country = sb.selectbox(t("country", language), countries, key="country",
+    kept_country = st.session_state.get("pulso_country", ALL)
+    country = sb.selectbox(t("country", language), countries, key=f"country_{language}",
+                           index=countries.index(kept_country) if kept_country in countries else 0,
                            format_func=lambda c: t("all", language) if c == ALL else country_names.get(c, c))
+    st.session_state["pulso_niche"], st.session_state["pulso_country"] = niche, country
     # Rates for the previous period too: the cards compare against it in the same currency.
     rates = fx_rates(con, Scope(start, end).previous().start, end)
     currency_options = ["USD", "ARS"]

@@ -184,6 +184,8 @@ def targets_table(view: View) -> Table:
         shown.append([catalog_name(kpi, view.lang), view.value(point.value, kpi.unit), _target_text(view, kpi, now),
                       _target_text(view, kpi, m3), _target_text(view, kpi, m6), view.status(point.status), grain_text])
         raw.append([kpi.id, _raw(point.value), _raw(now), _raw(m3), _raw(m6), point.status, grain_text])
+    if not any(row[-1] for row in shown):  # every KPI at the requested grain: no need for the column
+        columns, shown, raw = columns[:-1], [r[:-1] for r in shown], [r[:-1] for r in raw]
     return _table("targets", columns, shown, raw)
 
 
@@ -224,11 +226,13 @@ def kpi_cards(view: View, kpis: list[Kpi] | None = None) -> list[Card]:
         n, c, _, _ = grain(kpi, scope)
         target = in_currency(cat.target(kpi.id, scope.end, n, c), kpi.unit, scope.end, scope.currency, view.rates)
         help_text = view.t(rule_key)
+        if kpi.unit == "usd" and not fmt.is_missing(current.value):
+            help_text += f" {view.value(current.value, kpi.unit)}."  # the exact amount behind a short card
         if not fmt.is_missing(target):
             help_text += f" {view.t('target_now')}: {_target_text(view, kpi, target)}"
         cards.append(Card(
-            kpi.id, catalog_name(kpi, view.lang), view.value(current.value, kpi.unit),
-            fmt.kpi_delta(change, kpi.unit, view.lang, scope.currency),
+            kpi.id, catalog_name(kpi, view.lang), fmt.kpi_value(current.value, kpi.unit, view.lang, scope.currency, True),
+            fmt.kpi_delta(change, kpi.unit, view.lang, scope.currency, compact=True),
             # No change is neither good nor bad: grey, whatever the KPI's direction.
             "off" if change == 0 else ("normal" if kpi.direction == "higher" else "inverse"),
             "off" if change == 0 else "auto", help_text,

@@ -84,6 +84,9 @@ def test_money_percent_dates_and_deltas():
     assert fmt.kpi_delta(Decimal("-0.0012"), "ratio", "es", "USD") == "-0,12 p.p."
     assert fmt.kpi_delta(490, "usd", "en", "USD") == "+US$490.00"
     assert fmt.kpi_value(12.04, "minutes", "es", "USD") == "12,0 min"
+    assert fmt.money_compact(Decimal("9999.5"), "es", "USD") == "US$ 9.999,50"
+    assert fmt.money_compact(Decimal("309000"), "en", "USD") == "US$309,000"
+    assert fmt.money_compact(Decimal("11530260"), "es", "ARS") == "$ 11,53 M"
 
 
 def test_every_text_has_both_languages():
@@ -208,10 +211,11 @@ def test_views_overview_tables_and_cards(con, catalog):
     assert table.loc["Scaling time", "Status"] == "● No data"
     assert table.loc["Response time p95", "Status"] == "● Off track"
     status = targets_table(view).status  # what render.py colors: one status per cell
-    assert status.iloc[0].tolist() == [None, None, None, None, None, "breach", None]
+    assert status.iloc[0].tolist() == [None, None, None, None, None, "breach"]
     assert status.iloc[7, 5] == "no_data"
     cards = {c.kpi: c for c in kpi_cards(view)}
-    assert cards["infra_cost_usd"].value == "US$10,920.00"
+    assert cards["infra_cost_usd"].value == "US$10,920"
+    assert "US$10,920.00" in cards["infra_cost_usd"].help  # exact amount behind the short card
     assert cards["infra_cost_usd"].delta == "+US$490.00"
     assert cards["infra_cost_usd"].delta_color == "inverse"
     assert cards["infra_cost_usd"].chart == [1000.0 + 10 * i for i in range(53, 60)]
@@ -239,8 +243,16 @@ def test_csv_twin_keeps_raw_values(con, catalog):
     rates = fx_rates(con, PERIOD.start, PERIOD.end)
     view = View(con, catalog, PERIOD.with_(currency="ARS"), "es", rates)
     rows = list(csv.reader(io.StringIO(targets_table(view).csv().decode())))
-    assert rows[0] == ["Indicador", "Real", "Meta vigente", "Meta mes 3", "Meta mes 6", "Estado", "Apertura"]
+    assert rows[0] == ["Indicador", "Real", "Meta vigente", "Meta mes 3", "Meta mes 6", "Estado"]
     cost = next(r for r in rows if r[0] == "infra_cost_usd")
     assert cost[1:6] == ["1683810", "2118000", "5295000", "12708000", "ok"]  # USD x 1059, exact
     scaling = next(r for r in rows if r[0] == "scaling_time_minutes")
     assert scaling[1] == "" and scaling[5] == "no_data"
+
+
+def test_filter_on_a_dimension_the_kpi_lacks_shows_the_total_and_says_so(con, catalog):
+    view = View(con, catalog, PERIOD.with_(country="AR"), "en", {})
+    table = targets_table(view).display.set_index("KPI")
+    assert table.loc["Infrastructure cost", "Grain"] == "total (not split)"  # cost is published by niche only
+    assert table.loc["Infrastructure cost", "Actual"] == "US$1,590.00"
+    assert table.loc["Bookings", "Grain"] == "" and table.loc["Bookings", "Actual"] == "159"  # AR = all of it
