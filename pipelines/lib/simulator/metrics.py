@@ -363,11 +363,14 @@ def _ts_array(epochs: np.ndarray) -> pa.Array:
 
 
 def _repeat_strings(per_series: list[str | None], times: int) -> pa.Array:
-    """One label value per series, repeated for every minute, built through a dictionary (fast)."""
+    """One label value per series, repeated for every minute, as a dictionary array (fast to write).
+
+    Files are written without the Arrow schema, so every reader sees plain VARCHAR/string columns.
+    """
     uniq = list(dict.fromkeys(per_series))
     pos = {v: i for i, v in enumerate(uniq)}
     codes = np.repeat(np.array([pos[v] for v in per_series], dtype=np.int32), times)
-    return pa.DictionaryArray.from_arrays(pa.array(codes), pa.array(uniq, pa.string())).cast(pa.string())
+    return pa.DictionaryArray.from_arrays(pa.array(codes), pa.array(uniq, pa.string()))
 
 
 def write_day_metrics(out: Path, day: date, tables: dict[str, pa.Table]) -> list[Path]:
@@ -376,7 +379,8 @@ def write_day_metrics(out: Path, day: date, tables: dict[str, pa.Table]) -> list
     for metric, table in tables.items():
         path = out / "metrics" / metric / f"date={day.isoformat()}" / "part-0.parquet"
         path.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(table, path, compression="zstd")
+        # No stored Arrow schema: label columns are dictionary-encoded in memory but read back as strings.
+        pq.write_table(table, path, compression="zstd", store_schema=False)
         paths.append(path)
     return paths
 
