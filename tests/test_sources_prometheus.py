@@ -7,6 +7,7 @@ through ``/api/v1/query_range`` must give identical rows and identical counter i
 from __future__ import annotations
 
 import http.server
+import json
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -316,3 +317,33 @@ def test_credentials_in_the_url_never_reach_messages() -> None:
         client.query_range("up", start, start)
     assert "s3cret-pw" not in str(info.value) and "reader" not in str(info.value)
     assert f"http://***@{LOOPBACK}:{port}/api/v1/query_range unreachable after 1 attempts" in str(info.value)
+
+
+class _PerInstanceHandler(http.server.BaseHTTPRequestHandler):
+    """Two series that differ only in ``instance`` (one per pod), for values and freshness alike."""
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server naming)
+        self.rfile.read(int(self.headers["Content-Length"]))
+        series = [{"metric": {"niche": "barber", "instance": pod}, "values": [[1793502000, "1"]]}
+                  for pod in ("pod-a", "pod-b")]
+        body = json.dumps({"status": "success", "data": {"resultType": "matrix", "result": series}}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_series_that_differ_only_in_dropped_labels_are_an_error_not_a_sum() -> None:
+    server = http.server.ThreadingHTTPServer((LOOPBACK, 0), _PerInstanceHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        source = PrometheusSource(f"http://{LOOPBACK}:{server.server_port}")
+        with pytest.raises(PrometheusError, match=r"2 rows share the contract labels once \['instance'\] labels "
+                                                  r"are dropped; aggregate them with a recording rule first"):
+            source.samples("up", datetime.fromtimestamp(1793502000, UTC), datetime.fromtimestamp(1793502060, UTC))
+    finally:
+        server.shutdown()
