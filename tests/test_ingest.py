@@ -417,3 +417,30 @@ def test_fast_increases_equal_the_reference_reset_rule() -> None:
     assert ours["increase"].to_list() == ref["increase"].to_list()
     barber_200 = ours.filter((pl.col("niche") == "barber") & (pl.col("code") == "200"))["increase"].to_list()
     assert barber_200 == [None, 2.0, 2.0, 0.0, 7.0]  # 7 → 2 is a reset: increase 2
+
+
+def test_hourly_increases_equal_summed_minute_increases() -> None:
+    import random
+
+    from pipelines.lib.ingest.metrics import hourly_increases, per_minute_increases
+
+    rng = random.Random(5)
+    start = utc("2026-11-02T03:00:00Z")
+    rows = []
+    for code in ("200", "500"):
+        value = 100.0
+        for i in range(-1, 200):
+            if i in (37, 61, 150) and code == "200":
+                value = rng.random() * 3  # process restart: counter reset
+            elif i != 90:  # a missing minute
+                value += rng.randrange(5)
+            if i == 90:
+                continue
+            rows.append({"ts": start + timedelta(minutes=i), "code": code, "niche": "barber", "value": value})
+    frame = pl.DataFrame({c: [r.get(c) for r in rows] for c in SAMPLE_SCHEMA}, schema=SAMPLE_SCHEMA)
+    ours = hourly_increases(frame, start).sort(["code", "hour_start"])
+    ref = (per_minute_increases(frame).filter(pl.col("ts") >= start)
+           .with_columns(pl.col("ts").dt.truncate("1h").alias("hour_start"))
+           .group_by(["code", "hour_start"]).agg(pl.col("increase").fill_null(0).sum()).sort(["code", "hour_start"]))
+    assert ours["hour_start"].to_list() == ref["hour_start"].to_list()
+    assert ours["increase"].to_list() == pytest.approx(ref["increase"].to_list())

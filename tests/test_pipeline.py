@@ -22,7 +22,7 @@ from pipelines.lib.catalog import load_catalog
 from pipelines.lib.kpis import PUBLISHED_TABLES
 from pipelines.lib.published import PublishedReader, read_manifest
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("warehouse_pipeline")]
 END = "2026-11-27"
 DAYS = [date(2026, 11, 25), date(2026, 11, 26), date(2026, 11, 27)]
 CANARY_NAME = "Zzyzx Canarywoman"
