@@ -63,6 +63,7 @@ def store(tmp_path, monkeypatch) -> Path:
     root = tmp_path / "published"
     build_store(root)
     monkeypatch.setenv("PULSO_PUBLISHED", str(root))
+    monkeypatch.setenv("PULSO_APP_ACCESS_LOG", str(tmp_path / "access.log"))  # never the repo's data/
     return root
 
 
