@@ -150,7 +150,7 @@ def _context() -> Any:
     """One ephemeral GE context per process (creating one makes a temp folder; reuse it)."""
     global _CONTEXT
     if _CONTEXT is None:
-        os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+        os.environ["GX_ANALYTICS_ENABLED"] = "False"  # never phone home (network only to loopback)
         import great_expectations as gx
         from great_expectations.data_context.types.base import ProgressBarsConfig
 
