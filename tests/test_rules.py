@@ -141,3 +141,101 @@ def test_an_slo_with_half_a_prometheus_sli_is_a_clear_error():
     data["slos"][0]["prometheus"] = {"good": 'http_requests_total{code!~"5.."}'}
     with pytest.raises(RuleError, match="slo 'availability': prometheus needs both 'good' and 'total'"):
         render(parse_catalog(data))
+
+
+ALERTMANAGER = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(ALERTMANAGER is None, reason="alertmanager missing: run `make sysdeps`")
+def test_alertmanager_sends_one_grouped_page_to_slack_inhibits_the_ticket_and_resolves(tmp_path):
+    """The generated config in a real Alertmanager, posting to a loopback Slack receiver.
+
+    Only the timings are shortened and the webhook file is a temporary one; routes, grouping,
+    inhibition and templates are the generated ones.
+    """
+    import json
+    import socket
+    import threading
+    import time
+    import urllib.request
+    from datetime import UTC, datetime, timedelta
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    received: list[dict] = []
+
+    class Slack(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server API
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args):
+            pass
+
+    slack = ThreadingHTTPServer(("127.0.0.1", 0), Slack)
+    threading.Thread(target=slack.serve_forever, daemon=True).start()
+    webhook = tmp_path / "slack_webhook_url"
+    webhook.write_text(f"http://127.0.0.1:{slack.server_port}/services/T000/B000/XXXX")
+    config = yaml.safe_load(render(load_catalog(), str(webhook))["alertmanager/alertmanager.yml"])
+    config["route"].update(group_wait="1s", group_interval="1s")
+    (tmp_path / "am.yml").write_text(yaml.safe_dump(config))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([ALERTMANAGER, f"--config.file={tmp_path / 'am.yml'}", f"--storage.path={tmp_path / 'data'}",
+                             f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="],
+                            stdout=subprocess.DEVNULL, stderr=open(tmp_path / "am.log", "w"))
+    base = f"http://127.0.0.1:{port}"
+
+    def post(alerts):
+        request = urllib.request.Request(f"{base}/api/v2/alerts", data=json.dumps(alerts).encode(),
+                                         headers={"Content-Type": "application/json"}, method="POST")
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.status == 200
+
+    def wait(predicate, what):
+        deadline = time.monotonic() + 60
+        while not predicate():
+            assert time.monotonic() < deadline, f"timed out waiting for {what}; got {received}"
+            time.sleep(0.2)
+
+    try:
+        def ready():
+            try:
+                with urllib.request.urlopen(f"{base}/-/ready", timeout=2) as r:
+                    return r.status == 200
+            except OSError:
+                return False
+
+        wait(ready, "Alertmanager")
+        place = {"slo": "availability", "niche": "barber", "country": "AR", "region": "cordoba"}
+        now = datetime.now(UTC)
+
+        def alert(severity, ends=None):
+            return {"labels": {"alertname": "AvailabilityBudgetBurn", "severity": severity, **place},
+                    "annotations": {"summary": f"{severity} summary", "budget_remaining": "-4662%",
+                                    "dashboard": "http://grafana/d/pulso-slos", "runbook_url": "http://runbook"},
+                    "startsAt": now.isoformat(), **({"endsAt": ends.isoformat()} if ends else {})}
+
+        # The page and the ticket of one place, the page sent twice (Prometheus re-sends every cycle).
+        post([alert("page"), alert("ticket")])
+        post([alert("page")])
+        wait(lambda: received, "the page")
+        time.sleep(3)  # a few more group intervals: nothing else may arrive
+        firing = [m for m in received if "FIRING" in m["attachments"][0]["title"]]
+        assert [m["channel"] for m in firing] == ["#pulso-pages"]  # one message; the ticket is inhibited
+        text = firing[0]["attachments"][0]["text"]
+        assert "page summary" in text and "Budget left: -4662%" in text and "|runbook>" in text
+        assert "XXXX" not in json.dumps(received)  # the webhook secret never appears in a message
+        # Recovery: the page resolves (send_resolved); the ticket is no longer inhibited and is sent.
+        post([alert("page", ends=datetime.now(UTC) - timedelta(seconds=1))])
+        wait(lambda: any("RESOLVED" in m["attachments"][0]["title"] for m in received), "the resolved page")
+        wait(lambda: any(m["channel"] == "#pulso-tickets" for m in received), "the ticket after the page resolved")
+        resolved = [m for m in received if "RESOLVED" in m["attachments"][0]["title"]]
+        assert [m["channel"] for m in resolved] == ["#pulso-pages"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+        slack.shutdown()
