@@ -640,3 +640,32 @@ def test_openmetrics_rejects_an_empty_range_and_an_unknown_source(tmp_path):
         write_openmetrics(tmp_path, tmp_path / "x.om", "2026-11-25T16:00:00Z", "2026-11-25T13:00:00Z")
     with pytest.raises(FileNotFoundError, match="neither"):
         write_openmetrics(tmp_path / "nope", tmp_path / "x.om", "2026-11-25T13:00:00Z", "2026-11-25T16:00:00Z")
+
+
+# --- small pure helpers, checked by hand --------------------------------------------------------------------
+
+def test_bucket_bounds_are_formatted_like_prometheus():
+    assert [_le(b) for b in (0.025, 0.1, 1.0, 2.5, 5.0)] == ["0.025", "0.1", "1", "2.5", "5"]
+
+
+def test_amortized_cost_rule_of_the_contract():
+    from pipelines.lib.simulator.billing import amortized
+
+    def row(kind: str) -> dict:
+        return {"line_item_line_item_type": kind, "line_item_unblended_cost": Decimal("10.000000"),
+                "savings_plan_savings_plan_effective_cost": Decimal("7.200000"),
+                "reservation_effective_cost": Decimal("6.500000")}
+
+    got = {k: amortized(row(k)) for k in ("Usage", "Tax", "Credit", "SavingsPlanCoveredUsage", "DiscountedUsage",
+                                           "SavingsPlanRecurringFee", "SavingsPlanNegation", "RIFee")}
+    assert got == {"Usage": Decimal("10"), "Tax": Decimal("10"), "Credit": Decimal("10"),
+                   "SavingsPlanCoveredUsage": Decimal("7.2"), "DiscountedUsage": Decimal("6.5"),
+                   "SavingsPlanRecurringFee": 0, "SavingsPlanNegation": 0, "RIFee": 0}
+
+
+def test_default_end_is_yesterday_in_argentina():
+    from pipelines.lib.simulator import yesterday_in
+
+    # 02:00 UTC on the 28th is still 23:00 on the 27th in Buenos Aires, so "yesterday" is the 26th.
+    assert yesterday_in("America/Argentina/Buenos_Aires", datetime(2026, 11, 28, 2, tzinfo=UTC)) == date(2026, 11, 26)
+    assert yesterday_in("America/Argentina/Buenos_Aires", datetime(2026, 11, 28, 3, tzinfo=UTC)) == date(2026, 11, 27)
