@@ -120,6 +120,7 @@ TEXTS: dict[str, dict[str, str]] = {
                           "verticales activas según su proporción de pedidos HTTP del día.",
                     "en": "Cost without a niche tag or tagged shared is split across the live niches by "
                           "their share of that day's HTTP requests."},
+    "shared_service": {"es": "Compartido / sin etiqueta", "en": "Shared / untagged"},
     "share": {"es": "Proporción", "en": "Share"},
     "tagged": {"es": "Etiquetado", "en": "Tagged"},
     "shared": {"es": "Compartido repartido", "en": "Shared, split"},

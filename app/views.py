@@ -119,6 +119,8 @@ class View:
         return next((catalog_name(r, self.lang) for r in self.catalog.regions if r.id == region), region)
 
     def service_name(self, service: str) -> str:
+        if service in ("shared", "", None):  # billing lines tagged shared or untagged (no catalog service)
+            return self.t("shared_service")
         return next((catalog_name(s, self.lang) for s in self.catalog.services if s.id == service), service)
 
     def status(self, status: str | None) -> str:

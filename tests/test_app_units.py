@@ -256,3 +256,9 @@ def test_filter_on_a_dimension_the_kpi_lacks_shows_the_total_and_says_so(con, ca
     assert table.loc["Infrastructure cost", "Grain"] == "total (not split)"  # cost is published by niche only
     assert table.loc["Infrastructure cost", "Actual"] == "US$1,590.00"
     assert table.loc["Bookings", "Grain"] == "" and table.loc["Bookings", "Actual"] == "159"  # AR = all of it
+
+
+def test_shared_or_untagged_service_is_named(con, catalog):
+    view = View(con, catalog, PERIOD, "en", {})
+    assert [view.service_name(s) for s in ("web", "payments", "shared", "")] == [
+        "Web", "Payments", "Shared / untagged", "Shared / untagged"]
