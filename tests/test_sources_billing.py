@@ -148,6 +148,15 @@ def test_focus_parquet_gives_the_same_line_items(tmp_path: Path) -> None:
     parquet_items = parse_focus(buf.getvalue(), "f").line_items
     assert parquet_items.drop("line_item_id").equals(csv_items.drop("line_item_id"))
     assert detect_format(buf.getvalue(), "f") == "focus"
+    # typed timestamps without a zone (isAdjustedToUTC unset) are UTC by the spec: same rows
+    naive = table.set_column(table.schema.get_field_index("ChargePeriodStart"), "ChargePeriodStart",
+                             pa.array([v.replace(tzinfo=None) for v in table["ChargePeriodStart"].to_pylist()],
+                                      pa.timestamp("us")))
+    assert table.schema.field("ChargePeriodStart").type == pa.timestamp("s", tz="UTC")  # csv inferred it, zoned
+    buf = io.BytesIO()
+    pq.write_table(naive, buf)
+    naive_items = parse_focus(buf.getvalue(), "f").line_items
+    assert naive_items["usage_start"].to_list() == csv_items["usage_start"].to_list()
 
 
 def test_focus_duplicate_rows_are_both_kept() -> None:

@@ -223,13 +223,13 @@ def money(value: Any, column: str) -> Decimal | None:
 
 
 def timestamp(value: Any, column: str) -> datetime:
-    """An aware UTC datetime from ISO text or a Parquet timestamp; a value without a zone is refused."""
+    """An aware UTC datetime from ISO text or a Parquet timestamp; ISO text without a zone is refused."""
     if value is None:
         raise _RowProblem(f"{column} is missing")
     if isinstance(value, datetime):
-        if value.tzinfo is None:
-            raise _RowProblem(f"{column} {value!s} has no time zone (expected UTC, e.g. ...Z)")
-        return value.astimezone(UTC)
+        # A typed Parquet timestamp without a zone is UTC by the FOCUS and CUR specs (writers often leave
+        # isAdjustedToUTC unset); only *text* without a zone is ambiguous and refused.
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
     parsed = _parse_iso(str(value).strip())
     if parsed is None:
         raise _RowProblem(f"{column} {str(value).strip()!r} is not an ISO timestamp")
