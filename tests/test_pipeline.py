@@ -188,18 +188,27 @@ def test_late_event_reopens_only_its_day(built: Built) -> None:
     before = built.query("SELECT value FROM marts.kpi_daily WHERE kpi = 'bookings' AND day = '2026-11-26' AND niche = 'all' "
                          "AND country = 'all' AND region = 'all'")[0][0]
     assert built.materialize(partition_key="2026-11-27").success
+    # the 27th's run re-opened and published the 26th itself: the sensor has nothing left to do
     context = dg.build_sensor_context(instance=built.instance)
-    request = late_data_sensor(context)
-    assert isinstance(request, dg.RunRequest)
-    assert request.tags["dagster/asset_partition_range_start"] == "2026-11-26"
-    assert request.tags["dagster/asset_partition_range_end"] == "2026-11-26"
-    # the marts of the 27th's run already re-opened the 26th (dirty day), counting the late booking once
+    assert isinstance(late_data_sensor(context), dg.SkipReason)
     after = built.query("SELECT value FROM marts.kpi_daily WHERE kpi = 'bookings' AND day = '2026-11-26' AND niche = 'all' "
                         "AND country = 'all' AND region = 'all'")[0][0]
     assert after == before + 1
 
 
-def test_days_to_reopen_ignores_own_partitions() -> None:
-    records = [("r1", "2026-11-27", "2026-11-26,2026-11-27"), ("r1", "2026-11-28", "2026-11-26,2026-11-27"),
+def test_days_to_reopen_ignores_own_partitions_and_published_days() -> None:
+    records = [("r1", "2026-11-27", "2026-11-26,2026-11-27"), ("r1", "2026-11-28", "2026-11-24,2026-11-26,2026-11-27"),
                ("r2", "2026-11-27", "2026-11-27")]
-    assert days_to_reopen(records) == [date(2026, 11, 26)]
+    assert days_to_reopen(records) == [date(2026, 11, 24), date(2026, 11, 26)]
+    # a run that failed before publishing leaves its touched days to the sensor; published ones are done
+    assert days_to_reopen(records, published={"2026-11-26"}) == [date(2026, 11, 24)]
+
+
+def test_sensor_requests_a_run_when_touched_days_were_not_published() -> None:
+    instance = dg.DagsterInstance.ephemeral()
+    instance.report_runless_asset_event(dg.AssetMaterialization(
+        "raw_events", partition="2026-11-27", metadata={"touched_days": "2026-11-20,2026-11-27"}))
+    request = late_data_sensor(dg.build_sensor_context(instance=instance))
+    assert isinstance(request, dg.RunRequest)
+    assert (request.tags["dagster/asset_partition_range_start"], request.tags["dagster/asset_partition_range_end"]) == (
+        "2026-11-20", "2026-11-20")

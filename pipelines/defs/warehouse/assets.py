@@ -306,6 +306,7 @@ def published_marts(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -
         con.execute("DELETE FROM ops.dirty_days WHERE day IN (SELECT unnest($d::DATE[]))", {"d": redo})
     return dg.MaterializeResult(metadata={
         "manifest_version": manifest.version, "days_published": len(redo), **_days_meta(days),
+        "reopened_days": ",".join(d.isoformat() for d in redo if d not in set(days)),
         "complete_through": str(complete), "data_through": str(through), "root": str(published_root()),
         "dagster/row_count": sum(len(manifest.days(t)) for t in PUBLISHED_TABLES)})
 

@@ -54,9 +54,10 @@ def nightly_finalize(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
                          tags={"pulso/kind": "finalize"})
 
 
-def days_to_reopen(records: list[tuple[str, str | None, str]]) -> list[date]:
+def days_to_reopen(records: list[tuple[str, str | None, str]], published: set[str] | None = None) -> list[date]:
     """Days to rebuild from ``(run_id, partition_key, touched_days_csv)`` materialization records:
-    days a run touched that are not among that run's own partitions."""
+    days a run touched that are not among that run's own partitions, less the days ``published`` since
+    (a run re-opens the dirty days it finds itself; the sensor only catches what no run published)."""
     own: dict[str, set[str]] = {}
     touched: dict[str, set[str]] = {}
     for run_id, partition, days_csv in records:
@@ -66,7 +67,7 @@ def days_to_reopen(records: list[tuple[str, str | None, str]]) -> list[date]:
     first = daily_partitions.start.date()
     out = set()
     for run_id, days in touched.items():
-        for d in days - own.get(run_id, set()):
+        for d in days - own.get(run_id, set()) - (published or set()):
             day = date.fromisoformat(d)
             if day >= first:
                 out.add(day)
@@ -90,8 +91,19 @@ def late_data_sensor(context: dg.SensorEvaluationContext):
             value = mat.metadata.get("touched_days")
             text = value.value if value is not None else ""
             records.append((rec.run_id, mat.partition, str(text)))
+    published: set[str] = set()
+    result = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("published_marts"), after_storage_id=cursor), limit=1000, ascending=True)
+    for rec in result.records:
+        mat = rec.asset_materialization
+        if mat is None:
+            continue
+        value = mat.metadata.get("reopened_days")
+        published.update(d for d in str(value.value if value is not None else "").split(",") if d)
+        if mat.partition:
+            published.add(mat.partition)
     context.update_cursor(str(newest))
-    days = days_to_reopen(records)
+    days = days_to_reopen(records, published)
     if not days:
         return dg.SkipReason("no late data outside the runs that loaded it")
     start, end = days[0].isoformat(), days[-1].isoformat()
