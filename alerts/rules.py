@@ -78,8 +78,10 @@ class SliQuery:
     def error_ratio(self, window: str) -> str:
         # (all - good) / all from summed counters: merging, never averaging per-series ratios. Using the
         # good selector (rather than a "bad" one) keeps the ratio defined when no 5xx series exists yet.
+        # `> 0` on the denominator: no traffic in the window gives no sample rather than NaN (0/0), so
+        # no NaN reaches a dashboard and "no data" shows as no data.
         total, good = self.total_rate(window), self.good_rate(window)
-        return f"(\n  ({total})\n  -\n  ({good})\n)\n/\n({total})"
+        return f"(\n  ({total})\n  -\n  ({good})\n)\n/\n(({total}) > 0)"
 
 
 def _or(parts: Any) -> str:

@@ -49,7 +49,10 @@ def _kpi_trend(catalog: Catalog, kpi_id: str, day: date, fixed: dict[str, str] |
 
 
 def _quantile(q: float, by: str, selector: str = RAW) -> str:
-    return f"histogram_quantile({q}, sum by (le, {by}) (rate(http_request_duration_seconds_bucket{{{selector}}}[{RATE}])))"
+    # From merged buckets (summed over the selected series per le); `>= 0` drops the NaN that
+    # histogram_quantile gives a place without requests in the window.
+    return (f"histogram_quantile({q}, sum by (le, {by}) (rate(http_request_duration_seconds_bucket{{{selector}}}[{RATE}])))"
+            " >= 0")
 
 
 def sre_overview(catalog: Catalog, day: date) -> g.Dashboard:
@@ -93,7 +96,7 @@ def slos(catalog: Catalog, day: date) -> g.Dashboard:
     live_windows = sorted({w for bw in catalog.burn_windows for w in (bw.long, bw.short)}, key=_hours)
     live = [
         (f'sum by (slo) (slo:sli_error:ratio_rate{w}{{slo="$slo",{RAW}}} * on (slo, niche, country, region) '
-         f'slo:sli_total:rate{w}{{slo="$slo",{RAW}}}) / sum by (slo) (slo:sli_total:rate{w}{{slo="$slo",{RAW}}}) '
+         f'slo:sli_total:rate{w}{{slo="$slo",{RAW}}}) / (sum by (slo) (slo:sli_total:rate{w}{{slo="$slo",{RAW}}}) > 0) '
          f'/ on (slo) (1 - slo:objective:ratio{{slo="$slo"}})', w)
         for w in live_windows
     ]
@@ -177,7 +180,7 @@ def cache_db(catalog: Catalog, day: date) -> g.Dashboard:
     lay.add(_kpi_stat(catalog, "db_pool_utilization_ratio", day), 12, 4)
     lay.row("Live")
     lay.add(timeseries("Cache hit ratio by region", [(
-        f"sum by (region) (rate(cache_hits_total{{{RAW}}}[{RATE}])) / sum by (region) (rate(cache_requests_total{{{RAW}}}[{RATE}]))",
+        f"sum by (region) (rate(cache_hits_total{{{RAW}}}[{RATE}])) / (sum by (region) (rate(cache_requests_total{{{RAW}}}[{RATE}])) > 0)",
         "{{region}}")], "percentunit", threshold_steps(catalog, "cache_hit_ratio", day)), 12, 8)
     lay.add(timeseries(f"DB pool utilization (pool of {pool})",
                        [(f"sum(db_connections_in_use) / {pool}", "in use")], "percentunit",
