@@ -26,7 +26,7 @@ from pipelines.lib.kpis import marts as marts_lib
 from pipelines.lib.kpis.kpi_daily import build_kpi_daily
 from pipelines.lib.kpis.staging import build_event_staging
 from pipelines.lib.published import publish
-from pipelines.lib.warehouse import LoadResult, prepare
+from pipelines.lib.warehouse import LoadResult, prepare, record_load
 
 COMMON = {
     "partitions_def": daily_partitions,
@@ -156,6 +156,7 @@ def raw_fx(context: dg.AssetExecutionContext, duckdb: DuckDBResource, fx_source:
         else:
             result = LoadResult("fx", FX_KEY, warnings=[f"{storage.describe(FX_KEY)}: no FX file; revenue in USD will be no data"])
             context.log.warning(result.warnings[0])
+            record_load(con, result)  # the audit shows the empty load (and the quality check flags it)
         rows = con.execute("SELECT count(*) FROM raw.fx_rates").fetchall()[0][0]
         preview = _preview(con, "SELECT * FROM raw.fx_rates ORDER BY date DESC")
     return dg.MaterializeResult(metadata={**result.metadata(), **_days_meta(days), "dagster/row_count": rows,
