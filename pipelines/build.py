@@ -66,9 +66,9 @@ def run(start: date, end: date, quiet: bool = False) -> dg.ExecuteInProcessResul
 
     definitions = defs()
     job = definitions.get_job_def("warehouse_job")
-    instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
     if os.environ.get("DAGSTER_HOME"):
         Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
+    instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
     return job.execute_in_process(
         instance=instance,
         tags={"dagster/asset_partition_range_start": start.isoformat(),
