@@ -272,3 +272,16 @@ def test_thirty_day_distinct_users_sweep_matches_brute_force() -> None:
         assert got[(d, "all")] == len({u for u, _ in window}), d
         for niche in ("barber", "psychology"):
             assert got[(d, niche)] == len({u for u, n in window if n == niche}), (d, niche)
+
+
+def test_usd_payments_outside_argentina_are_not_converted(tmp_path: Path) -> None:
+    src = Sources(tmp_path)
+    src.fx([("2026-11-02", "1000")])
+    p = payment("p1", "pay1", "approved", "2026-11-02T15:00:00Z", "2026-11-02T15:01:00Z", amount="14.91")
+    p["payload"]["payment"]["currency_id"] = "USD"
+    p["country"], p["region"] = "CO", "bogota"
+    src.events(D1, [p, payment("p2", "pay2", "approved", "2026-11-02T16:00:00Z", "2026-11-02T16:01:00Z", amount="2000.00")])
+    con = run(tmp_path, [D1])
+    rows = con.execute("SELECT country, amount_ars, amount_usd FROM marts.payments_daily ORDER BY country").fetchall()
+    assert rows == [("AR", Decimal("2000.00"), Decimal("2.000000")), ("CO", Decimal("14910.00"), Decimal("14.910000"))]
+    assert kpi(con, "revenue_usd", D1)[0] == pytest.approx(16.91)

@@ -396,28 +396,44 @@ def build_cost_daily(con: duckdb.DuckDBPyConnection, days: Sequence[date]) -> in
 
 
 def build_payments_daily(con: duckdb.DuckDBPyConnection, days: Sequence[date]) -> int:
-    """``marts.payments_daily``: final-state payments by creation day and breakdown; amounts net of
-    refunds; USD with the day's ARS rate, converted per payment in exact integer arithmetic
-    (half-up to 1e-6 USD) before summing. No rate for the day → ``amount_usd`` NULL."""
+    """``marts.payments_daily``: final-state payments by creation day and breakdown; amounts net of refunds.
+
+    ARS payments are converted with the day's ARS rate per payment, in exact integer arithmetic (half away
+    from zero to 1e-6 USD) before summing; USD payments (outside Argentina) are already USD and their
+    ``amount_ars`` is the ARS equivalent at the same rate. No rate for the day, or another currency → the
+    USD amount is NULL (no data), never guessed.
+    """
     sql = f"""
         WITH p AS (
             SELECT f.day, f.niche, f.country, f.region, f.provider, f.payment_method, f.status, f.status_detail,
-                   (coalesce(f.transaction_amount, 0) - coalesce(f.transaction_amount_refunded, 0))::DECIMAL(18,2) AS net_ars,
+                   upper(coalesce(f.currency, 'ARS')) AS currency,
+                   (coalesce(f.transaction_amount, 0) - coalesce(f.transaction_amount_refunded, 0))::DECIMAL(18,2) AS net,
                    fx.ars_per_usd
             FROM {both('payments_final')} f LEFT JOIN staging.fx_daily fx ON fx.day = f.day
             WHERE f.day IN (SELECT unnest($days::DATE[]))
         ),
         conv AS (
-            SELECT *, CAST(net_ars * 100 AS HUGEINT) AS cents, CAST(ars_per_usd * 1000000 AS HUGEINT) AS rate_micros FROM p
+            SELECT *, CAST(net * 100 AS HUGEINT) AS cents, CAST(ars_per_usd * 1000000 AS HUGEINT) AS rate_micros FROM p
         ),
         usd AS (
-            -- micro-USD = cents * 1e10 / rate_micros, rounded half away from zero, in integers
-            SELECT *, CASE WHEN rate_micros > 0 THEN
-                       sign(cents) * ((abs(cents) * 20000000000 + rate_micros) // (2 * rate_micros)) END AS usd_micros
+            SELECT *,
+                CASE
+                    -- micro-USD = cents * 1e10 / rate_micros, rounded half away from zero, in integers
+                    WHEN currency = 'ARS' AND rate_micros > 0 THEN
+                        sign(cents) * ((abs(cents) * 20000000000 + rate_micros) // (2 * rate_micros))
+                    WHEN currency = 'USD' THEN cents * 10000
+                END AS usd_micros,
+                CASE
+                    WHEN currency = 'ARS' THEN net
+                    -- ARS equivalent of a USD payment: cents * rate_micros / 1e6, half away from zero
+                    WHEN currency = 'USD' AND rate_micros > 0 THEN
+                        CAST(CAST(sign(cents) * ((abs(cents) * rate_micros * 2 + 1000000) // 2000000) AS DECIMAL(18,0))
+                             * CAST(0.01 AS DECIMAL(18,2)) AS DECIMAL(18,2))
+                END AS ars
             FROM conv
         )
         SELECT day, niche, country, region, provider, payment_method, status, status_detail, count(*) AS payments,
-               sum(net_ars)::DECIMAL(18,2) AS amount_ars,
+               CASE WHEN count(ars) = count(*) THEN sum(ars)::DECIMAL(18,2) END AS amount_ars,
                CASE WHEN count(usd_micros) = count(*) THEN
                    CAST(CAST(sum(usd_micros) AS DECIMAL(18,0)) * CAST(0.000001 AS DECIMAL(18,6)) AS DECIMAL(18,6)) END AS amount_usd
         FROM usd GROUP BY ALL ORDER BY ALL

@@ -73,7 +73,8 @@ def build_event_staging(con: duckdb.DuckDBPyConnection, days: Iterable[date]) ->
             CREATE OR REPLACE TABLE {target}.payments_final AS
             SELECT payment_id, last.niche, last.country, last.region, last.provider,
                    last.payment_method_id AS payment_method, last.payment_type_id AS payment_type,
-                   last.status, last.status_detail, last.transaction_amount, last.transaction_amount_refunded,
+                   last.status, last.status_detail, last.currency_id AS currency, last.transaction_amount,
+                   last.transaction_amount_refunded,
                    last.date_created, timezone($tz, last.date_created)::DATE AS day,
                    list_contains($final, last.status) AS is_final
             FROM {target}.payments_final
