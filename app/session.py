@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -97,15 +98,28 @@ class _SharedReader:
         self.reader = WindowedReader(root, TABLES, since)
         self.lock = threading.Lock()
         self.warming = False
+        self.last_good: tuple[duckdb.DuckDBPyConnection, Manifest] | None = None
 
     def snapshot(self) -> tuple[duckdb.DuckDBPyConnection, Manifest]:
         with self.lock:
-            for _ in range(10):
-                manifest = self.reader.manifest()
-                con = self.reader.snapshot()
-                if self.reader.manifest() is manifest:  # no publish swapped the state in between
-                    return con.cursor(), manifest
-            raise RuntimeError("the published data kept changing while it was read; reload the page")
+            error: Exception | None = None
+            for attempt in range(3):
+                try:
+                    for _ in range(10):
+                        manifest = self.reader.manifest()
+                        con = self.reader.snapshot()
+                        if self.reader.manifest() is manifest:  # no publish swapped the state in between
+                            self.last_good = (con, manifest)
+                            return con.cursor(), manifest
+                    raise RuntimeError("the published data kept changing while it was read")
+                except RuntimeError as exc:  # publishes landing faster than a load: wait, try again
+                    error = exc
+                    time.sleep(0.2 * (attempt + 1))
+            if self.last_good is not None:
+                # Still one complete published state, only older: better than no page at all.
+                con, manifest = self.last_good
+                return con.cursor(), manifest
+            raise RuntimeError(str(error))
 
 
 # Readers live for the process (module state survives reruns), at most a few windows per root.
