@@ -14,7 +14,7 @@ if str(_REPO) not in sys.path:
 
 import streamlit as st  # noqa: E402
 
-from app import session  # noqa: E402
+from app import charts, session, views  # noqa: E402, F401 - imported up front: the sign-in page pays for it, not the first page
 from app.i18n import t  # noqa: E402
 
 st.set_page_config(page_title="Pulso", page_icon=":material/monitoring:", layout="wide")

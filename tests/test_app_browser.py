@@ -81,7 +81,7 @@ def driver(tmp_path_factory):
     options.binary_location = CHROMIUM
     for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}", "--window-size=1600,1400",
+                 f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}", "--window-size=1600,2300",
                  "--lang=es-AR"):
         options.add_argument(flag)
     drv = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)

@@ -316,3 +316,22 @@ def test_without_fx_table_money_stays_in_usd(env, store, tmp_path, monkeypatch):
     assert at.radio(key="currency").disabled
     assert metrics(at)["Costo de infraestructura"][0] == "US$ 10.920"
     assert "No hay cotizaciones ARS/USD publicadas (tabla `fx_daily`): los montos se muestran en USD." in texts(at)
+
+
+def test_oidc_sign_in_when_configured(env):
+    auth_section = {"redirect_uri": "http://127.0.0.1:8501/oauth2callback", "cookie_secret": "cookie-Secr3t",
+                    "client_id": "pulso", "client_secret": "client-Secr3t",
+                    "server_metadata_url": "http://127.0.0.1:9/.well-known/openid-configuration"}
+    at = AppTest.from_file(APP, default_timeout=30)
+    at.secrets.update({**SECRETS, "auth": auth_section, "pulso": {**SECRETS["pulso"], "roles": {"dra@example.com": ["clinical"]}}})
+    at.user = {"is_logged_in": False}
+    at.run()
+    assert "Ingresar con SSO" in [b.label for b in at.button] and not at.metric
+    at = AppTest.from_file(APP, default_timeout=30)
+    at.secrets.update({**SECRETS, "auth": auth_section, "pulso": {**SECRETS["pulso"], "roles": {"dra@example.com": ["clinical"]}}})
+    at.user = {"is_logged_in": True, "email": "dra@example.com", "name": "Dra"}
+    at.run()
+    assert not at.exception
+    assert at.session_state["pulso_identity"] == Identity("dra@example.com", ("clinical",))
+    assert "Sesión: dra@example.com" in texts(at)
+    assert all(secret not in texts(at) for secret in ("cookie-Secr3t", "client-Secr3t"))
