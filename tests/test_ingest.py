@@ -444,3 +444,37 @@ def test_hourly_increases_equal_summed_minute_increases() -> None:
            .group_by(["code", "hour_start"]).agg(pl.col("increase").fill_null(0).sum()).sort(["code", "hour_start"]))
     assert ours["hour_start"].to_list() == ref["hour_start"].to_list()
     assert ours["increase"].to_list() == pytest.approx(ref["increase"].to_list())
+
+
+def test_fast_and_line_by_line_event_parsing_agree() -> None:
+    from zoneinfo import ZoneInfo
+
+    from pipelines.lib.ingest.events import parse_event, parse_lines_fast
+
+    evs = [
+        event("a", "booking.created", "2026-11-01T02:30:00.123Z", booking_id="b1", professional_id="p1",
+              scheduled_for="2026-11-03T15:00:00.000Z", price_ars=1500.5),
+        event("b", "session.started", "2026-11-01T12:00:00Z", niche="psychology", session_id="s1"),
+        event("c", "professional.onboarded", "2026-11-01T12:00:00.5Z", niche="psychology", professional_id="p9",
+              license_number="MN-123", license_verified=True),
+        payment("d", "pay1", "refunded", "2026-11-01T12:00:00.000Z", "2026-11-01T13:00:00.000Z", amount="14.91",
+                refunded="3.10"),
+        event("e", "user.signed_up", "2026-11-01T12:00:00+00:00", channel="web"),  # other ISO form: slow path
+    ]
+    numbered = [(i + 1, json.dumps(e).encode()) for i, e in enumerate(evs)]
+    tz = ZoneInfo(AR)
+    sensitive = frozenset({"psychology"})
+    events, payments, slow = parse_lines_fast(numbered, KEY, tz, sensitive, {"arrival_day": date(2026, 11, 1),
+                                                                             "_source_file": "f"})
+    assert slow == {5}
+    fast_rows = {r["event_id"]: r for r in events.to_pylist()}
+    for n, line in numbered[:4]:
+        ref = parse_event(line, KEY, tz, sensitive)
+        got = fast_rows[ref.event["event_id"]]
+        assert {k: got[k] for k in ref.event} == ref.event
+        assert got["_sensitive"] == ref.sensitive and got["_row_number"] == n
+    ref_pay = parse_event(numbered[3][1], KEY, tz, sensitive).payment
+    got_pay = payments.to_pylist()[0]
+    assert {k: got_pay[k] for k in ref_pay} == ref_pay
+    assert got_pay["transaction_amount"] == Decimal("14.91") and got_pay["transaction_amount_refunded"] == Decimal("3.10")
+    assert "MN-123" not in str(events.to_pylist())
