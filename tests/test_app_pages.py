@@ -17,7 +17,7 @@ from streamlit.testing.v1 import AppTest
 
 from app.auth import Identity
 from pipelines.lib.published import publish
-from tests.fixtures.app.store import build_store
+from tests.fixtures.app.store import build_store, kpi_rows
 
 APP = str(Path(__file__).resolve().parents[1] / "app" / "streamlit_app.py")
 PAGES = ["overview", "reliability", "economics", "growth", "payments", "geography", "alerts"]
@@ -335,3 +335,24 @@ def test_oidc_sign_in_when_configured(env):
     assert at.session_state["pulso_identity"] == Identity("dra@example.com", ("clinical",))
     assert "Sesión: dra@example.com" in texts(at)
     assert all(secret not in texts(at) for secret in ("cookie-Secr3t", "client-Secr3t"))
+
+
+def test_nan_or_inf_that_slips_into_the_store_reads_as_no_data(env, store, tmp_path, monkeypatch):
+    root = tmp_path / "nan"
+    shutil.copytree(store, root)
+    con = duckdb.connect()
+    frame = kpi_rows()  # noqa: F841 - read by DuckDB below
+    con.execute("CREATE TABLE kpi_daily AS SELECT day::DATE AS day, kpi, niche, country, region, "
+                "CASE WHEN kpi = 'infra_cost_usd' AND day::DATE = DATE '2026-11-27' THEN 'NaN'::DOUBLE "
+                "     WHEN kpi = 'cache_hit_ratio' THEN 'Infinity'::DOUBLE ELSE value::DOUBLE END AS value, "
+                "unit, target::DOUBLE AS target, status FROM frame")
+    publish(con, {"kpi_daily": "kpi_daily"}, [date(2026, 11, 27)], root)
+    monkeypatch.setenv("PULSO_PUBLISHED", str(root))
+    at = open_app(lang="en")
+    rows = {r[0]: r for r in table(at, 0)}
+    assert rows["Infrastructure cost"][1] == "no data" and rows["Cache hit rate"][1] == "no data"
+    assert rows["Infrastructure cost"][5] == "● No data"
+    # the card sums the six days that have a value: 10,920 - 1,590
+    assert metrics(at)["Infrastructure cost"][0] == "US$9,330.00"
+    shown = texts(at)
+    assert not {"nan", "NaN", "inf", "Infinity"} & set(shown.replace("%", " ").split())
