@@ -356,3 +356,14 @@ def test_nan_or_inf_that_slips_into_the_store_reads_as_no_data(env, store, tmp_p
     assert metrics(at)["Infrastructure cost"][0] == "US$9,330.00"
     shown = texts(at)
     assert not {"nan", "NaN", "inf", "Infinity"} & set(shown.replace("%", " ").split())
+
+
+def test_country_filter_and_sign_out(env):
+    at = open_app()
+    at.selectbox(key="country_es").set_value("AR").run()
+    rows = {r[0]: r for r in table(at, 0)}
+    assert rows["Costo de infraestructura"][6] == "total (sin apertura)"  # cost is published by niche only
+    assert rows["Reservas"][1] == "159" and rows["Reservas"][6] == ""  # 100 + 59 bookings, all in Argentina
+    at.button(key="sign_out").click().run()
+    assert not at.metric and not at.dataframe
+    assert "Iniciar sesión" in [b.label for b in at.button]
