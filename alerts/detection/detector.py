@@ -7,8 +7,10 @@ judged against itself or the future):
   growth are multiplicative; identity for ratios);
 * **growth trend**: the median of the week-over-week slopes of the daily medians (same weekday against
   same weekday, so the weekly rhythm does not bias it; the median ignores a holiday or an incident);
-* **Argentina's rhythm**: a profile per slot, where a slot is *hour of day x weekday* in local time for
-  sub-daily series and the weekday for daily ones; an Argentine holiday (``holidays``) counts as a Sunday;
+* **Argentina's rhythm**: a profile per slot, where a slot is *time of day x weekday* in local time for
+  sub-daily series (the hour, or the quarter hour for finer data) and the weekday for daily ones; an
+  Argentine holiday (``holidays``) is its own day type, judged with Sunday's profile and a wider scale
+  until the history holds holidays of its own;
 * **robust scale**: 1.4826 x MAD of the residuals (per hour of day for sub-daily series, where noise
   differs between 4 a.m. and noon), never mean/stdev, so past incidents in the history do not blind it;
 * **level**: the median of the de-seasonalised recent window (a day, or a week for daily series), so the
@@ -37,7 +39,8 @@ from pipelines.lib.catalog import load_catalog
 
 MAD_TO_SIGMA = 1.4826  # MAD of a normal distribution x this = its standard deviation
 DAY_S = 86_400
-SUNDAY = 6  # day types are 0=Monday .. 6=Sunday; holidays use SUNDAY
+SUNDAY = 6  # day types are 0=Monday .. 6=Sunday
+HOLIDAY = 7  # an Argentine holiday is its own day type; with no holiday in the history it borrows Sunday
 
 
 class DetectorInputError(ValueError):
@@ -60,6 +63,7 @@ class DetectorConfig:
     min_scale: float = 0.02  # floor of the robust scale in transformed units (log: ~2 %)
     trend: bool = True
     holidays_country: str | None = "AR"  # None: no holiday calendar (e.g. cost, which barely follows it)
+    holiday_scale: float = 4.0  # noise multiplier on a holiday judged with Sunday's borrowed profile
     timezone: str | None = None  # None: the catalog's timezone
 
     def with_overrides(self, **changes: Any) -> DetectorConfig:
@@ -185,8 +189,13 @@ def detect(timestamps: Any, values: Sequence[float | None] | np.ndarray | pl.Ser
     weekday = local.dt.weekday().to_numpy().astype("int64") - 1  # polars: 1 = Monday
     years = sorted({d.year for d in local_day}) or [2026]
     hol = holidays.country_holidays(cfg.holidays_country, years=years) if cfg.holidays_country else {}
-    day_type = np.array([SUNDAY if d in hol else w for d, w in zip(local_day, weekday, strict=True)], dtype="int64")
-    slot = day_type if daily else day_type * 24 + hour
+    day_type = np.array([HOLIDAY if d in hol else w for d, w in zip(local_day, weekday, strict=True)], dtype="int64")
+    # Time-of-day slots: the hour for hourly data, the quarter hour below that (peaks ramp within an hour).
+    slot_minutes = 60 if step >= 3600 else 15
+    n_tod = 1 if daily else 1440 // slot_minutes
+    minute_of_day = hour * 60 + local.dt.minute().to_numpy().astype("int64")
+    tod = np.zeros(n, dtype="int64") if daily else minute_of_day // slot_minutes
+    slot = day_type * n_tod + tod
     day_ord = np.array([d.toordinal() for d in local_day], dtype="int64")
 
     # Transform. The log offset only keeps log() finite on zeros; 1 % of the typical value.
@@ -230,7 +239,7 @@ def detect(timestamps: Any, values: Sequence[float | None] | np.ndarray | pl.Ser
         in_hist = finite & (ts >= d0 - hist_s) & (ts < d0)
         if in_hist.sum() < 7:
             continue
-        tH, uH, sH, hH = ts[in_hist], u[in_hist], slot[in_hist], hour[in_hist]
+        tH, uH, sH, hH, todH = ts[in_hist], u[in_hist], slot[in_hist], hour[in_hist], tod[in_hist]
         # Whole weeks back from the day's start: a week's median is free of the weekly rhythm, so the
         # trend is the median week-over-week change, and each week is normalised by its own median
         # before the slot profile is taken (a level shift inside the history then does not smear the
@@ -239,7 +248,7 @@ def detect(timestamps: Any, values: Sequence[float | None] | np.ndarray | pl.Ser
         counts = dict(zip(*np.unique(week, return_counts=True), strict=True))
         full = {int(b) for b, c in counts.items() if c >= 0.7 * max(counts.values())}
         keep = np.isin(week, list(full))
-        tH, uH, sH, hH, week = tH[keep], uH[keep], sH[keep], hH[keep], week[keep]
+        tH, uH, sH, hH, todH, week = tH[keep], uH[keep], sH[keep], hH[keep], todH[keep], week[keep]
 
         # Two passes: a week holding a holiday has a lower plain median, so week levels (and the trend
         # from them) are re-estimated on de-seasonalised values, where holidays count as Sundays.
@@ -254,12 +263,22 @@ def detect(timestamps: Any, values: Sequence[float | None] | np.ndarray | pl.Ser
             week_level = _median_by(week, vH - p_hist)
             nH = vH - np.array([week_level[int(b)] for b in week])
             profile = _median_by(sH, nH, min_count=2)
-            fallback = _median_by(hH if not daily else np.zeros_like(sH), nH)
+            fallback = _median_by(todH, nH)
 
-            # Lookup table per slot: the slot's own median, else its hour's, else 0.
-            table = np.zeros(7 if daily else 168)
+            # Lookup table per slot: the slot's own median; a holiday without holiday history borrows
+            # Sunday's; else the time of day's median over all days; else 0.
+            table = np.zeros(8 * n_tod)
+            borrowed = np.zeros(8 * n_tod, dtype=bool)
             for key in range(len(table)):
-                table[key] = profile.get(key, fallback.get(0 if daily else key % 24, 0.0))
+                t_o_d = key % n_tod
+                if key in profile:
+                    table[key] = profile[key]
+                elif key // n_tod == HOLIDAY and SUNDAY * n_tod + t_o_d in profile:
+                    table[key] = profile[SUNDAY * n_tod + t_o_d]
+                    borrowed[key] = True
+                else:
+                    table[key] = fallback.get(t_o_d, 0.0)
+                    borrowed[key] = key // n_tod == HOLIDAY
             p_hist = table[sH]
         base = week_level[min(week_level)]  # the latest week's level
 
@@ -297,6 +316,8 @@ def detect(timestamps: Any, values: Sequence[float | None] | np.ndarray | pl.Ser
             level = _median(window) if len(window) >= 3 else base
             expected_u[i] = level + slope * (ts[i] - d0) / DAY_S + table[slot[i]]
             sigma[i] = max(sigma_by_hour[int(hour[i])], floor)
+            if borrowed[slot[i]]:  # a holiday's level is a guess until holidays are in the history
+                sigma[i] *= cfg.holiday_scale
             if finite[i]:
                 anomalous[i] = _breaks(u[i], y[i], expected_u[i], sigma[i])
 
