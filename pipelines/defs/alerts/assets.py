@@ -1,0 +1,105 @@
+"""Alert assets: detect anomalies, keep the alert state/outbox/history in the warehouse, post to Slack,
+publish ``alert_history``.
+
+The logic lives in ``alerts.detection`` / ``alerts.slack``; these assets pick the data, call it and
+report metadata. Every DuckDB write is in the ``duckdb`` pool (one writer). Slack's webhook comes only
+from ``SLACK_WEBHOOK_URL``; without it messages wait in ``alerts.outbox`` and go out on a later run.
+"""
+
+
+import os
+from datetime import UTC, date, datetime, timedelta
+
+import dagster as dg
+from dagster_duckdb import DuckDBResource
+
+from alerts.detection.daily import published_daily_series
+from alerts.detection.monitor import Policy, load_policy, scan, to_anomaly
+from alerts.detection.operational import Series, build_series, load_operational
+from alerts.slack.delivery import ENV_VAR, SlackConfigError, SlackWebhookSender
+from alerts.slack.notifier import AlertStore
+from pipelines.defs.common.resources import published_root
+from pipelines.defs.sources.resources import MetricsSourceResource
+from pipelines.lib.published import NotPublishedError, PublishedReader, publish
+from pipelines.lib.warehouse import ar_day
+
+HISTORY_DAYS = 29  # the detector's 28 days of history plus today
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _notify(con, series: list[Series], policy: Policy, now: datetime) -> dict:
+    """Detect, update the alert state (dedup, cooldown, resolve) and deliver what is due."""
+    findings, evaluated = scan(series, policy)
+    active = [to_anomaly(f, policy) for f in findings if f.ongoing]
+    store = AlertStore(con, cooldown=policy.cooldown)
+    summary = store.process(active, evaluated, now)
+    meta: dict = {"series": len(series), "episodes_in_window": len(findings), "active": len(active),
+                  "fired": summary.fired, "escalated": summary.escalated, "resolved": summary.resolved,
+                  "suppressed_by_cooldown": summary.suppressed, "deduplicated": summary.deduplicated}
+    try:
+        sender = SlackWebhookSender()
+    except SlackConfigError:
+        sender = None
+    if sender is None:
+        meta["delivery"] = f"{ENV_VAR} not set: messages kept in alerts.outbox"
+        meta["pending"] = len(store.pending())
+    else:
+        delivery = store.deliver(sender, now)
+        meta |= {"delivered": delivery.delivered, "delivery_failures": delivery.failed, "pending": delivery.pending}
+    return meta
+
+
+@dg.asset(group_name="alerts", kinds={"duckdb", "slack"}, pool="duckdb")
+def operational_anomalies(context: dg.AssetExecutionContext, duckdb: DuckDBResource,
+                          metrics_source: MetricsSourceResource) -> dg.MaterializeResult:
+    """Anomalies on 5-minute traffic, 5xx ratio, p95 latency, cache hit ratio and concurrent users
+    (total, per niche, per region), announced in Slack and kept in ``alerts.history``."""
+    policy = load_policy()
+    now = _now()
+    today = ar_day(now)
+    days = [today - timedelta(days=k) for k in range(HISTORY_DAYS - 1, -1, -1)]
+    frames = load_operational(metrics_source.reader(), days, policy.step_minutes)
+    series = build_series(frames, policy.step_minutes) if not frames["counts"].is_empty() else []
+    with duckdb.get_connection() as con:
+        meta = _notify(con, series, policy, now)
+    context.log.info("operational anomalies: %s", {k: v for k, v in meta.items() if k != "delivery"})
+    return dg.MaterializeResult(metadata={**meta, "first_day": days[0].isoformat(), "last_day": today.isoformat()})
+
+
+@dg.asset(group_name="alerts", kinds={"duckdb", "slack"}, pool="duckdb", deps=[dg.AssetKey("published_marts")])
+def daily_anomalies(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.MaterializeResult:
+    """Anomalies on daily cost (total, niche, niche x service, with AWS-style impact), MercadoPago
+    success and bookings, from the published store, announced in Slack."""
+    policy = load_policy()
+    try:
+        series = published_daily_series(PublishedReader(published_root(), tables=["cost_daily", "kpi_daily"]).snapshot())
+    except NotPublishedError:
+        series = []
+    with duckdb.get_connection() as con:
+        meta = _notify(con, series, policy, _now())
+    context.log.info("daily anomalies: %s", {k: v for k, v in meta.items() if k != "delivery"})
+    return dg.MaterializeResult(metadata=meta)
+
+
+@dg.asset(group_name="alerts", kinds={"parquet"}, pool="duckdb", deps=[operational_anomalies, daily_anomalies])
+def alert_history(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.MaterializeResult:
+    """Every announced alert (firing/resolved, actual vs expected, top contributors, Slack delivery
+    time) published as ``alert_history`` for the executive view (contract section 3)."""
+    with duckdb.get_connection() as con:
+        AlertStore(con)  # creates the tables on a fresh warehouse
+        days: list[date] = [r[0] for r in con.execute("SELECT DISTINCT day FROM alerts.alert_history").fetchall()]
+        if days:
+            manifest = publish(con, {"alert_history": "alerts.alert_history"}, days, root=published_root())
+            version = manifest.version
+        else:
+            version = None
+        rows = con.execute("SELECT count(*) FROM alerts.alert_history").fetchall()[0][0]
+        firing = con.execute("SELECT count(*) FROM alerts.alert_history WHERE state = 'firing'").fetchall()[0][0]
+    return dg.MaterializeResult(metadata={"dagster/row_count": rows, "firing_now": firing, "days": len(days),
+                                          "manifest_version": version, "webhook_configured": bool(os.environ.get(ENV_VAR))})
+
+
+ALERT_ASSETS = [operational_anomalies, daily_anomalies, alert_history]

@@ -1,0 +1,60 @@
+"""Alert automation (picked up by ``load_from_defs_folder``).
+
+- ``operational_alerts`` schedule: every 15 minutes, the operational detector (then ``alert_history``).
+- ``daily_cost_alerts`` schedule: every day at 10:00 Argentina time, after the day's bill has landed
+  and the nightly finalize published it, the daily detector (cost, payments, bookings).
+- ``published_data_alert_sensor``: whenever the warehouse publishes a new version (late data, a
+  restated bill), the daily detector runs on it at once.
+An alert that could not be delivered stays in ``alerts.outbox`` and is retried on every run.
+"""
+
+
+import dagster as dg
+
+from pipelines.defs.alerts.assets import ALERT_ASSETS, alert_history, daily_anomalies, operational_anomalies
+from pipelines.defs.common.resources import published_root
+from pipelines.lib.catalog import load_catalog
+from pipelines.lib.published import NotPublishedError, read_manifest
+
+TZ = load_catalog().timezone
+
+operational_alerts_job = dg.define_asset_job(
+    "operational_alerts_job", selection=dg.AssetSelection.assets(operational_anomalies, alert_history),
+    description="Detect operational anomalies, post to Slack, publish alert_history.")
+daily_alerts_job = dg.define_asset_job(
+    "daily_alerts_job", selection=dg.AssetSelection.assets(daily_anomalies, alert_history),
+    description="Detect daily cost/payment/booking anomalies, post to Slack, publish alert_history.")
+
+operational_alerts = dg.ScheduleDefinition(
+    name="operational_alerts", job=operational_alerts_job, cron_schedule="*/15 * * * *", execution_timezone=TZ,
+    default_status=dg.DefaultScheduleStatus.RUNNING)
+daily_cost_alerts = dg.ScheduleDefinition(
+    name="daily_cost_alerts", job=daily_alerts_job, cron_schedule="0 10 * * *", execution_timezone=TZ,
+    default_status=dg.DefaultScheduleStatus.RUNNING)
+
+
+def published_version() -> int | None:
+    """The published store's manifest version (None before the first publish)."""
+    try:
+        return read_manifest(published_root()).version
+    except NotPublishedError:
+        return None
+
+
+@dg.sensor(job=daily_alerts_job, minimum_interval_seconds=300, default_status=dg.DefaultSensorStatus.RUNNING)
+def published_data_alert_sensor(context: dg.SensorEvaluationContext):
+    """Run the daily detector when the warehouse has published something new."""
+    version = published_version()
+    if version is None:
+        return dg.SkipReason("nothing published yet")
+    if context.cursor and int(context.cursor) >= version:
+        return dg.SkipReason(f"published version {version} already checked")
+    context.update_cursor(str(version))
+    return dg.RunRequest(run_key=f"published-{version}")
+
+
+@dg.definitions
+def alerts() -> dg.Definitions:
+    """Alert assets, jobs, schedules and sensor."""
+    return dg.Definitions(assets=ALERT_ASSETS, jobs=[operational_alerts_job, daily_alerts_job],
+                          schedules=[operational_alerts, daily_cost_alerts], sensors=[published_data_alert_sensor])
