@@ -121,6 +121,9 @@ def test_sign_in_and_every_page_in_a_real_browser(server, driver):
 
     driver.get(server)
     wait_for(driver, "Ingresá para ver los datos de Pulso.")
+    deadline = time.monotonic() + 30  # the form's inputs arrive just after the intro text
+    while not driver.find_elements(By.CSS_SELECTOR, "input[type=password]") and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert "Costo de infraestructura" not in page_text(driver)  # nothing before signing in
     driver.find_element(By.CSS_SELECTOR, "input[type=text]").send_keys("maria")
     driver.find_element(By.CSS_SELECTOR, "input[type=password]").send_keys(PASSWORD)
