@@ -19,7 +19,8 @@ def table(ctx: PageContext, tbl: Table, empty_key: str = "no_rows") -> None:
     if tbl.status is not None:
         css = tbl.status.map(lambda s: f"color: {STATUS_COLORS[s]}; font-weight: 600" if s else "")
         data = tbl.display.style.apply(lambda _: css, axis=None)
-    st.dataframe(data, hide_index=True, width="stretch")
+    # Short tables (targets: one row per KPI) show whole; long daily lists scroll.
+    st.dataframe(data, hide_index=True, width="stretch", height="content" if len(tbl.display) <= 25 else "auto")
     st.download_button(
         ctx.t("download_csv"), tbl.csv(), file_name=f"pulso_{tbl.name}_{ctx.scope.start}_{ctx.scope.end}.csv",
         mime="text/csv", key=f"csv_{tbl.name}", icon=":material/download:",
