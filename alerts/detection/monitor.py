@@ -30,6 +30,7 @@ from pipelines.lib.kpis.quantiles import histogram_quantile, le_value
 
 POLICY_PATH = Path(__file__).with_name("policy.yaml")
 CONFIG_FIELDS = ("direction", "transform", "z_threshold", "min_abs_change", "min_rel_change", "min_scale")
+DAILY_METRICS = ("infra_cost_usd", "mercadopago_success_ratio", "bookings")
 APP_PAGES = {"infra_cost_usd": "economics", "mercadopago_success_ratio": "payments"}
 
 
@@ -134,7 +135,7 @@ def explain(finding: Finding, policy: Policy) -> tuple[Contribution, ...]:
     cells = s.cells
     if cells is None or cells.is_empty():
         return ()
-    dims = [d for d in ("niche", "region") if s.scope.get(d, ALL) == ALL]
+    dims = [d for d in ("niche", "region", "service") if d in cells.columns and s.scope.get(d, ALL) == ALL]
     out: list[Contribution] = []
     time_col = "bucket" if "bucket" in cells.columns else "ts" if "ts" in cells.columns else "day"
     now = _bucket_cells(cells, ep.peak_at, time_col)
@@ -217,3 +218,26 @@ def daily_series(frame: pl.DataFrame, metric: str, value_col: str, grains: dict[
                                        .dt.convert_time_zone("UTC").alias("ts"), pl.col(value_col).alias("value"))
             out.append(Series(metric, scope, stamps, full[value_col].to_numpy().astype("float64"), cells))
     return out
+
+
+def collapse_related(anomalies: list[Anomaly], window: timedelta = timedelta(hours=1)) -> list[Anomaly]:
+    """One message per anomaly: drop an anomaly whose broader scope (same metric) started within
+    ``window`` of it -- the broader one names it among its top contributors.
+
+    A scope is broader when every dimension it fixes is fixed to the same value in the other one.
+    Daily metrics use a window of a day.
+    """
+    def fixed(a: Anomaly) -> dict[str, str]:
+        return {k: v for k, v in a.scope.items() if v != ALL}
+
+    kept = []
+    for a in anomalies:
+        span = timedelta(days=1) if a.metric in DAILY_METRICS else window
+        covered = any(
+            b is not a and b.metric == a.metric and abs(b.started_at - a.started_at) <= span
+            and len(fixed(b)) < len(fixed(a)) and all(fixed(a).get(k) == v for k, v in fixed(b).items())
+            for b in anomalies
+        )
+        if not covered:
+            kept.append(a)
+    return kept

@@ -14,7 +14,7 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from alerts.detection.daily import published_daily_series
-from alerts.detection.monitor import Policy, load_policy, scan, to_anomaly
+from alerts.detection.monitor import Policy, collapse_related, load_policy, scan, to_anomaly
 from alerts.detection.operational import Series, build_series, load_operational
 from alerts.slack.delivery import ENV_VAR, SlackConfigError, SlackWebhookSender
 from alerts.slack.notifier import AlertStore
@@ -33,7 +33,7 @@ def _now() -> datetime:
 def _notify(con, series: list[Series], policy: Policy, now: datetime) -> dict:
     """Detect, update the alert state (dedup, cooldown, resolve) and deliver what is due."""
     findings, evaluated = scan(series, policy)
-    active = [to_anomaly(f, policy) for f in findings if f.ongoing]
+    active = collapse_related([to_anomaly(f, policy) for f in findings if f.ongoing])
     store = AlertStore(con, cooldown=policy.cooldown)
     summary = store.process(active, evaluated, now)
     meta: dict = {"series": len(series), "episodes_in_window": len(findings), "active": len(active),

@@ -1,0 +1,180 @@
+"""Alerts wired into Dagster: definitions, and a daily cost spike from a published store to Slack and back
+into the published ``alert_history`` -- plus the evaluation's matching and report writing."""
+
+from __future__ import annotations
+
+import json
+import random
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import numpy as np
+import pytest
+from dagster_duckdb import DuckDBResource
+
+from alerts.detection.detector import Episode
+from alerts.detection.monitor import Finding, collapse_related, load_policy
+from alerts.detection.operational import Series
+from alerts.evaluate import Incident, match, render, write_section
+from alerts.slack.messages import Anomaly
+from pipelines.lib.published import PublishedReader, publish
+from tests.test_slack import Receiver
+
+FIRST = date(2026, 9, 1)
+DAYS = [FIRST + timedelta(days=k) for k in range(60)]
+BASE = {("barber", "web"): "500", ("barber", "api"): "300", ("psychology", "web"): "200", ("psychology", "api"): "100"}
+
+
+def test_definitions_load_alert_assets_schedules_and_sensor():
+    from pipelines.definitions import defs
+
+    d = defs()
+    dg.Definitions.validate_loadable(d)
+    keys = {k.to_user_string() for k in d.resolve_asset_graph().get_all_asset_keys()}
+    assert {"operational_anomalies", "daily_anomalies", "alert_history"} <= keys
+    schedules = {s.name: s for s in d.schedules}
+    assert schedules["operational_alerts"].cron_schedule == "*/15 * * * *"
+    assert schedules["daily_cost_alerts"].cron_schedule == "0 10 * * *"
+    assert schedules["daily_cost_alerts"].execution_timezone == "America/Argentina/Buenos_Aires"
+    assert "published_data_alert_sensor" in {s.name for s in d.sensors}
+
+
+@pytest.fixture
+def published_cost(tmp_path, monkeypatch):
+    """60 days of cost in 4 (niche, service) cells with 1 % noise; the last day psychology/web is 4x."""
+    rng = random.Random(3)
+    con = duckdb.connect(":memory:")
+    con.execute("CREATE TABLE cost_daily (day DATE, niche VARCHAR, service VARCHAR, charge_category VARCHAR, "
+                "allocation VARCHAR, cost_usd DECIMAL(18,6))")
+    rows = []
+    for d in DAYS:
+        for (niche, service), base in BASE.items():
+            cost = float(base) * (1 + 0.01 * rng.uniform(-1, 1))
+            if d == DAYS[-1] and (niche, service) == ("psychology", "web"):
+                cost = 800.0
+            rows.append((d, niche, service, "usage", "tagged", f"{cost:.6f}"))
+    con.executemany("INSERT INTO cost_daily VALUES (?, ?, ?, ?, ?, ?)", rows)
+    root = tmp_path / "published"
+    publish(con, {"cost_daily": "cost_daily"}, DAYS, root=root)
+    last_day_total = con.execute("SELECT sum(cost_usd) FROM cost_daily WHERE day = ?", [DAYS[-1]]).fetchone()[0]
+    monkeypatch.setenv("PULSO_PUBLISHED", str(root))
+    return root, last_day_total
+
+
+def test_daily_cost_spike_reaches_slack_once_and_is_published(tmp_path, published_cost, monkeypatch):
+    from pipelines.defs.alerts.assets import alert_history, daily_anomalies
+
+    root, last_total = published_cost
+    receiver = Receiver()
+    try:
+        monkeypatch.setenv("SLACK_WEBHOOK_URL", receiver.url)
+        resources = {"duckdb": DuckDBResource(database=str(tmp_path / "warehouse.duckdb"))}
+        instance = dg.DagsterInstance.ephemeral()
+        result = dg.materialize([daily_anomalies, alert_history], resources=resources, instance=instance)
+        assert result.success
+        meta = result.asset_materializations_for_node("daily_anomalies")[0].metadata
+        # total, niche=psychology and psychology/web all break; one message (the total) names the others.
+        assert meta["active"].value == 1 and meta["fired"].value == 1 and meta["delivered"].value == 1
+        assert len(receiver.requests) == 1
+        message = receiver.requests[0][1]
+        header = message["blocks"][0]["text"]["text"]
+        assert header.endswith("anomaly: Infrastructure cost up — all of BarberPro")
+        impact = message["blocks"][2]["text"]["text"]
+        assert f"actual spend ${last_total:,.2f}" in impact
+        contributors = message["blocks"][3]["text"]["text"]
+        first_line = contributors.split("\n")[1]
+        assert first_line.startswith("• niche *psychology*: +$") or first_line.startswith("• service *web*: +$")
+        assert "secret-token" not in json.dumps(message)
+
+        history = PublishedReader(root).snapshot().execute(
+            "SELECT day, kpi, state, actual, message_ts FROM alert_history").fetchall()
+        assert len(history) == 1
+        day, kpi, state, actual, message_ts = history[0]
+        assert (day, kpi, state) == (DAYS[-1], "infra_cost_usd", "firing")
+        assert actual == pytest.approx(float(last_total), abs=1e-6)
+        assert message_ts is not None
+
+        # The next scheduled run sees the same anomaly: nothing new is posted.
+        again = dg.materialize([daily_anomalies, alert_history], resources=resources, instance=instance)
+        assert again.asset_materializations_for_node("daily_anomalies")[0].metadata["deduplicated"].value == 1
+        assert len(receiver.requests) == 1
+    finally:
+        receiver.down()
+
+
+def test_without_a_webhook_alerts_wait_in_the_outbox(tmp_path, published_cost, monkeypatch):
+    from pipelines.defs.alerts.assets import daily_anomalies
+
+    monkeypatch.delenv("SLACK_WEBHOOK_URL", raising=False)
+    result = dg.materialize([daily_anomalies], resources={"duckdb": DuckDBResource(database=str(tmp_path / "w.duckdb"))})
+    meta = result.asset_materializations_for_node("daily_anomalies")[0].metadata
+    assert meta["pending"].value == 1
+    assert meta["delivery"].value == "SLACK_WEBHOOK_URL not set: messages kept in alerts.outbox"
+
+
+def _anomaly(key: str, scope: dict[str, str], started: datetime, metric: str = "requests") -> Anomaly:
+    return Anomaly(key, metric, {"en": "Traffic", "es": "Tráfico"}, "count", scope, "warning", "up", started, started,
+                   1.0, 1.0, 1.0, 1.0, 0.9)
+
+
+def test_collapse_keeps_the_broadest_related_anomaly():
+    t = datetime(2026, 10, 31, 18, 30, tzinfo=UTC)
+    total = _anomaly("requests|all", {"niche": "all", "region": "all"}, t + timedelta(minutes=5))
+    niche = _anomaly("requests|psy", {"niche": "psychology", "region": "all"}, t)
+    other_metric = _anomaly("latency|psy", {"niche": "psychology", "region": "all"}, t, metric="latency_p95_ms")
+    later = _anomaly("requests|barber", {"niche": "barber", "region": "all"}, t + timedelta(hours=3))
+    assert [a.key for a in collapse_related([total, niche, other_metric, later])] == \
+        ["requests|all", "latency|psy", "requests|barber"]
+
+
+def _finding(metric: str, scope: dict[str, str], start: datetime) -> Finding:
+    series = Series(metric, scope, [start], np.array([1.0]))
+    return Finding(series, Episode(start, start, None, 0.9, "up", 2.0, 1.0, 0.5, 1.5, start), ongoing=False)
+
+
+def test_matching_recall_delay_precision_and_false_alerts_per_week(tmp_path):
+    t0 = datetime(2026, 9, 15, 13, 37, tzinfo=UTC)
+    incidents = [
+        Incident("inc-001", "outage", t0, t0 + timedelta(minutes=29), {"niche": "psychology", "country": "AR",
+                                                                        "region": None, "service": None}),
+        Incident("inc-002", "latency_regression", t0 + timedelta(days=5), t0 + timedelta(days=5, hours=3),
+                 {"niche": None, "country": "AR", "region": "rosario", "service": None}),
+    ]
+    findings = [
+        # Bucket 13:35-13:40 holds the start: known at 13:40, 3 minutes after the outage began.
+        _finding("error_ratio", {"niche": "psychology", "country": "all", "region": "all"}, t0 - timedelta(minutes=2)),
+        # Wrong niche: cannot reveal the outage -> a false alert.
+        _finding("error_ratio", {"niche": "barber", "country": "all", "region": "all"}, t0),
+        # The latency regression seen 20 minutes late in its own region.
+        _finding("latency_p95_ms", {"niche": "all", "country": "AR", "region": "rosario"},
+                 t0 + timedelta(days=5, minutes=15)),
+    ]
+    report = match(findings, incidents, timedelta(minutes=5), weeks=2.0)
+    outage, latency = report["per_type"]["outage"], report["per_type"]["latency_regression"]
+    assert (outage["detected"], outage["delays"], outage["within_goal"]) == (1, [timedelta(minutes=3)], 1)
+    assert (latency["detected"], latency["delays"], latency["within_goal"]) == (1, [timedelta(minutes=20)], 0)
+    assert report["per_metric"]["error_ratio"] == {"alerts": 2, "true": 1, "false": 1, "precision": 0.5,
+                                                   "false_per_week": 0.5}
+    text = render(report, {"profile": "demo", "days": 90, "incidents": 2, "seed": 7, "series": 3, "seconds": 1.0})
+    assert "| outage | 1 | 1 | 100% | 3 min | 1/1 (goal 15 min) |" in text
+    assert "| latency_regression | 1 | 1 | 100% | 20 min | 0/1 (goal 15 min) |" in text
+    bench = tmp_path / "benchmarks.md"
+    bench.write_text("# Pulso benchmarks\n\n## Warehouse\nkeep me\n\n## Anomaly detection and forecasts\nold\n\n"
+                     "## Exporter\nkeep me too\n", encoding="utf-8")
+    write_section(bench, text)
+    out = bench.read_text(encoding="utf-8")
+    assert "old" not in out and out.count("keep me") == 2 and "| outage |" in out
+    assert out.index("## Warehouse") < out.index("## Anomaly detection") < out.index("## Exporter")
+
+
+def test_policy_reads_names_and_units_from_the_catalog(tmp_path):
+    policy = load_policy()
+    assert policy.metrics["latency_p95_ms"].unit == "ms"
+    assert policy.metrics["latency_p95_ms"].name["en"] == "Response time p95"
+    assert policy.metrics["infra_cost_usd"].daily and policy.metrics["infra_cost_usd"].config.holidays_country is None
+    bad = tmp_path / "policy.yaml"
+    bad.write_text("metrics:\n  x:\n    kpi: no_such_kpi\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="policy.yaml: metric 'x': unknown KPI 'no_such_kpi'"):
+        load_policy(Path(bad))
