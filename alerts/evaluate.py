@@ -309,6 +309,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--benchmarks", type=Path, default=Path("docs/benchmarks.md"))
     parser.add_argument("--no-write", action="store_true", help="print the section, do not edit docs/benchmarks.md")
     args = parser.parse_args(argv)
+    if not (args.sources / "incidents.json").exists():
+        # `make eval` on a fresh checkout: generate the simulator's demo sources first (as `make data` does).
+        from pipelines.simulate import main as simulate
+
+        print(f"alerts.evaluate: no sources at {args.sources}; generating the demo profile there", file=sys.stderr)
+        if simulate(["--profile", "demo", "--out", str(args.sources), "--quiet"]) != 0:
+            print(f"alerts.evaluate: the simulator failed to write {args.sources}", file=sys.stderr)
+            return 2
     try:
         report, meta = evaluate(args.sources)
     except EvaluationError as exc:
