@@ -89,7 +89,7 @@ def cost_series(root: Path, timezone: str) -> tuple[list[Series], pl.DataFrame]:
     prepare(con)
     load_cur2(con, LocalStorage(root / "billing"))
     build_cost_items_daily(con)
-    frame = pl.from_arrow(con.execute(
+    frame = pl.from_arrow(con.sql(
         "SELECT day, coalesce(nullif(niche_tag, ''), 'shared') AS niche, coalesce(service_tag, 'untagged') AS service, "
         "sum(cost_micros)::BIGINT AS micros FROM staging.cost_items_daily GROUP BY ALL ORDER BY ALL").to_arrow_table())
     con.close()
@@ -113,7 +113,7 @@ def payment_series(root: Path, timezone: str) -> list[Series]:
     listing = ", ".join(f"'{f.as_posix()}'" for f in files)
     columns = ("{'event_id': 'VARCHAR', 'type': 'VARCHAR', 'niche': 'VARCHAR', 'country': 'VARCHAR', "
                "'region': 'VARCHAR', 'payload': 'JSON'}")
-    rows = pl.from_arrow(con.execute(
+    rows = pl.from_arrow(con.sql(
         f"""
         WITH ev AS (
             SELECT niche, country, region,
@@ -133,7 +133,7 @@ def payment_series(root: Path, timezone: str) -> list[Series]:
                count(*) FILTER (WHERE list_contains($final, status))::DOUBLE AS final
         FROM latest GROUP BY ALL ORDER BY ALL
         """,  # noqa: S608 -- the file list and column spec are ours
-        {"tz": timezone, "success": pay["success_statuses"], "final": pay["final_statuses"]},
+        params={"tz": timezone, "success": pay["success_statuses"], "final": pay["final_statuses"]},
     ).to_arrow_table())
     con.close()
     out = []

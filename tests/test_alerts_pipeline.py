@@ -178,3 +178,72 @@ def test_policy_reads_names_and_units_from_the_catalog(tmp_path):
     bad.write_text("metrics:\n  x:\n    kpi: no_such_kpi\n", encoding="utf-8")
     with pytest.raises(ValueError, match="policy.yaml: metric 'x': unknown KPI 'no_such_kpi'"):
         load_policy(Path(bad))
+
+
+# --- series from the sources and the published store ------------------------------------------------
+
+
+def _write_metric(root: Path, metric: str, day: date, rows: list[dict]) -> None:
+    import polars as pl
+
+    folder = root / "metrics" / metric / f"date={day.isoformat()}"
+    folder.mkdir(parents=True, exist_ok=True)
+    labels = ("niche", "country", "region", "service", "route", "code", "le", "group")
+    frame = pl.DataFrame([{**{k: None for k in labels}, **r} for r in rows],
+                         schema={"ts": pl.Datetime("us", "UTC"), **{k: pl.String for k in labels}, "value": pl.Float64})
+    frame.write_parquet(folder / "part-0.parquet")
+
+
+def test_operational_series_merge_counts_buckets_and_sessions(tmp_path):
+    from alerts.detection.operational import build_series, load_operational
+    from pipelines.lib.ingest.metrics import FileMetricsReader
+    from pipelines.lib.storage import LocalStorage
+
+    day = date(2026, 11, 2)
+    start = datetime(2026, 11, 2, 3, 0, tzinfo=UTC)  # local midnight
+    seg = {"niche": "barber", "country": "AR", "region": "cordoba"}
+    req, hist, sess = [], [], []
+    for m in range(60):
+        ts = start + timedelta(minutes=m)
+        ok = 30 * (m + 1) if m < 40 else 30 * (m - 39)  # the 200 counter resets at minute 40
+        req += [{**seg, "service": "web", "route": "/", "code": "200", "ts": ts, "value": float(ok)},
+                {**seg, "service": "web", "route": "/", "code": "500", "ts": ts, "value": float(m + 1)}]
+        for le, per_min in (("0.1", 20), ("0.2", 30), ("+Inf", 31)):
+            hist.append({**seg, "service": "web", "route": "/", "le": le, "ts": ts, "value": float(per_min * (m + 1))})
+        sess.append({**seg, "ts": ts, "value": float(40 + m % 5)})
+    _write_metric(tmp_path, "http_requests_total", day, req)
+    _write_metric(tmp_path, "http_request_duration_seconds_bucket", day, hist)
+    _write_metric(tmp_path, "active_sessions", day, sess)
+    reader = FileMetricsReader(LocalStorage(tmp_path / "metrics"))
+    frames = load_operational(reader, [day], step_minutes=5)
+    series = {s.key: s for s in build_series(frames, 5)}
+    total = "|niche=all|country=all|region=all"
+    requests = series["requests" + total]
+    # Bucket 0 lacks its first increase (no earlier sample); bucket 1 is minutes 5-9: 5 x (30 + 1).
+    assert requests.ts[1] == start + timedelta(minutes=5)
+    assert requests.values[1] == 155.0
+    # Bucket 8 (minutes 40-44) holds the reset: 30 (reset rule: the value itself) + 4 x 30 + 5 errors.
+    assert requests.values[8] == 30 + 4 * 30 + 5
+    assert series["error_ratio" + total].values[1] == pytest.approx(5 / 155)
+    # p95 of bucket 1: rank 0.95 x 155 = 147.25 between le 0.1 (100) and le 0.2 (150): 0.1 + 0.1 x 47.25 / 50.
+    assert series["latency_p95_ms" + total].values[1] == pytest.approx(194.5)
+    assert series["concurrent_users" + total].values[1] == 44.0
+    assert "requests|niche=barber|country=all|region=all" in series
+    assert "requests|niche=all|country=AR|region=cordoba" in series
+
+
+def test_published_daily_series_reads_cost_and_kpis(tmp_path):
+    from alerts.detection.daily import published_daily_series
+
+    con = duckdb.connect(":memory:")
+    con.execute("CREATE TABLE cost_daily AS SELECT CAST(DATE '2026-11-01' + INTERVAL (i) DAY AS DATE) AS day, 'barber' AS niche, "
+                "'web' AS service, 'usage' AS charge_category, 'tagged' AS allocation, "
+                "CAST(100.25 AS DECIMAL(18,6)) AS cost_usd FROM range(3) t(i)")
+    con.execute("CREATE TABLE kpi_daily AS SELECT CAST(DATE '2026-11-01' + INTERVAL (i) DAY AS DATE) AS day, "
+                "'mercadopago_success_ratio' AS kpi, 'all' AS niche, 'all' AS country, 'all' AS region, "
+                "CASE WHEN i = 1 THEN NULL ELSE 0.97 END AS value FROM range(3) t(i)")
+    series = {s.key: s for s in published_daily_series(con)}
+    assert series["infra_cost_usd|niche=all"].values.tolist() == [100.25, 100.25, 100.25]
+    assert series["infra_cost_usd|niche=barber|service=web"].ts[0] == datetime(2026, 11, 1, 3, tzinfo=UTC)
+    ratio = series["mercadopago_success_ratio|niche=all"].values
+    assert ratio[0] == 0.97 and np.isnan(ratio[1]) and ratio[2] == 0.97  # no data stays no data
