@@ -100,7 +100,7 @@ def test_pages_render_while_publishing(store):
     publisher.start()
     shifts = set()
     try:
-        for i in range(6):
+        for i in range(4):
             if i % 3 == 2:
                 at.switch_page("app_pages/economics.py").run()
                 assert not at.exception, at.exception
