@@ -242,3 +242,16 @@ def test_cost_impact_like_aws_cost_anomaly_detection():
     assert impact.total_impact == Decimal("650.125000")
     assert impact.impact_percent == Decimal("32.51")
     assert cost_impact(Decimal("5"), 0.0).impact_percent is None  # no division by zero reaches a person
+
+
+def test_judge_from_only_scores_the_last_days_with_the_same_result():
+    ts, values = hourly_traffic(30)
+    spiked = values.copy()
+    spiked[29 * 24 + 12] *= 3
+    full = detect(ts, spiked, DetectorConfig(direction="up"))
+    recent = detect(ts, spiked, DetectorConfig(direction="up"), judge_from=ts[28 * 24])
+    assert set(recent[: 28 * 24]["status"].to_list()) == {"not_judged"}
+    # The clean history has no episodes, so the judged days come out identical to a full run.
+    assert full[: 28 * 24]["anomalous"].sum() == 0
+    assert recent[28 * 24 :].equals(full[28 * 24 :])
+    assert recent.filter(pl.col("alert"))["ts"].to_list() == [ts[29 * 24 + 12]]

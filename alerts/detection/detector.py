@@ -152,7 +152,7 @@ def _nan_to_none(arr: np.ndarray) -> list[float | None]:
 
 
 def detect(timestamps: Any, values: Sequence[float | None] | np.ndarray | pl.Series,
-           config: DetectorConfig | None = None) -> pl.DataFrame:
+           config: DetectorConfig | None = None, *, judge_from: datetime | None = None) -> pl.DataFrame:
     """Score every point of one time series against what Argentina's rhythm and the trend predicted.
 
     ``timestamps`` (UTC; strictly increasing; any regular step from a minute to a day) and ``values``
@@ -163,7 +163,9 @@ def detect(timestamps: Any, values: Sequence[float | None] | np.ndarray | pl.Ser
     0 = as expected, 0.5 = at the threshold, towards 1 = far beyond), ``anomalous`` (this point breaks
     the threshold and both change floors), ``alert`` (first point of an episode: the only one that
     pages), ``episode`` (episode number, null outside), ``status`` (``ok``, ``insufficient_history`` or
-    ``no_data``). Expected values are null where the history is shorter than ``config.min_history``.
+    ``no_data`` or ``not_judged``). Expected values are null where the history is shorter than
+    ``config.min_history``. ``judge_from`` skips the days before that instant's Argentine day (their
+    points only serve as history): a scheduled run judges just the last day or two.
     """
     cfg = config or DetectorConfig()
     ts = _to_epoch_seconds(timestamps)
@@ -233,7 +235,13 @@ def detect(timestamps: Any, values: Sequence[float | None] | np.ndarray | pl.Ser
     for d in dict.fromkeys(local_day):
         day_starts[d.toordinal()] = datetime(d.year, d.month, d.day, tzinfo=tz).timestamp()
 
+    skip_before = -math.inf
+    if judge_from is not None:
+        jd = judge_from.astimezone(tz).date()
+        skip_before = datetime(jd.year, jd.month, jd.day, tzinfo=tz).timestamp()
     for ordinal, d0 in day_starts.items():
+        if d0 < skip_before:
+            continue
         if d0 - first_valid < min_hist_s:
             continue
         in_hist = finite & (ts >= d0 - hist_s) & (ts < d0)
@@ -345,7 +353,8 @@ def detect(timestamps: Any, values: Sequence[float | None] | np.ndarray | pl.Ser
         episode[i] = current
         last_t = ts[i]
 
-    status = np.where(~finite, "no_data", np.where(have, "ok", "insufficient_history"))
+    status = np.where(~finite, "no_data", np.where(have, "ok", np.where(ts < skip_before, "not_judged",
+                                                                        "insufficient_history")))
     return pl.DataFrame(
         {
             "ts": ts_series,

@@ -100,8 +100,8 @@ class Finding:
     ongoing: bool
 
 
-def scan(series: Iterable[Series], policy: Policy) -> tuple[list[Finding], set[str]]:
-    """Run the detector on every series with a policy.
+def scan(series: Iterable[Series], policy: Policy, judge_from: datetime | None = None) -> tuple[list[Finding], set[str]]:
+    """Run the detector on every series with a policy (judging only from ``judge_from`` if given).
 
     Returns every episode found and the keys whose latest point could be judged (has data and enough
     history): only those may resolve an alert.
@@ -112,7 +112,7 @@ def scan(series: Iterable[Series], policy: Policy) -> tuple[list[Finding], set[s
         mp = policy.metrics.get(s.metric)
         if mp is None or len(s.ts) == 0:
             continue
-        result = detect(s.ts, s.values, mp.config)
+        result = detect(s.ts, s.values, mp.config, judge_from=judge_from)
         if result["status"][-1] == "ok":
             evaluated.add(s.key)
         last = result["ts"][-1]

@@ -30,9 +30,9 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _notify(con, series: list[Series], policy: Policy, now: datetime) -> dict:
+def _notify(con, series: list[Series], policy: Policy, now: datetime, judge_from: datetime | None = None) -> dict:
     """Detect, update the alert state (dedup, cooldown, resolve) and deliver what is due."""
-    findings, evaluated = scan(series, policy)
+    findings, evaluated = scan(series, policy, judge_from)
     active = collapse_related([to_anomaly(f, policy) for f in findings if f.ongoing])
     store = AlertStore(con, cooldown=policy.cooldown)
     summary = store.process(active, evaluated, now)
@@ -64,7 +64,9 @@ def operational_anomalies(context: dg.AssetExecutionContext, duckdb: DuckDBResou
     frames = load_operational(metrics_source.reader(), days, policy.step_minutes)
     series = build_series(frames, policy.step_minutes) if not frames["counts"].is_empty() else []
     with duckdb.get_connection() as con:
-        meta = _notify(con, series, policy, now)
+        # Only yesterday and today are judged (the rest is history): an episode that began yesterday
+        # keeps its start, and a run costs two days of detection, not a month.
+        meta = _notify(con, series, policy, now, judge_from=now - timedelta(days=1))
     context.log.info("operational anomalies: %s", {k: v for k, v in meta.items() if k != "delivery"})
     return dg.MaterializeResult(metadata={**meta, "first_day": days[0].isoformat(), "last_day": today.isoformat()})
 
