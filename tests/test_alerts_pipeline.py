@@ -247,3 +247,30 @@ def test_published_daily_series_reads_cost_and_kpis(tmp_path):
     assert series["infra_cost_usd|niche=barber|service=web"].ts[0] == datetime(2026, 11, 1, 3, tzinfo=UTC)
     ratio = series["mercadopago_success_ratio|niche=all"].values
     assert ratio[0] == 0.97 and np.isnan(ratio[1]) and ratio[2] == 0.97  # no data stays no data
+
+
+def test_kpi_forecasts_asset_month_end_cost_and_capacity(tmp_path, monkeypatch):
+    import math
+
+    from pipelines.defs.alerts.assets import kpi_forecasts
+
+    as_of = date(2026, 11, 10)
+    days = [as_of - timedelta(days=k) for k in range(40, 0, -1)]
+    con = duckdb.connect(":memory:")
+    con.execute("CREATE TABLE kpi_daily (day DATE, kpi VARCHAR, niche VARCHAR, country VARCHAR, region VARCHAR, "
+                "value DOUBLE)")
+    rows = [(d, "infra_cost_usd", "all", "all", "all", 2000.0) for d in days]
+    rows += [(d, "peak_concurrent_users", "all", "all", "all", 1000 * math.exp(0.01 * (d - as_of).days)) for d in days]
+    con.executemany("INSERT INTO kpi_daily VALUES (?, ?, ?, ?, ?, ?)", rows)
+    root = tmp_path / "published"
+    publish(con, {"kpi_daily": "kpi_daily"}, days, root=root)
+    monkeypatch.setenv("PULSO_PUBLISHED", str(root))
+    meta = dg.materialize([kpi_forecasts]).asset_materializations_for_node("kpi_forecasts")[0].metadata
+    # 9 days of November at $2,000 + 21 forecast days at $2,000; a flat bill has no spread.
+    assert meta["month_end_cost_usd"].value == "60000.000000"
+    assert meta["month_end_cost_lower_usd"].value == meta["month_end_cost_upper_usd"].value == "60000.000000"
+    # 1000 users growing 1 %/day: 1,400 after ceil(ln 1.4 / 0.01) = 34 days, 5,000 after 161, 15,000 after 271.
+    assert meta["capacity_now_1400_users"].value == (as_of + timedelta(days=34)).isoformat()
+    assert meta["capacity_month_3_5000_users"].value == (as_of + timedelta(days=161)).isoformat()
+    assert meta["capacity_month_6_15000_users"].value == (as_of + timedelta(days=271)).isoformat()
+    assert "| peak_concurrent_users | breach |" in meta["target_crossings"].value

@@ -11,11 +11,13 @@ import os
 from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
+import polars as pl
 from dagster_duckdb import DuckDBResource
 
 from alerts.detection.daily import published_daily_series
 from alerts.detection.monitor import Policy, collapse_related, load_policy, scan, to_anomaly
 from alerts.detection.operational import Series, build_series, load_operational
+from alerts.forecast.forecast import ForecastInputError, capacity_crossings, forecast_month_end, kpi_target_crossings
 from alerts.slack.delivery import ENV_VAR, SlackConfigError, SlackWebhookSender
 from alerts.slack.notifier import AlertStore
 from pipelines.defs.common.resources import published_root
@@ -105,3 +107,42 @@ def alert_history(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> 
 
 
 ALERT_ASSETS = [operational_anomalies, daily_anomalies, alert_history]
+
+
+@dg.asset(group_name="alerts", kinds={"python"}, deps=[dg.AssetKey("published_marts")])
+def kpi_forecasts(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+    """Where the trend leads, from published ``kpi_daily`` totals: month-end infra cost with a 90 %
+    interval, the days peak concurrent users pass each plan capacity, and the day each KPI's trend
+    crosses its target (shown in the run metadata)."""
+    try:
+        con = PublishedReader(published_root(), tables=["kpi_daily"]).snapshot()
+    except NotPublishedError:
+        return dg.MaterializeResult(metadata={"status": "nothing published yet"})
+    kpis = pl.from_arrow(con.sql("SELECT day, kpi, niche, country, region, value FROM kpi_daily").to_arrow_table())
+    totals = kpis.filter((pl.col("niche") == "all") & (pl.col("country") == "all") & (pl.col("region") == "all"))
+    meta: dict = {}
+    cost = totals.filter(pl.col("kpi") == "infra_cost_usd").drop_nulls("value").sort("day")
+    try:
+        f = forecast_month_end(cost["day"].to_list(), cost["value"].to_list(), cost["day"][-1] + timedelta(days=1))
+        meta |= {"month_end_cost_usd": str(f.total), "month_end_cost_lower_usd": str(f.lower),
+                 "month_end_cost_upper_usd": str(f.upper), "month": f.month}
+    except (ForecastInputError, IndexError):
+        meta["month_end_cost_usd"] = "not enough history"
+    users = totals.filter(pl.col("kpi") == "peak_concurrent_users").drop_nulls("value").sort("day")
+    try:
+        for phase, c in capacity_crossings(users["day"].to_list(), users["value"].to_list()).items():
+            meta[f"capacity_{phase}_{int(c.threshold)}_users"] = c.day.isoformat() if c.day else c.status
+    except (ForecastInputError, IndexError):
+        meta["capacity"] = "not enough history"
+    crossings = kpi_target_crossings(kpis)
+    lines = ["| kpi | status now | crosses on | projected | target then |", "|---|---|---|---|---|"]
+    for r in crossings.iter_rows(named=True):
+        lines.append(f"| {r['kpi']} | {r['status_now']} | {r['crossing_day'] or 'not at the current trend'} | "
+                     f"{'' if r['projected_value'] is None else round(r['projected_value'], 4)} | "
+                     f"{'' if r['target_then'] is None else r['target_then']} |")
+    meta["target_crossings"] = dg.MetadataValue.md("\n".join(lines))
+    context.log.info("forecasts: %s", {k: v for k, v in meta.items() if k != "target_crossings"})
+    return dg.MaterializeResult(metadata=meta)
+
+
+ALERT_ASSETS = [*ALERT_ASSETS, kpi_forecasts]

@@ -11,7 +11,13 @@ An alert that could not be delivered stays in ``alerts.outbox`` and is retried o
 
 import dagster as dg
 
-from pipelines.defs.alerts.assets import ALERT_ASSETS, alert_history, daily_anomalies, operational_anomalies
+from pipelines.defs.alerts.assets import (
+    ALERT_ASSETS,
+    alert_history,
+    daily_anomalies,
+    kpi_forecasts,
+    operational_anomalies,
+)
 from pipelines.defs.common.resources import published_root
 from pipelines.lib.catalog import load_catalog
 from pipelines.lib.published import NotPublishedError, read_manifest
@@ -22,7 +28,7 @@ operational_alerts_job = dg.define_asset_job(
     "operational_alerts_job", selection=dg.AssetSelection.assets(operational_anomalies, alert_history),
     description="Detect operational anomalies, post to Slack, publish alert_history.")
 daily_alerts_job = dg.define_asset_job(
-    "daily_alerts_job", selection=dg.AssetSelection.assets(daily_anomalies, alert_history),
+    "daily_alerts_job", selection=dg.AssetSelection.assets(daily_anomalies, alert_history, kpi_forecasts),
     description="Detect daily cost/payment/booking anomalies, post to Slack, publish alert_history.")
 
 operational_alerts = dg.ScheduleDefinition(
