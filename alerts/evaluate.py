@@ -28,6 +28,7 @@ import polars as pl
 from alerts.detection.monitor import Finding, Policy, daily_series, load_policy, scan
 from alerts.detection.operational import Series, build_series, load_operational
 from alerts.forecast.forecast import backtest_month_end
+from bench.report import replace_section
 from pipelines.lib.catalog import ALL, load_catalog
 from pipelines.lib.ingest.billing import build_cost_items_daily, load_cur2
 from pipelines.lib.ingest.metrics import FileMetricsReader
@@ -260,16 +261,7 @@ def render(report: dict, meta: dict) -> str:
 
 def write_section(path: Path, text: str) -> None:
     """Replace (or append) only this section of the shared benchmarks file."""
-    current = path.read_text(encoding="utf-8") if path.exists() else "# Pulso benchmarks\n\n"
-    if SECTION in current:
-        head, _, rest = current.partition(SECTION)
-        nxt = rest.find("\n## ")
-        tail = rest[nxt + 1:] if nxt >= 0 else ""
-        current = head + text + ("\n" + tail if tail else "")
-    else:
-        current = current.rstrip("\n") + "\n\n" + text
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(current, encoding="utf-8")
+    replace_section(text, path)
 
 
 def evaluate(root: Path, policy: Policy | None = None) -> tuple[dict, dict]:

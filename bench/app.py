@@ -31,6 +31,7 @@ from zoneinfo import ZoneInfo
 
 import duckdb
 
+from bench.report import replace_section
 from pipelines.lib.catalog import ALL, Catalog, load_catalog
 from pipelines.lib.published import Manifest, publish
 
@@ -256,17 +257,7 @@ def write_section(figures: dict[str, Any], path: Path = BENCHMARKS_MD) -> None:
         "snapshot. The first browser render also pays for the browser loading the chart library and drawing "
         "14 sparklines; the warm figure is what a signed-in user sees moving between pages.\n"
     )
-    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    lines = text.splitlines(keepends=True)
-    start = next((i for i, line in enumerate(lines) if line.strip() == f"## {SECTION}"), None)
-    if start is None:
-        new = text.rstrip("\n") + "\n\n" + body
-    else:
-        stop = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-        rest = "".join(lines[stop:])
-        new = "".join(lines[:start]) + body + ("\n" + rest if rest else "")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(new, encoding="utf-8")
+    replace_section(body, path)
 
 
 def run(results: dict[str, Any] | None = None, days: int = 365, browser: bool = True) -> dict[str, Any]:

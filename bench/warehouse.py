@@ -26,6 +26,8 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from bench.report import replace_section
+
 ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS_MD = Path(os.environ.get("PULSO_BENCH_MD", ROOT / "docs" / "benchmarks.md"))
 SECTION = "Warehouse"
@@ -78,17 +80,7 @@ def write_section(f: dict[str, Any], path: Path = BENCHMARKS_MD) -> None:
         + (f"\nGenerating the sources (not part of the build): {f['simulate_s']:,.0f} s.\n" if f.get("simulate_s") else "")
         + (f"\n{f['note']}\n" if f.get("note") else "")
     )
-    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    lines = text.splitlines(keepends=True)
-    start = next((i for i, line in enumerate(lines) if line.strip() == f"## {SECTION}"), None)
-    if start is None:
-        new = text.rstrip("\n") + "\n\n" + body
-    else:
-        stop = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-        rest = "".join(lines[stop:])
-        new = "".join(lines[:start]) + body + ("\n" + rest if rest else "")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(new, encoding="utf-8")
+    replace_section(body, path)
 
 
 def _loaded_samples(path: Path) -> int:
