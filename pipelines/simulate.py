@@ -1,6 +1,6 @@
 """Generate BarberPro's source files (metrics, billing, events, FX) deterministically.
 
-    python -m pipelines.simulate --profile demo --out data/sources/demo [--end YYYY-MM-DD] [--seed N]
+    python -m pipelines.simulate --profile demo --out data/sources/demo [--end YYYY-MM-DD] [--seed N] [--no-incidents]
         [--openmetrics FILE --om-start ISO --om-end ISO] [--canary name=... --canary dni=...]
 
 Same profile + seed + end gives byte-identical files. See docs/simulator.md.
@@ -50,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--openmetrics", type=Path, help="also write the samples of [--om-start, --om-end) as OpenMetrics")
     parser.add_argument("--om-start")
     parser.add_argument("--om-end")
+    parser.add_argument("--no-incidents", action="store_true", help="inject no incidents (clean data)")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     if args.openmetrics and not (args.om_start and args.om_end):
@@ -59,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     except argparse.ArgumentTypeError as exc:
         parser.error(str(exc))
     result = simulate(args.profile, args.out, end=args.end, seed=args.seed, canaries=canaries,
-                      restate_billing=not args.before_restatement, progress=not args.quiet)
+                      restate_billing=not args.before_restatement, progress=not args.quiet,
+                      incidents=not args.no_incidents)
     print(f"{result.profile}: {result.start}..{result.end} -> {args.out} in {result.seconds:.1f}s "
           f"({result.metric_rows:,} metric samples, {result.event_stats['lines']:,} event lines, "
           f"{len(result.incidents)} incidents)")

@@ -57,11 +57,13 @@ def simulate(
     catalog: Catalog | None = None,
     restate_billing: bool = True,
     progress: bool = False,
+    incidents: bool = True,
 ) -> SimulationResult:
     """Write the sources of ``profile`` for the days ending on ``end`` (AR days) into ``out``.
 
     ``restate_billing=False`` writes only the first CUR delivery of the restated month (the state before the
-    restatement arrives), so a loader can be tested loading both states in turn.
+    restatement arrives), so a loader can be tested loading both states in turn. ``incidents=False`` injects
+    none (a clean run: ``incidents.json`` is empty), to measure false alerts.
     """
     t_start = time.perf_counter()
     catalog = catalog or load_catalog()
@@ -70,7 +72,7 @@ def simulate(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     world = World(catalog, prof, end, seed)
-    incidents = plan_incidents(world)
+    incidents = plan_incidents(world) if incidents else []
     rates = rate_lookup(world.start, world.end + timedelta(days=1), catalog.plan["start"], seed)
     metrics = MetricsModel(world, incidents)
     billing = BillingModel(world, incidents, out, restate=restate_billing)
