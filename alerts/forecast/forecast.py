@@ -5,15 +5,25 @@ multiplicative), a weekday profile where Argentine holidays count as Sundays, th
 median week-over-week change of the weekly medians, and the current level as the median of the last
 week's de-seasonalised values. The interval widens with the horizon: a shared level/trend error (it
 moves every future day together) plus independent day noise, both from MAD-scaled residuals.
+
+**Calibration.** That error model gives the interval's *shape* (how it widens with the horizon); its
+*width* is calibrated on the series' own past (split-conformal, studentized): the same forecast is
+replayed from each of the last ``CALIBRATION_DAYS`` days as origin, every realised error is divided by
+the model's standard deviation for it, and the interval's multiplier is the conformal 90 % quantile
+of those scores (``ceil((n + 1) * 0.9)``-th smallest) instead of the normal 1.645. With fewer than
+``MIN_CALIBRATION`` scores the normal multiplier is used. A bill with incidents, holidays or a level
+the model tracks late therefore gets an interval as wide as its past errors were.
 """
 
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import ROUND_HALF_UP, Decimal
+from functools import lru_cache
 
 import holidays
 import numpy as np
@@ -22,8 +32,16 @@ import polars as pl
 from pipelines.lib.catalog import ALL, Catalog, load_catalog
 
 Z90 = 1.6449  # two-sided 90 % normal quantile
+COVERAGE = 0.9  # nominal coverage of every interval here
+CALIBRATION_DAYS = 56  # past forecast origins replayed to calibrate an interval
+MIN_CALIBRATION = 20  # fewer calibration scores than this: the normal multiplier
 MAD_TO_SIGMA = 1.4826
 MONEY = Decimal("0.000001")
+
+
+@lru_cache(maxsize=64)
+def _holidays(country: str, year: int) -> holidays.HolidayBase:
+    return holidays.country_holidays(country, years=year)
 
 
 class ForecastInputError(ValueError):
@@ -53,16 +71,102 @@ class DailyModel:
         return self.value(self.level + self.slope * h)
 
     def day_type(self, d: date) -> int:
-        if self.holidays_country and d in holidays.country_holidays(self.holidays_country, years=d.year):
+        if self.holidays_country and d in _holidays(self.holidays_country, d.year):
             return 6
         return d.weekday()
 
-    def predict(self, d: date) -> tuple[float, float, float]:
-        """Point forecast and 90 % interval for one future day."""
+    def mean_sd(self, d: date) -> tuple[float, float]:
+        """Expected value and standard deviation for one future day, in the model's (log) scale."""
         h = (d - self.as_of).days
         mu = self.level + self.slope * h + self.profile[self.day_type(d)]
-        spread = Z90 * math.sqrt(self.sigma**2 + (self.level_se + self.slope_se * h) ** 2)
-        return self.value(mu), self.value(mu - spread), self.value(mu + spread)
+        return mu, math.sqrt(self.sigma**2 + (self.level_se + self.slope_se * h) ** 2)
+
+    def predict(self, d: date, z: float = Z90) -> tuple[float, float, float]:
+        """Point forecast and interval (``z`` standard deviations; 90 % if normal) for one future day."""
+        mu, sd = self.mean_sd(d)
+        return self.value(mu), self.value(mu - z * sd), self.value(mu + z * sd)
+
+    def sum_mean_sd(self, days: Sequence[date]) -> tuple[float, float]:
+        """Expected total of ``days`` (series' units, log models only) and its standard deviation: the
+        level/trend error is shared by every day (it does not average out), the day noise independent."""
+        mus = [math.exp(self.level + self.slope * (d - self.as_of).days + self.profile[self.day_type(d)]) for d in days]
+        shared = sum(m * (self.level_se + self.slope_se * (d - self.as_of).days) for m, d in zip(mus, days, strict=True))
+        noise = math.sqrt(sum((m * self.sigma) ** 2 for m in mus))
+        return sum(mus), math.sqrt(shared**2 + noise**2)
+
+
+def conformal_multiplier(scores: Sequence[float], coverage: float = COVERAGE) -> float | None:
+    """The split-conformal quantile of studentized absolute errors: the ``ceil((n + 1) * coverage)``-th
+    smallest score (the largest if that rank exceeds n); None with fewer than ``MIN_CALIBRATION`` scores."""
+    n = len(scores)
+    if n < MIN_CALIBRATION:
+        return None
+    k = min(math.ceil((n + 1) * coverage), n)
+    return float(sorted(scores)[k - 1])
+
+
+class _Replay:
+    """A cleaned series and its models fitted as of any day (memoised): forecasts replayed from past
+    origins, to calibrate an interval on the series' own realised errors."""
+
+    def __init__(self, days: Sequence[date], values: Sequence[float | Decimal | None], fit_args: dict):
+        self.days, ys = _clean(days, values)
+        self.by_day = dict(zip(self.days, ys.tolist(), strict=True))
+        self.fit_args = fit_args
+        self._models: dict[date, DailyModel | None] = {}
+        self._scores: dict[tuple[date, bool], list[float | None]] = {}
+
+    def model(self, as_of: date) -> DailyModel | None:
+        if as_of not in self._models:
+            lo = bisect_left(self.days, as_of - timedelta(days=self.fit_args.get("history_days", 56)))
+            hi = bisect_left(self.days, as_of)
+            window = self.days[lo:hi]
+            try:
+                self._models[as_of] = fit_daily(window, [self.by_day[d] for d in window], as_of, **self.fit_args)
+            except ForecastInputError:
+                self._models[as_of] = None
+        return self._models[as_of]
+
+    def origins(self, as_of: date) -> list[date]:
+        return [as_of - timedelta(days=k) for k in range(CALIBRATION_DAYS, 0, -1)]
+
+    def _errors(self, t: date, total: bool) -> list[float | None]:
+        """Studentized |error| of the forecasts from origin ``t``, ``h + 1`` days ahead (h = 0..31): of that
+        day's value, or (``total``) of the sum of the days up to it. None where a day is not observed."""
+        key = (t, total)
+        if key not in self._scores:
+            m = self.model(t)
+            out: list[float | None] = [None] * 32
+            mean = shared = noise2 = observed = 0.0
+            for h in range(32 if m is not None else 0):
+                d = t + timedelta(days=h)
+                y = self.by_day.get(d)
+                if y is None or (m.log and y <= 0):
+                    if total:
+                        break  # a total needs every day
+                    continue
+                mu, sd = m.mean_sd(d)
+                if not total:
+                    out[h] = abs((math.log(y) if m.log else y) - mu) / sd if sd > 0 else None
+                    continue
+                expected = m.value(mu)  # as in DailyModel.sum_mean_sd (log models: relative errors)
+                mean += expected
+                shared += expected * (m.level_se + m.slope_se * h)
+                noise2 += (expected * m.sigma) ** 2
+                observed += y
+                sd_sum = math.sqrt(shared**2 + noise2)
+                out[h] = abs(observed - mean) / sd_sum if sd_sum > 0 else None
+            self._scores[key] = out
+        return self._scores[key]
+
+    def scores(self, as_of: date, horizon_days: int, total: bool) -> list[float]:
+        """Every studentized error 1..``horizon_days`` ahead from the past origins whose target days are
+        all observed before ``as_of`` (single days, or totals of the next days if ``total``)."""
+        out = []
+        for t in self.origins(as_of):
+            errs = self._errors(t, total)
+            out += [e for e in errs[:min(horizon_days, (as_of - t).days)] if e is not None]
+        return out
 
 
 def _clean(days: Sequence[date], values: Sequence[float | Decimal | None]) -> tuple[list[date], np.ndarray]:
@@ -120,13 +224,17 @@ def forecast_days(days: Sequence[date], values: Sequence[float | Decimal | None]
                   as_of: date | None = None, **fit_args) -> pl.DataFrame:
     """Traffic, concurrent users or any positive daily series for the next ``horizon_days`` days.
 
-    Returns ``day, forecast, lower, upper`` (90 % interval); ``as_of`` defaults to the day after the
-    last observed one.
+    Returns ``day, forecast, lower, upper`` (90 % interval, calibrated on the errors of the same
+    forecast replayed from past days); ``as_of`` defaults to the day after the last observed one.
     """
     ds, _ = _clean(days, values)
     start = as_of or (ds[-1] + timedelta(days=1))
-    model = fit_daily(days, values, start, **fit_args)
-    rows = [(start + timedelta(days=h), *model.predict(start + timedelta(days=h))) for h in range(horizon_days)]
+    replay = _Replay(days, values, fit_args)
+    model = replay.model(start)
+    if model is None:
+        fit_daily(days, values, start, **fit_args)  # raises the reason
+    z = conformal_multiplier(replay.scores(start, horizon_days, total=False)) or Z90
+    rows = [(start + timedelta(days=h), *model.predict(start + timedelta(days=h), z)) for h in range(horizon_days)]
     return pl.DataFrame(rows, schema=["day", "forecast", "lower", "upper"], orient="row")
 
 
@@ -151,23 +259,30 @@ def forecast_month_end(days: Sequence[date], cost: Sequence[Decimal | float | No
                        **fit_args) -> MonthEndForecast:
     """Cost to the end of ``as_of``'s month: actual days before ``as_of`` + forecast from ``as_of`` on.
 
-    The interval treats the level/trend error as shared by every remaining day (it does not average out)
-    and the day noise as independent.
+    The interval's shape treats the level/trend error as shared by every remaining day (it does not
+    average out) and the day noise as independent; its width is calibrated on the realised errors of
+    the same forecast (totals of the next 1..n days) replayed from the last ``CALIBRATION_DAYS`` days.
     """
     fit_args.setdefault("holidays_country", None)  # the bill barely follows holidays
-    model = fit_daily(days, cost, as_of, **fit_args)
+    return _month_end(_Replay(days, cost, fit_args), days, cost, as_of)
+
+
+def _month_end(replay: _Replay, days: Sequence[date], cost: Sequence[Decimal | float | None],
+               as_of: date) -> MonthEndForecast:
+    model = replay.model(as_of)
+    if model is None:
+        fit_daily(days, cost, as_of, **replay.fit_args)  # raises the reason
     first = as_of.replace(day=1)
     nxt = (first + timedelta(days=32)).replace(day=1)
     actual = sum((_money(v) for d, v in zip(days, cost, strict=True) if first <= d < as_of and v is not None),
                  Decimal(0))
     remaining = [as_of + timedelta(days=k) for k in range((nxt - as_of).days)]
-    mus = [math.exp(model.level + model.slope * (d - as_of).days + model.profile[model.day_type(d)]) for d in remaining]
-    shared = sum(m * (model.level_se + model.slope_se * (d - as_of).days) for m, d in zip(mus, remaining, strict=True))
-    noise = math.sqrt(sum((m * model.sigma) ** 2 for m in mus))
-    spread = Z90 * math.sqrt(shared**2 + noise**2)
-    fc = _money(sum(mus))
+    mean, sd = model.sum_mean_sd(remaining)
+    z = conformal_multiplier(replay.scores(as_of, len(remaining), total=True)) or Z90
+    spread = z * sd
+    fc = _money(mean)
     return MonthEndForecast(f"{first:%Y-%m}", as_of, actual, fc, actual + fc,
-                            actual + _money(max(0.0, sum(mus) - spread)), actual + _money(sum(mus) + spread))
+                            actual + _money(max(0.0, mean - spread)), actual + _money(mean + spread))
 
 
 @dataclass(frozen=True)
@@ -255,7 +370,7 @@ def kpi_target_crossings(kpi_daily: pl.DataFrame, as_of: date | None = None, cat
 
 
 def backtest_month_end(days: Sequence[date], cost: Sequence[Decimal | float | None],
-                       min_history_days: int = 14) -> pl.DataFrame:
+                       min_history_days: int = 14, holidays_country: str | None = None) -> pl.DataFrame:
     """Month-end forecasts made on every day of every complete month, against the month's actual total.
 
     Returns ``as_of, month, forecast, lower, upper, actual, ape`` (absolute percentage error); MAPE is
@@ -263,6 +378,8 @@ def backtest_month_end(days: Sequence[date], cost: Sequence[Decimal | float | No
     """
     by_day = {d: _money(v) for d, v in zip(days, cost, strict=True) if v is not None}
     first_day, last_day = min(by_day), max(by_day)
+    replay = _Replay(list(by_day), list(by_day.values()),
+                     {"holidays_country": holidays_country, "min_history_days": min_history_days})
     rows = []
     month = first_day.replace(day=1)
     while month <= last_day:
@@ -273,7 +390,7 @@ def backtest_month_end(days: Sequence[date], cost: Sequence[Decimal | float | No
             for as_of in month_days[1:]:
                 if (as_of - first_day).days < min_history_days:
                     continue
-                f = forecast_month_end(list(by_day), list(by_day.values()), as_of, min_history_days=min_history_days)
+                f = _month_end(replay, list(by_day), list(by_day.values()), as_of)
                 ape = abs(f.total - actual) / actual * 100 if actual else None
                 rows.append({"as_of": as_of, "month": f.month, "forecast": f.total, "lower": f.lower, "upper": f.upper,
                              "actual": actual, "ape": float(ape) if ape is not None else None})
