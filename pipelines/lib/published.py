@@ -32,6 +32,8 @@ from typing import Any
 
 import duckdb
 
+from pipelines.lib.faults import crash_point
+
 MANIFEST = "_manifest.json"
 FORMAT_VERSION = 1
 
@@ -170,7 +172,9 @@ def publish(
             **{k: v for k, v in current.items() if k not in {"format", "version", "publish_id", "published_at", "tables"}},
             **(extra or {}),
         }
+        crash_point("publish:files-written")  # test-only fault injection (pipelines.lib.faults)
         _write_json_atomic(root / MANIFEST, manifest)
+        crash_point("publish:committed")
         _remove_unreferenced(root, manifest)
         return Manifest(root, manifest)
 
