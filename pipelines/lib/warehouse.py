@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo
 import duckdb
 
 from pipelines.lib.catalog import load_catalog
+from pipelines.lib.faults import crash_point
 
 SCHEMAS = ("raw", "staging", "marts", "psychology", "quarantine", "ops")
 
@@ -137,6 +138,7 @@ def record_load(con: duckdb.DuckDBPyConnection, result: LoadResult) -> None:
             f"{result.source} load {result.scope}: read {result.rows_read} rows but loaded "
             f"{result.rows_loaded} and quarantined {result.rows_quarantined}"
         )
+    crash_point(f"load:{result.source}")
     con.execute(
         "INSERT INTO ops.loads VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         [result.source, result.scope, result.rows_read, result.rows_loaded, result.rows_quarantined,
@@ -190,5 +192,35 @@ def replace_days(
         con.execute(f"CREATE TABLE {table} AS {rows} LIMIT 0", bound)
     con.execute(f"DELETE FROM {table} WHERE day IN (SELECT unnest($days::DATE[]))", {"days": day_list})  # noqa: S608
     before = con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0]  # noqa: S608
+    crash_point(f"replace:{table}")
     con.execute(f"INSERT INTO {table} {rows}", bound)
     return con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0] - before  # noqa: S608
+
+
+# Columns that say *when* a row was written, not what it holds: left out of content checksums.
+VOLATILE_COLUMNS = frozenset({"_loaded_at", "loaded_at", "noted_at"})
+
+
+def table_checksums(
+    con: duckdb.DuckDBPyConnection, schemas: Iterable[str] = ("raw", "staging", "marts", "psychology"),
+    exclude: Iterable[str] = VOLATILE_COLUMNS,
+) -> dict[str, tuple[int, str]]:
+    """``{schema.table: (rows, md5)}`` of every table of ``schemas``, order-independent and without the
+    write-time columns, so two warehouses (or one before and after a re-run) compare by content."""
+    skip = set(exclude)
+    wanted = list(schemas)
+    tables = con.execute(
+        "SELECT table_schema, table_name FROM information_schema.tables WHERE table_type = 'BASE TABLE' "
+        "AND table_schema IN (SELECT unnest($s::VARCHAR[])) ORDER BY ALL", {"s": wanted}).fetchall()
+    out: dict[str, tuple[int, str]] = {}
+    for schema, table in tables:
+        columns = [r[0] for r in con.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = ? AND table_name = ? "
+            "ORDER BY ordinal_position", [schema, table]).fetchall() if r[0] not in skip]
+        listed = ", ".join(f'"{c}"' for c in columns)
+        # Each row as text (a struct), the rows sorted: the digest does not depend on storage order.
+        rows, digest = con.execute(
+            f'SELECT count(*), md5(coalesce(string_agg(r, chr(10) ORDER BY r), \'\')) '  # noqa: S608
+            f'FROM (SELECT CAST(ROW({listed}) AS VARCHAR) AS r FROM "{schema}"."{table}")').fetchall()[0]
+        out[f"{schema}.{table}"] = (int(rows), str(digest))
+    return out
