@@ -27,6 +27,8 @@ import polars as pl
 
 from alerts.detection.monitor import Finding, Policy, daily_series, load_policy, scan
 from alerts.detection.operational import Series, build_series, load_operational
+from alerts.detection.payments import METRIC as INTRADAY_METRIC
+from alerts.detection.payments import IntradayConfig, build_payment_series, decision_counts, decisions, read_updates
 from alerts.forecast.forecast import backtest_month_end
 from bench.report import replace_section
 from pipelines.lib.catalog import ALL, load_catalog
@@ -43,10 +45,13 @@ INCIDENT_METRICS = {
     "traffic_spike": ("requests", "concurrent_users"),
     "cache_degradation": ("cache_hit_ratio",),
     "cost_spike": ("infra_cost_usd",),
-    "payment_rejection_surge": ("mercadopago_success_ratio",),
+    "payment_rejection_surge": ("mercadopago_success_ratio", "mercadopago_success_intraday"),
 }
 GOAL_DELAY = {"infra_cost_usd": timedelta(days=1), "mercadopago_success_ratio": timedelta(days=1)}
 GOAL_DELAY_DEFAULT = timedelta(minutes=15)
+#: The issue's goal per incident type: operational within 15 minutes, cost and payments within a day.
+TYPE_GOAL = {"cost_spike": timedelta(days=1), "payment_rejection_surge": timedelta(days=1)}
+INTRADAY_METRICS = {INTRADAY_METRIC}  # 15-minute buckets (alerts/detection/payments.py)
 
 
 class EvaluationError(RuntimeError):
@@ -155,6 +160,26 @@ def payment_series(root: Path, timezone: str) -> list[Series]:
     return out
 
 
+def intraday_payment_series(root: Path, config: IntradayConfig | None = None) -> list[Series]:
+    """MercadoPago decisions per 15 minutes from every event folder, as the 15-minute schedule builds them."""
+    config = config or IntradayConfig.from_policy()
+    storage = LocalStorage(root / "events")
+    days = sorted({date.fromisoformat(k.split("/", 1)[0][5:]) for k in storage.list("") if k.startswith("date=")})
+    if not days:
+        return []
+    updates, _ = read_updates(storage, days)
+    return build_payment_series(decision_counts(decisions(updates), config.step_minutes), config)
+
+
+def _resolution(metric: str, step: timedelta) -> timedelta:
+    """How long a point of this metric's series covers (an alert is known when it is complete)."""
+    if metric in GOAL_DELAY:
+        return timedelta(days=1)
+    if metric in INTRADAY_METRICS:
+        return timedelta(minutes=IntradayConfig.from_policy().step_minutes)
+    return step
+
+
 def _scope_compatible(series_scope: dict[str, str], incident: Incident) -> bool:
     """A series can reveal an incident when each of its scoped dimensions matches (or the incident spans it)."""
     for dim, value in series_scope.items():
@@ -173,9 +198,10 @@ def match(findings: list[Finding], incidents: list[Incident], step: timedelta, w
     for inc in incidents:
         metrics = INCIDENT_METRICS.get(inc.type, ())
         best: tuple[timedelta, Finding] | None = None
+        entry = per_type.setdefault(inc.type, {"injected": 0, "detected": 0, "delays": [], "within_goal": 0,
+                                               "by_metric": {}})
         for idx, f in enumerate(findings):
-            daily = f.series.metric in GOAL_DELAY
-            resolution = timedelta(days=1) if daily else step
+            resolution = _resolution(f.series.metric, step)
             if f.series.metric not in metrics or not _scope_compatible(f.series.scope, inc):
                 continue
             if not (inc.start - resolution <= f.episode.start <= inc.end):
@@ -185,12 +211,18 @@ def match(findings: list[Finding], incidents: list[Incident], step: timedelta, w
             delay = max(f.episode.start + resolution - inc.start, timedelta(0))
             if best is None or delay < best[0]:
                 best = (delay, f)
-        entry = per_type.setdefault(inc.type, {"injected": 0, "detected": 0, "delays": [], "within_goal": 0})
+        for metric in metrics:
+            delays = [max(f.episode.start + _resolution(metric, step) - inc.start, timedelta(0)) for f in findings
+                      if f.series.metric == metric and _scope_compatible(f.series.scope, inc)
+                      and inc.start - _resolution(metric, step) <= f.episode.start <= inc.end]
+            per_metric_delay = entry["by_metric"].setdefault(metric, [])
+            if delays:
+                per_metric_delay.append(min(delays))
         entry["injected"] += 1
         if best:
             entry["detected"] += 1
             entry["delays"].append(best[0])
-            goal = GOAL_DELAY.get(best[1].series.metric, GOAL_DELAY_DEFAULT)
+            goal = TYPE_GOAL.get(inc.type, GOAL_DELAY_DEFAULT)
             entry["within_goal"] += best[0] <= goal
     # An alert during an incident on a related metric/scope counts as true even if another alert won the delay.
     for idx, f in enumerate(findings):
@@ -237,6 +269,12 @@ def render(report: dict, meta: dict) -> str:
         goal = "1 day" if kind in ("cost_spike", "payment_rejection_surge") else "15 min"
         lines.append(f"| {kind} | {e['injected']} | {e['detected']} | {recall:.0%} | {_fmt_delay(e['delays'])} | "
                      f"{e['within_goal']}/{e['injected']} (goal {goal}) |")
+    lines += ["", "Detection delay per watched metric (worst over the incidents of the type that the metric caught):", "",
+              "| incident type | metric | caught | worst delay |", "|---|---|---|---|"]
+    for kind in sorted(report["per_type"]):
+        e = report["per_type"][kind]
+        for metric, delays in sorted(e.get("by_metric", {}).items()):
+            lines.append(f"| {kind} | {metric} | {len(delays)}/{e['injected']} | {_fmt_delay(delays)} |")
     lines += ["", "| metric | alert episodes | matching an incident | precision | false alerts / week |",
               "|---|---|---|---|---|"]
     for metric in sorted(report["per_metric"]):
@@ -281,6 +319,7 @@ def evaluate(root: Path, policy: Policy | None = None) -> tuple[dict, dict]:
     cost, cost_frame = cost_series(root, catalog.timezone) if (root / "billing").is_dir() else ([], None)
     series += cost
     series += payment_series(root, catalog.timezone)
+    series += intraday_payment_series(root)
     findings, _ = scan(series, policy)
     weeks = max((len(days) - 14) / 7, 1e-9)
     report = match(findings, incidents, timedelta(minutes=step), weeks)
