@@ -255,3 +255,79 @@ def test_judge_from_only_scores_the_last_days_with_the_same_result():
     assert full[: 28 * 24]["anomalous"].sum() == 0
     assert recent[28 * 24 :].equals(full[28 * 24 :])
     assert recent.filter(pl.col("alert"))["ts"].to_list() == [ts[29 * 24 + 12]]
+
+
+# --- intraday MercadoPago success (alerts/detection/payments.py) -------------------------------------
+
+
+def _pay_line(event_id: str, pid: int, status: str, updated: str, approved: str | None = None,
+              provider: str = "mercadopago", niche: str = "barber", region: str = "cordoba") -> str:
+    import json
+
+    return json.dumps({
+        "event_id": event_id, "type": "payment.updated", "occurred_at": updated, "niche": niche, "country": "AR",
+        "region": region, "user": {"id": "u_1", "name": "Canario Persona", "dni": "99999999"},
+        "payload": {"provider": provider, "payment": {
+            "id": pid, "status": status, "status_detail": "x", "date_created": updated, "date_approved": approved,
+            "date_last_updated": updated, "payer": {"email": "canario@example.com"}}},
+    })
+
+
+def test_intraday_payment_decisions_counts_and_trailing_window(tmp_path):
+    import gzip
+
+    from alerts.detection.payments import (
+        IntradayConfig,
+        build_payment_series,
+        decision_counts,
+        decisions,
+        read_updates,
+    )
+    from pipelines.lib.storage import LocalStorage
+
+    lines = [
+        _pay_line("e1", 1, "approved", "2026-11-20T18:01:00Z", "2026-11-20T18:01:00Z"),
+        _pay_line("e1", 1, "approved", "2026-11-20T18:01:00Z", "2026-11-20T18:01:00Z"),  # duplicate delivery
+        _pay_line("e2", 2, "rejected", "2026-11-20T18:05:00Z"),
+        _pay_line("e3", 3, "pending", "2026-11-20T18:07:00Z"),  # not decided yet
+        _pay_line("e4", 4, "approved", "2026-11-20T18:20:00Z", "2026-11-20T18:20:00Z", region="rosario"),
+        _pay_line("e5", 4, "refunded", "2026-11-21T02:00:00Z", "2026-11-20T18:20:00Z", region="rosario"),
+        _pay_line("e6", 5, "refunded", "2026-11-20T18:31:00Z", "2026-11-19T23:50:00Z"),  # approved the day before
+        _pay_line("e7", 6, "rejected", "2026-11-20T18:10:00Z", provider="todopago"),  # another provider
+        _pay_line("e8", 7, "in_process", "2026-11-20T18:33:00Z"),
+        _pay_line("e9", 7, "rejected", "2026-11-20T18:40:00Z"),
+    ]
+    folder = tmp_path / "date=2026-11-20"
+    folder.mkdir()
+    (folder / "part-0000.jsonl.gz").write_bytes(gzip.compress(("\n".join(lines) + "\n{not json\n").encode()))
+    updates, bad = read_updates(LocalStorage(tmp_path), [date(2026, 11, 20)])
+    assert bad == 0  # the broken line does not mention payment.updated: not a payment line
+    assert "dni" not in updates.columns and "user" not in updates.columns
+    dec = decisions(updates)
+    got = {r["payment_id"]: (r["decided_at"].strftime("%d %H:%M"), r["success"]) for r in dec.iter_rows(named=True)}
+    # 1 approved 18:01; 2 rejected 18:05; 4 approved 18:20 (its refund does not move it); 5 approved the
+    # 19th (dated by date_approved); 7 rejected 18:40 (first final status); 3 pending and 6 todopago absent.
+    assert got == {"1": ("20 18:01", True), "2": ("20 18:05", False), "4": ("20 18:20", True),
+                   "5": ("19 23:50", True), "7": ("20 18:40", False)}
+    counts = decision_counts(dec, 15, start=datetime(2026, 11, 20, tzinfo=UTC))
+    rows = {(r["bucket"].strftime("%H:%M"), r["region"]): (r["success"], r["decided"]) for r in counts.iter_rows(named=True)}
+    assert rows == {("18:00", "cordoba"): (1.0, 2.0), ("18:15", "rosario"): (1.0, 1.0), ("18:30", "cordoba"): (0.0, 1.0)}
+    # Trailing 30 minutes (2 buckets), at least 3 decisions: 18:00 has 2 (no data), 18:15 has 3 (2/3
+    # merged across regions, not the mean of 1/2 and 1/1), 18:30 has 1 + 1 = 2 (no data).
+    series = build_payment_series(counts, IntradayConfig(step_minutes=15, window_minutes=30, min_decisions=3))
+    total = next(s for s in series if s.scope["country"] == "all")
+    assert [t.strftime("%H:%M") for t in total.ts] == ["18:00", "18:15", "18:30"]
+    assert np.isnan(total.values[0]) and total.values[1] == pytest.approx(2 / 3) and np.isnan(total.values[2])
+    assert {s.key for s in series} == {"mercadopago_success_intraday|niche=all|country=all|region=all",
+                                       "mercadopago_success_intraday|niche=all|country=AR|region=all"}
+
+
+def test_intraday_payment_policy_is_read_and_checked(tmp_path):
+    from alerts.detection.payments import IntradayConfig
+
+    cfg = IntradayConfig.from_policy()
+    assert (cfg.step_minutes, cfg.window_minutes, cfg.min_decisions) == (15, 60, 30)
+    bad = tmp_path / "policy.yaml"
+    bad.write_text("intraday_payments: {step_minutes: 15, window_minutes: 5}\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="policy.yaml: intraday_payments: need step > 0, window >= step"):
+        IntradayConfig.from_policy(bad)
