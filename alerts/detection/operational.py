@@ -54,7 +54,14 @@ def _bucket(col: str, step_minutes: int) -> pl.Expr:
 def _day_cells(reader: MetricsReader, day: date, step_minutes: int) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     """(counts per bucket x cell, latency buckets per bucket x cell x le, sessions per minute x cell)."""
     start, end = day_bounds_utc(day)
-    lead = start - timedelta(minutes=5)  # the previous samples, so the day's first increase is known
+    return window_cells(reader, start, end, step_minutes)
+
+
+def window_cells(reader: MetricsReader, start: datetime, end: datetime,
+                 step_minutes: int) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """Like a day's cells, for the samples in ``[start, end)`` (bucket-aligned) only: what the 5-minute
+    table (``alerts.detection.ops_store``) adds on each run."""
+    lead = start - timedelta(minutes=5)  # the previous samples, so the window's first increase is known
 
     def increases(metric: str, extra: tuple[str, ...] = ()) -> pl.DataFrame:
         raw = reader.samples(metric, lead, end)
@@ -122,10 +129,16 @@ def min_volume(step_minutes: int, catalog: Catalog | None = None) -> float:
 
 def build_series(frames: dict[str, pl.DataFrame], step_minutes: int = 5,
                  metrics: Iterable[str] = OPERATIONAL_METRICS) -> list[Series]:
-    """Every watched operational series at every grain (total, niche, region)."""
+    """Every watched operational series at every grain (total, niche, region).
+
+    ``frames`` come from :func:`load_operational` (``counts``, ``latency``, per-minute ``sessions``) or
+    from the 5-minute table (:func:`alerts.detection.ops_store.read_frames`: ``sessions`` replaced by
+    ``peaks``, each scope's peak concurrent users per bucket, and ``counts`` carrying ``sessions_peak``).
+    """
     wanted = set(metrics)
     guard = min_volume(step_minutes)
-    counts, latency, sessions = frames["counts"], frames["latency"], frames["sessions"]
+    counts, latency = frames["counts"], frames["latency"]
+    sessions, peaks = frames.get("sessions", pl.DataFrame()), frames.get("peaks")
     out: list[Series] = []
     for grain in GRAINS.values():
         keys = list(grain)
@@ -157,7 +170,15 @@ def build_series(frames: dict[str, pl.DataFrame], step_minutes: int = 5,
                                      orient="row")
                 ts, values = _grid(frame, "latency_p95_ms", step_minutes)
                 out.append(Series("latency_p95_ms", scope, ts, values, latency.filter(flt)))
-            if "concurrent_users" in wanted and not sessions.is_empty():
+            if "concurrent_users" in wanted and peaks is not None:
+                # From the 5-minute table: the scope's stored peak; per-cell peaks explain it.
+                s = peaks.filter((pl.col("niche") == scope["niche"]) & (pl.col("country") == scope["country"])
+                                 & (pl.col("region") == scope["region"])).select("bucket", "concurrent_users")
+                if not s.is_empty():
+                    ts, values = _grid(s, "concurrent_users", step_minutes)
+                    cells = c.select("bucket", *CELL, pl.col("sessions_peak").alias("value"))
+                    out.append(Series("concurrent_users", scope, ts, values, cells))
+            elif "concurrent_users" in wanted and not sessions.is_empty():
                 s = (sessions.filter(flt).group_by("ts").agg(pl.col("value").sum())
                      .group_by(_bucket("ts", step_minutes)).agg(pl.col("value").max().alias("concurrent_users")))
                 ts, values = _grid(s, "concurrent_users", step_minutes)

@@ -14,18 +14,23 @@ import dagster as dg
 import polars as pl
 from dagster_duckdb import DuckDBResource
 
+from alerts.detection import ops_store
 from alerts.detection.daily import published_daily_series
 from alerts.detection.monitor import Policy, collapse_related, load_policy, scan, to_anomaly
-from alerts.detection.operational import Series, build_series, load_operational
+from alerts.detection.operational import Series, build_series
+from alerts.detection.payments import IntradayConfig, build_payment_series, load_intraday
 from alerts.forecast.forecast import ForecastInputError, capacity_crossings, forecast_month_end, kpi_target_crossings
 from alerts.slack.delivery import ENV_VAR, SlackConfigError, SlackWebhookSender
 from alerts.slack.notifier import AlertStore
 from pipelines.defs.common.resources import published_root
-from pipelines.defs.sources.resources import MetricsSourceResource
+from pipelines.defs.sources.resources import MetricsSourceResource, SourceResource
+from pipelines.defs.warehouse.partitions import daily_partitions
 from pipelines.lib.published import NotPublishedError, PublishedReader, publish
-from pipelines.lib.warehouse import ar_day
+from pipelines.lib.storage import SourceError
+from pipelines.lib.warehouse import ar_day, day_bounds_utc
 
 HISTORY_DAYS = 29  # the detector's 28 days of history plus today
+RETENTION_DAYS = 35  # staging.ops_5m keeps a little more than the history
 
 
 def _now() -> datetime:
@@ -54,23 +59,60 @@ def _notify(con, series: list[Series], policy: Policy, now: datetime, judge_from
     return meta
 
 
-@dg.asset(group_name="alerts", kinds={"duckdb", "slack"}, pool="duckdb")
+@dg.asset(group_name="alerts", kinds={"duckdb"}, pool="duckdb", partitions_def=daily_partitions)
+def ops_5m(context: dg.AssetExecutionContext, duckdb: DuckDBResource,
+           metrics_source: MetricsSourceResource) -> dg.MaterializeResult:
+    """5-minute operational counters (``staging.ops_5m``, ``ops_5m_latency``, ``ops_5m_peaks``) for an
+    Argentina day, appended incrementally: only the buckets settled since the last run are read from the
+    metrics source (``alerts.detection.ops_store``). Today's partition also fills any of the detector's
+    history days not stored yet (first run, a gap) and drops days older than the retention."""
+    policy = load_policy()
+    now = _now()
+    day = date.fromisoformat(context.partition_key)
+    today = ar_day(now)
+    days = [day - timedelta(days=k) for k in range(HISTORY_DAYS - 1, -1, -1)] if day == today else [day]
+    with duckdb.get_connection() as con:
+        result = ops_store.update(con, metrics_source.reader(), days, now, policy.step_minutes)
+        pruned = ops_store.prune(con, today - timedelta(days=RETENTION_DAYS)) if day == today else 0
+        through = ops_store.stored_through(con, day)
+        rows = con.execute(f"SELECT count(*) FROM {ops_store.COUNTS} WHERE day = ?", [day]).fetchall()[0][0]  # noqa: S608
+    meta = {"new_buckets": result.buckets, "new_rows": result.rows, "days_updated": len(result.days),
+            "read_from": result.read_from.isoformat() if result.read_from else "nothing new",
+            "read_to": result.read_to.isoformat() if result.read_to else "nothing new",
+            "stored_through": through.isoformat() if through else "nothing stored", "dagster/row_count": rows,
+            "pruned_rows": pruned, "source": metrics_source.describe()}
+    context.log.info("ops_5m %s: %s", day, meta)
+    return dg.MaterializeResult(metadata=meta)
+
+
+@dg.asset(group_name="alerts", kinds={"duckdb", "slack"}, pool="duckdb", deps=[ops_5m])
 def operational_anomalies(context: dg.AssetExecutionContext, duckdb: DuckDBResource,
-                          metrics_source: MetricsSourceResource) -> dg.MaterializeResult:
+                          events_source: SourceResource) -> dg.MaterializeResult:
     """Anomalies on 5-minute traffic, 5xx ratio, p95 latency, cache hit ratio and concurrent users
-    (total, per niche, per region), announced in Slack and kept in ``alerts.history``."""
+    (total, per niche, per region; history from ``staging.ops_5m``) and on the intraday MercadoPago
+    success (15-minute decisions from the events source), announced in Slack and kept in ``alerts.history``."""
     policy = load_policy()
     now = _now()
     today = ar_day(now)
     days = [today - timedelta(days=k) for k in range(HISTORY_DAYS - 1, -1, -1)]
-    frames = load_operational(metrics_source.reader(), days, policy.step_minutes)
-    series = build_series(frames, policy.step_minutes) if not frames["counts"].is_empty() else []
+    payments = IntradayConfig.from_policy()
+    try:
+        counts = load_intraday(events_source.storage(), days, now, payments)
+    except SourceError as exc:  # the operational series still run; the reason is in the metadata
+        context.log.warning("intraday payments unavailable: %s", exc)
+        counts = None
     with duckdb.get_connection() as con:
+        frames = ops_store.read_frames(con, day_bounds_utc(days[0])[0], now)
+        series = build_series(frames, policy.step_minutes) if not frames["counts"].is_empty() else []
+        series += build_payment_series(counts, payments) if counts is not None else []
         # Only yesterday and today are judged (the rest is history): an episode that began yesterday
         # keeps its start, and a run costs two days of detection, not a month.
         meta = _notify(con, series, policy, now, judge_from=now - timedelta(days=1))
     context.log.info("operational anomalies: %s", {k: v for k, v in meta.items() if k != "delivery"})
-    return dg.MaterializeResult(metadata={**meta, "first_day": days[0].isoformat(), "last_day": today.isoformat()})
+    return dg.MaterializeResult(metadata={**meta, "first_day": days[0].isoformat(), "last_day": today.isoformat(),
+                                          "ops_5m_buckets": frames["counts"]["bucket"].n_unique(),
+                                          "payment_decisions": int(counts["decided"].sum()) if counts is not None
+                                          and not counts.is_empty() else 0})
 
 
 @dg.asset(group_name="alerts", kinds={"duckdb", "slack"}, pool="duckdb", deps=[dg.AssetKey("published_marts")])
@@ -106,7 +148,7 @@ def alert_history(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> 
                                           "manifest_version": version, "webhook_configured": bool(os.environ.get(ENV_VAR))})
 
 
-ALERT_ASSETS = [operational_anomalies, daily_anomalies, alert_history]
+ALERT_ASSETS = [ops_5m, operational_anomalies, daily_anomalies, alert_history]
 
 
 @dg.asset(group_name="alerts", kinds={"python"}, deps=[dg.AssetKey("published_marts")])
