@@ -13,7 +13,6 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -54,35 +53,6 @@ class PageContext:
         return t(key, self.lang, **params)
 
 
-class WindowedReader(PublishedReader):
-    """A :class:`PublishedReader` that loads only the days from ``since`` on.
-
-    The app never needs a year of history to draw a month: loading the window a page asks for keeps
-    the first render of the overview under two seconds at m6-year scale (see docs/benchmarks.md). All
-    the reader's guarantees (one manifest, retry when a publish removes files) are the parent's.
-    """
-
-    def __init__(self, root: Path | str, tables: tuple[str, ...], since: date | None):
-        super().__init__(root, tables=tables)
-        self.since = since
-
-    def _load(self, manifest: Manifest) -> duckdb.DuckDBPyConnection:
-        con = duckdb.connect(":memory:")
-        for table in manifest.tables:
-            if self.only is not None and table not in self.only:
-                continue
-            files = [manifest.root / rel for day, rel in sorted(manifest.tables[table]["files"].items())
-                     if self.since is None or date.fromisoformat(day) >= self.since]
-            if files:
-                # The table name comes from the manifest's own keys; the file list is a bound parameter.
-                con.execute(f'CREATE TABLE "{table}" AS SELECT * FROM read_parquet(?, hive_partitioning = false)',  # noqa: S608
-                            [[str(f) for f in files]])
-            else:
-                cols = ", ".join(f'"{name}" {typ}' for name, typ in manifest.schema(table)) or "day DATE"
-                con.execute(f'CREATE TABLE "{table}" ({cols})')
-        return con
-
-
 def window_start(start: date, end: date) -> date:
     """First day a page over [start, end] needs (its previous period, 60 days for MoM growth), rounded
     down to a Monday so nearby choices share one loaded snapshot."""
@@ -95,7 +65,9 @@ class _SharedReader:
     (connection, manifest) pair of the same published state."""
 
     def __init__(self, root: str, since: date | None = None):
-        self.reader = WindowedReader(root, TABLES, since)
+        # Only the days from ``since`` on: the app never needs a year of history to draw a month, and
+        # loading the window keeps the first render of the overview fast (docs/benchmarks.md).
+        self.reader = PublishedReader(root, tables=TABLES, since=since)
         self.lock = threading.Lock()
         self.warming = False
         self.last_good: tuple[duckdb.DuckDBPyConnection, Manifest] | None = None
@@ -105,13 +77,11 @@ class _SharedReader:
             error: Exception | None = None
             for attempt in range(3):
                 try:
-                    for _ in range(10):
-                        manifest = self.reader.manifest()
-                        con = self.reader.snapshot()
-                        if self.reader.manifest() is manifest:  # no publish swapped the state in between
-                            self.last_good = (con, manifest)
-                            return con.cursor(), manifest
-                    raise RuntimeError("the published data kept changing while it was read")
+                    con, manifest = self.reader.read()  # one load: the connection and its own manifest
+                    self.last_good = (con, manifest)
+                    return con.cursor(), manifest
+                except NotPublishedError:
+                    raise  # the page says which command builds it
                 except RuntimeError as exc:  # publishes landing faster than a load: wait, try again
                     error = exc
                     time.sleep(0.2 * (attempt + 1))

@@ -282,25 +282,10 @@ class PublishedCollector(Collector):
         """The families without reading any data (registration never touches the published store)."""
         yield from build_families(self.catalog, None, 0.0, self.stale_after)
 
-    def _consistent_snapshot(self) -> tuple[duckdb.DuckDBPyConnection, Manifest]:
-        """A connection and the manifest it was loaded from.
-
-        ``PublishedReader.snapshot()`` and ``.manifest()`` each reload when a publish lands between them,
-        so they are read as manifest, snapshot, manifest: equal versions around the snapshot prove the
-        connection belongs to that manifest (versions only grow).
-        """
-        for _ in range(self.reader.retries):
-            before = self.reader.manifest()
-            con = self.reader.snapshot()
-            after = self.reader.manifest()
-            if before.version == after.version:
-                return con, after
-        raise RuntimeError("published store kept changing while it was read")
-
     def _load(self) -> None:
         """Load the current manifest's state (runs in the loader thread; the only user of the reader)."""
         try:
-            con, manifest = self._consistent_snapshot()
+            con, manifest = self.reader.read()  # the connection and the manifest it was loaded from
             state = load_state(con.cursor(), manifest, self.catalog)
         except NotPublishedError:
             with self._lock:

@@ -22,13 +22,15 @@ import contextlib
 import fcntl
 import json
 import os
+import re
+import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import duckdb
 
@@ -142,25 +144,24 @@ def publish(
             current = {"version": 0, "tables": {}}
         new_tables: dict[str, Any] = json.loads(json.dumps(current.get("tables", {})))
         for table, relation in tables.items():
+            source = _relation(con, table, relation)
             entry = new_tables.setdefault(table, {"files": {}})
-            described = con.execute(f"DESCRIBE SELECT * FROM {relation}").fetchall()
-            entry["schema"] = [[row[0], row[1]] for row in described]
+            entry["schema"] = [[name, str(typ)] for name, typ in zip(source.columns, source.types, strict=True)]
+            if "day" not in source.columns:
+                raise ValueError(f"cannot publish {relation} as {table}: it has no `day` column")
+            ordered = source.sort(*(duckdb.ColumnExpression(c) for c in source.columns))
             for day in days:
                 rel = f"{table}/day={day.isoformat()}/part-{publish_id}.parquet"
                 target = root / rel
-                target.parent.mkdir(parents=True, exist_ok=True)
-                n = con.execute(f"SELECT count(*) FROM {relation} WHERE day = ?", [day]).fetchone()[0]
-                if n == 0:
+                of_day = ordered.filter(duckdb.ColumnExpression("day") == duckdb.ConstantExpression(day))
+                if not of_day.limit(1).fetchall():
                     entry["files"].pop(day.isoformat(), None)
                     continue
+                target.parent.mkdir(parents=True, exist_ok=True)
                 tmp = target.with_name(f".{target.name}.tmp")
                 # `day` lives in the folder name (Hive style); the file keeps it too so a reader of one
                 # file alone still knows its day.
-                con.execute(
-                    f"COPY (SELECT * FROM {relation} WHERE day = $day ORDER BY ALL) "
-                    f"TO '{_sql_path(tmp)}' (FORMAT parquet, COMPRESSION zstd)",
-                    {"day": day},
-                )
+                of_day.write_parquet(str(tmp), compression="zstd")
                 os.replace(tmp, target)
                 entry["files"][day.isoformat()] = rel
         manifest = {
@@ -179,8 +180,38 @@ def publish(
         return Manifest(root, manifest)
 
 
-def _sql_path(path: Path) -> str:
-    return str(path).replace("'", "''")
+_TABLE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+
+
+def check_table_name(table: str) -> str:
+    """``table`` if it is a valid published table name (lower-case identifier: it is a folder name and
+    a SQL identifier of every reader); a clear ``ValueError`` otherwise."""
+    if not isinstance(table, str) or not _TABLE_NAME.match(table):
+        raise ValueError(f"not a valid published table name: {table!r} (lower-case letters, digits and _)")
+    return table
+
+
+def quote_identifier(name: str) -> str:
+    """A SQL identifier in double quotes (embedded quotes doubled)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _relation(con: duckdb.DuckDBPyConnection, table: str, relation: str) -> duckdb.DuckDBPyRelation:
+    """The warehouse relation ``schema.name`` to publish as ``table``, checked to exist in ``con``.
+
+    Names are checked against the connection's catalog (``duckdb_tables()`` / ``duckdb_views()``, bound
+    parameters) and then opened through the relational API, so no name is ever pasted into SQL text.
+    """
+    check_table_name(table)
+    schema, _, name = relation.rpartition(".")
+    known = con.execute(
+        "SELECT count(*) FROM (SELECT schema_name, table_name FROM duckdb_tables() "
+        "UNION ALL SELECT schema_name, view_name FROM duckdb_views()) WHERE schema_name = ? AND table_name = ?",
+        [schema or "main", name],
+    ).fetchall()[0][0]
+    if not known:
+        raise ValueError(f"cannot publish {table}: no table or view {relation!r} in the warehouse")
+    return con.table(f"{quote_identifier(schema or 'main')}.{quote_identifier(name)}")
 
 
 def _remove_unreferenced(root: Path, manifest: dict[str, Any]) -> None:
@@ -201,62 +232,99 @@ def _remove_unreferenced(root: Path, manifest: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------------------------------
 
 
+class Snapshot(NamedTuple):
+    """One published state: an in-memory connection holding its tables and the manifest it came from."""
+
+    con: duckdb.DuckDBPyConnection
+    manifest: Manifest
+
+
 class PublishedReader:
     """Reads one consistent published state into an in-memory DuckDB connection.
 
-    ``snapshot()`` returns a connection where every published table is a table of the same name,
-    loaded from the files one manifest lists. Threads each take their own ``snapshot().cursor()``. The snapshot is cached until the manifest's version
-    changes, so a reader polling every request only pays a ``stat`` of the manifest.
+    :meth:`read` returns a :class:`Snapshot`: a connection where every published table (or those named
+    in ``tables``) is a table of the same name, loaded from the files of one manifest, together with
+    that manifest. ``since`` loads only the days from that day on (a consumer that draws a month need
+    not load a year). Threads each take their own ``read().con.cursor()``. The snapshot is cached
+    until the manifest file changes, so a reader polling every request only pays a ``stat``.
     """
 
-    def __init__(self, root: Path | str | None = None, tables: Iterable[str] | None = None, retries: int = 5):
+    def __init__(self, root: Path | str | None = None, tables: Iterable[str] | None = None, retries: int = 5,
+                 since: date | None = None):
         self.root = Path(root or default_root())
-        self.only = set(tables) if tables else None
+        self.only = {check_table_name(t) for t in tables} if tables else None
+        self.since = since
         self.retries = retries
+        self._lock = threading.Lock()
         self._key: tuple[int, int] | None = None
-        self._con: duckdb.DuckDBPyConnection | None = None
-        self._manifest: Manifest | None = None
+        self._snapshot: Snapshot | None = None
 
-    def manifest(self) -> Manifest:
-        self.snapshot()
-        assert self._manifest is not None
-        return self._manifest
+    def read(self) -> Snapshot:
+        """The current published state and its manifest, from one load (never a mix of two publishes).
+
+        Raises :class:`NotPublishedError` when nothing is published, ``RuntimeError`` when publishes kept
+        removing the files being read for ``retries`` attempts.
+        """
+        with self._lock:
+            last_error: Exception | None = None
+            for attempt in range(self.retries):
+                try:
+                    st = (self.root / MANIFEST).stat()
+                except FileNotFoundError as exc:
+                    raise NotPublishedError(f"nothing published at {self.root} yet: run `make build`") from exc
+                key = (st.st_mtime_ns, st.st_ino)
+                if key == self._key and self._snapshot is not None:
+                    return self._snapshot
+                try:
+                    manifest = read_manifest(self.root)
+                    snapshot = Snapshot(self._load(manifest), manifest)
+                except (duckdb.IOException, FileNotFoundError, json.JSONDecodeError) as exc:
+                    # A publish replaced the manifest and removed files between our reads: read again.
+                    last_error = exc
+                    time.sleep(0.05 * (attempt + 1))
+                    continue
+                # The previous connection is not closed here: another thread may still be reading from
+                # it; it is freed when the last cursor on it goes.
+                self._snapshot, self._key = snapshot, key
+                return snapshot
+        raise RuntimeError(f"could not read a consistent published state at {self.root}: {last_error}")
 
     def snapshot(self) -> duckdb.DuckDBPyConnection:
-        """The current published state; raises :class:`NotPublishedError` when there is none."""
-        last_error: Exception | None = None
-        for attempt in range(self.retries):
-            try:
-                st = (self.root / MANIFEST).stat()
-            except FileNotFoundError as exc:
-                raise NotPublishedError(f"nothing published at {self.root} yet: run `make build`") from exc
-            key = (st.st_mtime_ns, st.st_ino)
-            if key == self._key and self._con is not None:
-                return self._con
-            try:
-                manifest = read_manifest(self.root)
-                con = self._load(manifest)
-            except (duckdb.IOException, FileNotFoundError, json.JSONDecodeError) as exc:
-                # A publish replaced the manifest and removed files between our reads: read again.
-                last_error = exc
-                time.sleep(0.05 * (attempt + 1))
-                continue
-            # The previous connection is not closed here: another thread may still be reading from it;
-            # it is freed when the last cursor on it goes.
-            self._con, self._manifest, self._key = con, manifest, key
-            return con
-        raise RuntimeError(f"could not read a consistent published state at {self.root}: {last_error}")
+        """The connection of :meth:`read` (use :meth:`read` when the manifest is needed too)."""
+        return self.read().con
+
+    def manifest(self) -> Manifest:
+        """The manifest of :meth:`read`."""
+        return self.read().manifest
+
+    def files(self, manifest: Manifest, table: str) -> list[Path]:
+        """The files of ``table`` this reader loads: every listed day, or those from ``since`` on."""
+        entry = manifest.tables.get(table) or {"files": {}}
+        return [manifest.root / rel for day, rel in sorted(entry["files"].items())
+                if self.since is None or date.fromisoformat(day) >= self.since]
 
     def _load(self, manifest: Manifest) -> duckdb.DuckDBPyConnection:
         con = duckdb.connect(":memory:")
         for table in manifest.tables:
             if self.only is not None and table not in self.only:
                 continue
-            files = manifest.files(table)
+            check_table_name(table)  # the name comes from the manifest file: checked before it names a table
+            files = self.files(manifest, table)
             if files:
-                listing = ", ".join(f"'{_sql_path(f)}'" for f in files)
-                con.execute(f'CREATE TABLE "{table}" AS SELECT * FROM read_parquet([{listing}], hive_partitioning = false)')
+                con.read_parquet([str(f) for f in files], hive_partitioning=False).create(quote_identifier(table))
             else:
-                cols = ", ".join(f'"{name}" {typ}' for name, typ in manifest.schema(table)) or "day DATE"
-                con.execute(f'CREATE TABLE "{table}" ({cols})')
+                con.execute(f"CREATE TABLE {quote_identifier(table)} ({_column_list(manifest.schema(table))})")
         return con
+
+
+def _column_list(schema: list[list[str]]) -> str:
+    """Column definitions of an empty table from a manifest's schema: each name quoted, each type parsed
+    by DuckDB and written back in its canonical form (text that is not a type is a clear error)."""
+    columns = []
+    for name, typ in schema or [["day", "DATE"]]:
+        try:
+            parsed = str(duckdb.sqltype(typ))
+        except duckdb.Error as exc:
+            raise ValueError(f"manifest schema: column {name!r} has no valid type ({typ!r})") from exc
+        columns.append(f"{quote_identifier(name)} {parsed}")
+    return ", ".join(columns)
