@@ -157,9 +157,13 @@ def test_matching_recall_delay_precision_and_false_alerts_per_week(tmp_path):
     assert (latency["detected"], latency["delays"], latency["within_goal"]) == (1, [timedelta(minutes=20)], 0)
     assert report["per_metric"]["error_ratio"] == {"alerts": 2, "true": 1, "false": 1, "precision": 0.5,
                                                    "false_per_week": 0.5}
-    text = render(report, {"profile": "demo", "days": 90, "incidents": 2, "seed": 7, "series": 3, "seconds": 1.0})
+    meta = {"profile": "demo", "days": 90, "incidents": 2, "seed": 7, "series": 3, "seconds": 1.0,
+            "first_day": "2026-08-30", "last_day": "2026-11-27"}
+    text = render(report, meta)
+    assert text.startswith("### demo\n")
     assert "| outage | 1 | 1 | 100% | 3 min | 1/1 (goal 15 min) |" in text
     assert "| latency_regression | 1 | 1 | 100% | 20 min | 0/1 (goal 15 min) |" in text
+    assert "| outage | error_ratio | 1/1 | 3 min |" in text
     bench = tmp_path / "benchmarks.md"
     bench.write_text("# Pulso benchmarks\n\n## Warehouse\nkeep me\n\n## Anomaly detection and forecasts\nold\n\n"
                      "## Exporter\nkeep me too\n", encoding="utf-8")
@@ -167,6 +171,15 @@ def test_matching_recall_delay_precision_and_false_alerts_per_week(tmp_path):
     out = bench.read_text(encoding="utf-8")
     assert "old" not in out and out.count("keep me") == 2 and "| outage |" in out
     assert out.index("## Warehouse") < out.index("## Anomaly detection") < out.index("## Exporter")
+    # Another run (clean, no incidents) adds its own subsection; re-running demo replaces only demo's.
+    clean = render(match([findings[1]], [], timedelta(minutes=5), weeks=2.0), {**meta, "incidents": 0, "clean": True, "seconds": 5.0})
+    assert clean.startswith("### demo, clean (no incidents)\n") and "| error_ratio | 1 | 0 | — | 0.50 |" in clean
+    write_section(bench, clean)
+    write_section(bench, text.replace("evaluated in 1 s", "evaluated in 2 s"))
+    out = bench.read_text(encoding="utf-8")
+    assert out.count("### demo\n") == 1 and out.count("### demo, clean (no incidents)\n") == 1
+    assert "evaluated in 2 s" in out and "evaluated in 1 s" not in out
+    assert out.index("### demo\n") < out.index("### demo, clean") < out.index("Goals: ") < out.index("## Exporter")
 
 
 def test_policy_reads_names_and_units_from_the_catalog(tmp_path):
