@@ -288,17 +288,23 @@ def freshness(con: duckdb_lib.DuckDBPyConnection) -> tuple[date | None, date | N
 
 
 @dg.asset(group_name="published", kinds={"parquet"}, deps=[kpi_daily, slo_daily, incidents, cost_daily, payments_daily,
-                                                            latency_daily, ops_hourly], **COMMON)
+                                                            latency_daily, ops_hourly, fx_daily, raw_metrics], **COMMON)
 def published_marts(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.MaterializeResult:
-    """The marts of the run's days (and re-opened days) published atomically for consumers
-    (``pipelines.lib.published``), with ``complete_through`` / ``data_through`` in the manifest."""
+    """The marts of the run's days (and re-opened days) and their daily ARS/USD rate (``staging.fx_daily``)
+    published atomically for consumers (``pipelines.lib.published``), with ``complete_through`` /
+    ``data_through`` in the manifest. ``marts.cache_daily`` (hits and requests per day and place, the
+    counts behind the cache hit ratio) is a plain roll-up of the metric counters, rebuilt here for the
+    days being published."""
+    from pipelines.lib.kpis import PUBLISHED_RELATIONS
+
     days = run_days(context)
     with _connect(duckdb) as con:
         _open(con)
         redo = _redo_days(con, days)
+        marts_lib.build_cache_daily(con, redo)
         complete, through = freshness(con)
         manifest = publish(
-            con, {t: f"marts.{t}" for t in PUBLISHED_TABLES}, redo, root=published_root(),
+            con, PUBLISHED_RELATIONS, redo, root=published_root(),
             extra={"complete_through": complete.isoformat() if complete else None,
                    "data_through": through.isoformat() if through else None,
                    "run_id": context.run.run_id},
