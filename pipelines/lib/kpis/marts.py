@@ -84,6 +84,20 @@ def build_latency_daily(con: duckdb.DuckDBPyConnection, days: Sequence[date]) ->
     )
 
 
+def build_cache_daily(con: duckdb.DuckDBPyConnection, days: Sequence[date]) -> int:
+    """``marts.cache_daily``: cache hits and cache requests summed per day, niche, country and region
+    (the counts behind ``cache_hit_ratio``, so a period's ratio is summed hits / summed requests)."""
+    return replace_days(
+        con, "marts.cache_daily",
+        f"""SELECT day, niche, country, region,
+               coalesce(sum(increase) FILTER (WHERE metric = 'cache_hits_total'), 0) AS hits,
+               coalesce(sum(increase) FILTER (WHERE metric = 'cache_requests_total'), 0) AS requests
+        FROM {COUNTER_TABLE} WHERE metric IN ('cache_hits_total', 'cache_requests_total')
+          AND day IN (SELECT unnest($days::DATE[])) GROUP BY ALL ORDER BY ALL""",  # noqa: S608 - a module constant
+        days,
+    )
+
+
 def build_ops_hourly(con: duckdb.DuckDBPyConnection, days: Sequence[date]) -> int:
     """``marts.ops_hourly``: requests, 5xx errors, p95 (ms) per hour and service; the niche-region's peak
     active sessions of the hour is repeated on each of its service rows (sessions have no service label)."""
@@ -450,6 +464,7 @@ def build_all_marts(con: duckdb.DuckDBPyConnection, days: Iterable[date]) -> dic
     counts = {
         "latency_daily": build_latency_daily(con, day_list),
         "ops_hourly": build_ops_hourly(con, day_list),
+        "cache_daily": build_cache_daily(con, day_list),
         "incidents": build_incidents(con, day_list),
         "slo_daily": build_slo_daily(con, day_list),
         "cost_daily": build_cost_daily(con, day_list),
