@@ -29,6 +29,8 @@ FX_TABLE = "fx_daily"  # day DATE, ars_per_usd DECIMAL(18,6): see the report / d
 
 # How a KPI's daily values make one value for a period. Merged where the published data allows it;
 # rolling or cumulative KPIs (availability over 30 days, ARR, onboarded count) take the latest value.
+# The cache hit ratio of a period is summed hits / summed requests (``cache_daily``), never a mean of
+# daily ratios nor the last day's.
 PERIOD_RULES: dict[str, str] = {
     "latency_p50_ms": "buckets:0.50",
     "latency_p95_ms": "buckets:0.95",
@@ -39,7 +41,7 @@ PERIOD_RULES: dict[str, str] = {
     "mttr_minutes": "max",
     "scaling_time_minutes": "max",
     "peak_concurrent_users": "max",
-    "cache_hit_ratio": "last",
+    "cache_hit_ratio": "cache",
     "db_pool_utilization_ratio": "max",
     "infra_cost_usd": "sum",
     "revenue_usd": "sum",
@@ -304,6 +306,31 @@ def mercadopago_counts(con: duckdb.DuckDBPyConnection, catalog: Catalog, scope: 
     return {k: PaymentCounts(int(f or 0), int(s or 0)) for k, f, s in rows}
 
 
+@dataclass(frozen=True)
+class CacheCounts:
+    hits: float
+    requests: float
+
+    @property
+    def hit_ratio(self) -> float | None:
+        return self.hits / self.requests if self.requests > 0 else None
+
+
+def cache_counts(con: duckdb.DuckDBPyConnection, scope: Scope) -> CacheCounts | None:
+    """Cache hits and requests summed over the scope (``cache_daily``); None when not published or
+    when the scope has no cache traffic."""
+    if not has_table(con, "cache_daily"):
+        return None
+    where, params = _scope_where(scope)
+    row = con.execute(
+        f"SELECT sum(hits), sum(requests) FROM cache_daily WHERE {where} AND {_finest()}",  # noqa: S608 - fixed text, values bound
+        params,
+    ).fetchall()[0]
+    if row[1] is None:
+        return None
+    return CacheCounts(float(row[0] or 0), float(row[1]))
+
+
 # ------------------------------------------------------------------------------------------------
 # A KPI over a period
 # ------------------------------------------------------------------------------------------------
@@ -340,6 +367,10 @@ def period_value(con: duckdb.DuckDBPyConnection, catalog: Catalog, kpi_id: str, 
     elif rule == "payments":
         counts = mercadopago_counts(con, catalog, scope).get("all")
         value = counts.success_ratio if counts else None
+        split = True
+    elif rule == "cache":
+        counts = cache_counts(con, scope)
+        value = counts.hit_ratio if counts else None
         split = True
     elif rule in ("revenue_per_cost", "margin"):
         # Both sums in USD whatever the display currency: the ratio is currency-free.

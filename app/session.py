@@ -30,7 +30,7 @@ IDENTITY_KEY = "pulso_identity"
 DEFAULT_DAYS = 30
 # Published tables the view reads (ops_hourly is not needed: loading less keeps first render fast).
 TABLES = ("kpi_daily", "slo_daily", "incidents", "cost_daily", "payments_daily", "latency_daily",
-          "alert_history", "fx_daily")
+          "alert_history", "fx_daily", "cache_daily")
 
 
 @dataclass

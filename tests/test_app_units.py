@@ -11,6 +11,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from app import auth
@@ -185,6 +186,30 @@ def test_period_values_merge_never_average(con, catalog):
     assert value("arr_usd") == Decimal("309000")  # latest
     assert value("scaling_time_minutes") is None
     assert value("bookings", PERIOD.with_(niche="barber")) == pytest.approx(0.6 * 1092)
+    assert value("cache_hit_ratio") == pytest.approx(0.92)  # 6,440 hits of 7,000 requests
+
+
+def test_cache_hit_ratio_of_a_period_is_summed_hits_over_summed_requests(catalog):
+    """Day 1: 1 hit of 4 requests (25 %); day 2: 1,000 of 1,000 (100 %). The two-day ratio is
+    1,001 / 1,004 = 99.70 %: not the mean of the daily ratios (62.5 %) nor the last day's (100 %)."""
+    d1, d2 = date(2026, 11, 26), date(2026, 11, 27)
+    mem = duckdb.connect()
+    mem.execute("CREATE TABLE cache_daily (day DATE, niche VARCHAR, country VARCHAR, region VARCHAR, hits DOUBLE, requests DOUBLE)")
+    mem.execute("INSERT INTO cache_daily VALUES (?, 'barber', 'AR', 'buenos_aires', 1, 4), "
+                "(?, 'barber', 'AR', 'buenos_aires', 990, 990), (?, 'psychology', 'AR', 'cordoba', 10, 10)",
+                [d1, d2, d2])
+    mem.execute("CREATE TABLE kpi_daily (day DATE, kpi VARCHAR, niche VARCHAR, country VARCHAR, region VARCHAR, "
+                "value DOUBLE, unit VARCHAR, target DOUBLE, status VARCHAR)")
+    mem.execute("INSERT INTO kpi_daily VALUES (?, 'cache_hit_ratio', 'all', 'all', 'all', 0.25, 'ratio', 0.9, 'breach'), "
+                "(?, 'cache_hit_ratio', 'all', 'all', 'all', 1.0, 'ratio', 0.9, 'ok')", [d1, d2])
+    two_days = Scope(d1, d2)
+    value = period_value(mem, catalog, "cache_hit_ratio", two_days, {})
+    assert value.value == pytest.approx(1001 / 1004) and value.split
+    assert period_value(mem, catalog, "cache_hit_ratio", two_days.with_(niche="psychology"), {}).value == 1.0
+    assert period_value(mem, catalog, "cache_hit_ratio", Scope(d1, d1), {}).value == 0.25
+    assert period_value(mem, catalog, "cache_hit_ratio", two_days.with_(country="UY"), {}).value is None  # no traffic
+    cards = {c.kpi: c for c in kpi_cards(View(mem, catalog, two_days, "en", {}), [catalog.kpi("cache_hit_ratio")])}
+    assert cards["cache_hit_ratio"].value == "99.70%"  # the mean of ratios would read 62.50%
 
 
 def test_latency_and_payments_by_niche(con, catalog):
