@@ -121,6 +121,18 @@ def test_firing_message_block_kit_numbers_links_and_no_personal_data():
     assert "juan.perez" not in dumped and "example.com" not in dumped and "30123456" not in dumped
     assert dumped.count("(other)") == 2
     assert msg["text"].startswith(":large_orange_circle: Warning anomaly: Response time p95 up")
+    assert blocks[4]["elements"][0]["text"] == "Pulso · alert `latency_p95_ms|niche=psychology|region=cordoba@20261127T1405`"
+
+
+def test_personal_values_in_a_scope_never_reach_slack():
+    # A label that is not a catalog id nor a short lower-case code (a name, an e-mail, a DNI) is redacted
+    # everywhere: header, links, contributors and the alert id shown in the context line.
+    leaked = {"niche": "psychology", "country": "AR", "region": "Juan Pérez <juan@example.com> 30123456"}
+    anomaly = latency_anomaly(key="latency_p95_ms|niche=psychology|region=" + leaked["region"], scope=leaked)
+    for msg in (firing_message(anomaly), resolved_message(anomaly, T0 + timedelta(hours=1))):
+        dumped = json.dumps(msg, ensure_ascii=False)
+        assert "Juan" not in dumped and "juan" not in dumped and "30123456" not in dumped and "example" not in dumped
+        assert "region=(other)" in dumped
 
 
 def test_cost_message_carries_expected_actual_impact_and_percent():

@@ -123,6 +123,15 @@ def _links(anomaly: Anomaly, catalog: Catalog) -> tuple[str, str]:
     return grafana, app
 
 
+def _shown_id(anomaly: Anomaly, catalog: Catalog) -> str:
+    """The alert id as shown in Slack: the key's parts pass :func:`safe_label` (the stored id keeps them)."""
+    parts = []
+    for part in anomaly.key.split("|"):
+        dim, sep, value = part.partition("=")
+        parts.append(f"{safe_label(dim, catalog)}={safe_label(value, catalog)}" if sep else safe_label(part, catalog))
+    return "|".join(parts) + f"@{anomaly.started_at.astimezone(ZoneInfo('UTC')):%Y%m%dT%H%M}"
+
+
 def _local(ts: datetime, catalog: Catalog) -> str:
     return ts.astimezone(ZoneInfo(catalog.timezone)).strftime("%Y-%m-%d %H:%M") + " (AR)"
 
@@ -173,7 +182,7 @@ def firing_message(anomaly: Anomaly, catalog: Catalog | None = None, *, escalate
             {"type": "button", "text": {"type": "plain_text", "text": "Grafana dashboard"}, "url": grafana},
             {"type": "button", "text": {"type": "plain_text", "text": "Executive view"}, "url": app},
         ]},
-        {"type": "context", "elements": [{"type": "mrkdwn", "text": f"Pulso · alert `{anomaly.alert_id}`"}]},
+        {"type": "context", "elements": [{"type": "mrkdwn", "text": f"Pulso · alert `{_shown_id(anomaly, catalog)}`"}]},
     ]
     text = (f"{SEVERITY_EMOJI.get(anomaly.severity, '')} {title}: {format_value(anomaly.actual, anomaly.unit)} vs "
             f"expected {format_value(anomaly.expected, anomaly.unit)}").strip()
@@ -204,6 +213,6 @@ def resolved_message(anomaly: Anomaly, resolved_at: datetime, catalog: Catalog |
                 {"type": "button", "text": {"type": "plain_text", "text": "Grafana dashboard"}, "url": grafana},
                 {"type": "button", "text": {"type": "plain_text", "text": "Executive view"}, "url": app},
             ]},
-            {"type": "context", "elements": [{"type": "mrkdwn", "text": f"Pulso · alert `{anomaly.alert_id}`"}]},
+            {"type": "context", "elements": [{"type": "mrkdwn", "text": f"Pulso · alert `{_shown_id(anomaly, catalog)}`"}]},
         ],
     }
