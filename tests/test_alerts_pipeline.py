@@ -287,3 +287,7 @@ def test_kpi_forecasts_asset_month_end_cost_and_capacity(tmp_path, monkeypatch):
     assert meta["capacity_month_3_5000_users"].value == (as_of + timedelta(days=161)).isoformat()
     assert meta["capacity_month_6_15000_users"].value == (as_of + timedelta(days=271)).isoformat()
     assert "| peak_concurrent_users | breach |" in meta["target_crossings"].value
+    # The coming week of exact 1 %/day growth: 1000 x e^(0.01 h), an exact fit leaves a zero-width interval.
+    week = meta["peak_users_next_7_days"].value.splitlines()
+    assert week[2] == f"| {as_of} | 1,000 | 1,000 – 1,000 |" and len(week) == 9
+    assert week[8] == f"| {as_of + timedelta(days=6)} | 1,062 | 1,062 – 1,062 |"  # 1000 x e^0.06 = 1061.8

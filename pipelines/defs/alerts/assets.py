@@ -19,7 +19,13 @@ from alerts.detection.daily import published_daily_series
 from alerts.detection.monitor import Policy, collapse_related, load_policy, scan, to_anomaly
 from alerts.detection.operational import Series, build_series
 from alerts.detection.payments import IntradayConfig, build_payment_series, load_intraday
-from alerts.forecast.forecast import ForecastInputError, capacity_crossings, forecast_month_end, kpi_target_crossings
+from alerts.forecast.forecast import (
+    ForecastInputError,
+    capacity_crossings,
+    forecast_days,
+    forecast_month_end,
+    kpi_target_crossings,
+)
 from alerts.slack.delivery import ENV_VAR, SlackConfigError, SlackWebhookSender
 from alerts.slack.notifier import AlertStore
 from pipelines.defs.common.resources import published_root
@@ -154,8 +160,8 @@ ALERT_ASSETS = [ops_5m, operational_anomalies, daily_anomalies, alert_history]
 @dg.asset(group_name="alerts", kinds={"python"}, deps=[dg.AssetKey("published_marts")])
 def kpi_forecasts(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     """Where the trend leads, from published ``kpi_daily`` totals: month-end infra cost with a 90 %
-    interval, the days peak concurrent users pass each plan capacity, and the day each KPI's trend
-    crosses its target (shown in the run metadata)."""
+    interval, the coming week's peak concurrent users, the days they pass each plan capacity, and the
+    day each KPI's trend crosses its target (shown in the run metadata)."""
     try:
         con = PublishedReader(published_root(), tables=["kpi_daily"]).snapshot()
     except NotPublishedError:
@@ -176,6 +182,14 @@ def kpi_forecasts(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
             meta[f"capacity_{phase}_{int(c.threshold)}_users"] = c.day.isoformat() if c.day else c.status
     except (ForecastInputError, IndexError):
         meta["capacity"] = "not enough history"
+    try:  # the coming week's peak concurrent users (Argentine holidays, calibrated 90 % interval)
+        week = forecast_days(users["day"].to_list(), users["value"].to_list(), 7)
+        meta["peak_users_next_7_days"] = dg.MetadataValue.md("\n".join(
+            ["| day | forecast | 90 % interval |", "|---|---|---|"]
+            + [f"| {r['day']} | {r['forecast']:,.0f} | {r['lower']:,.0f} – {r['upper']:,.0f} |"
+               for r in week.iter_rows(named=True)]))
+    except (ForecastInputError, IndexError):
+        meta["peak_users_next_7_days"] = "not enough history"
     crossings = kpi_target_crossings(kpis)
     lines = ["| kpi | status now | crosses on | projected | target then |", "|---|---|---|---|---|"]
     for r in crossings.iter_rows(named=True):
