@@ -90,8 +90,8 @@ def _days(root: Path) -> list[date]:
 
 
 def cost_series(root: Path, timezone: str, days: list[date] | None = None) -> tuple[list[Series], pl.DataFrame]:
-    """Daily amortized cost (total, per niche, per niche x service) through the warehouse's CUR loader
-    (only ``days`` if given)."""
+    """Daily amortized cost (total, per niche, per niche x service) through the warehouse's CUR loader:
+    the series of ``days`` (all if None) and the frame of every day (the forecast backtest uses all)."""
     con = duckdb.connect(":memory:")
     prepare(con)
     load_cur2(con, LocalStorage(root / "billing"))
@@ -101,9 +101,8 @@ def cost_series(root: Path, timezone: str, days: list[date] | None = None) -> tu
         "sum(cost_micros)::BIGINT AS micros FROM staging.cost_items_daily GROUP BY ALL ORDER BY ALL").to_arrow_table())
     con.close()
     frame = frame.with_columns((pl.col("micros").cast(pl.Float64) / 1e6).alias("cost_usd"))
-    if days:
-        frame = frame.filter(pl.col("day").is_between(days[0], days[-1]))
-    series = daily_series(frame, "infra_cost_usd", "cost_usd",
+    window = frame.filter(pl.col("day").is_between(days[0], days[-1])) if days else frame
+    series = daily_series(window, "infra_cost_usd", "cost_usd",
                           {"total": (), "niche": ("niche",), "niche_service": ("niche", "service")}, timezone)
     return series, frame
 
@@ -325,7 +324,8 @@ def render(report: dict, meta: dict) -> str:
         lines.append("| (none) | 0 | 0 | — | 0.00 |")
     bt = meta.get("backtest")
     if bt:
-        lines += ["", f"Month-end cost forecast backtest (a forecast on every day of every complete month, "
+        lines += ["", f"Month-end cost forecast backtest (a forecast on every day of every complete month of the "
+                      f"whole bill, "
                       f"{bt['rows']} forecasts over {bt['months']}): **MAPE {bt['mape']:.2f}%** (goal ≤ 5%), "
                       f"90% interval coverage **{bt['coverage']:.0%}** (nominal 90%); first week of each month MAPE "
                       f"{bt['mape_first_week']:.2f}%, last week {bt['mape_last_week']:.2f}%."]
@@ -406,7 +406,8 @@ def evaluate(root: Path, policy: Policy | None = None, last_days: int | None = N
         if bt.height:
             inside = ((bt["lower"] <= bt["actual"]) & (bt["actual"] <= bt["upper"])).mean()
             dom = bt["as_of"].dt.day()
-            meta["backtest"] = {"rows": bt.height, "months": ", ".join(sorted(set(bt["month"]))),
+            meta["backtest"] = {"rows": bt.height, "months": (f"{bt['month'].min()} .. {bt['month'].max()} ({bt['month'].n_unique()} months)"
+                                           if bt["month"].n_unique() > 2 else ", ".join(sorted(set(bt["month"])))),
                                 "mape": bt["ape"].mean(), "coverage": inside,
                                 "mape_first_week": bt.filter(dom <= 7)["ape"].mean() or 0.0,
                                 "mape_last_week": bt.filter(dom >= 22)["ape"].mean() or 0.0}
@@ -420,6 +421,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sources", type=Path, default=Path(os.environ.get("PULSO_SOURCES", "data/sources/demo")))
     parser.add_argument("--benchmarks", type=Path, default=Path("docs/benchmarks.md"))
     parser.add_argument("--no-write", action="store_true", help="print the section, do not edit docs/benchmarks.md")
+    parser.add_argument("--report-json", type=Path, help="also write the raw figures here")
     parser.add_argument("--last-days", type=int, help="evaluate only the last N days (a long profile such as m6-year)")
     args = parser.parse_args(argv)
     if not (args.sources / "incidents.json").exists():
@@ -437,6 +439,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     text = render(report, meta)
     print(text)
+    if args.report_json:
+        args.report_json.write_text(json.dumps({"report": report, "meta": meta}, default=str, indent=1), encoding="utf-8")
     if not args.no_write:
         write_section(args.benchmarks, text)
         print(f"wrote the section to {args.benchmarks}")
