@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
+from functools import lru_cache
 from pathlib import Path
 
 import duckdb
@@ -182,12 +183,17 @@ def intraday_payment_series(root: Path, config: IntradayConfig | None = None,
     return build_payment_series(decision_counts(decisions(updates), config.step_minutes, start, end), config)
 
 
+@lru_cache(maxsize=1)
+def _intraday_step() -> int:
+    return IntradayConfig.from_policy().step_minutes
+
+
 def _resolution(metric: str, step: timedelta) -> timedelta:
     """How long a point of this metric's series covers (an alert is known when it is complete)."""
     if metric in GOAL_DELAY:
         return timedelta(days=1)
     if metric in INTRADAY_METRICS:
-        return timedelta(minutes=IntradayConfig.from_policy().step_minutes)
+        return timedelta(minutes=_intraday_step())
     return step
 
 
