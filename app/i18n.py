@@ -86,6 +86,8 @@ TEXTS: dict[str, dict[str, str]] = {
     "rule_payments": {"es": "Aprobados / pagos con estado final, contados en el período.",
                       "en": "Approved / payments with a final status, counted over the period."},
     "rule_ratio_of_sums": {"es": "Cociente de las sumas del período.", "en": "Ratio of the period's sums."},
+    "rule_cache": {"es": "Aciertos / consultas a la caché, sumados en el período.",
+                   "en": "Cache hits / cache requests, summed over the period."},
     "vs_previous": {"es": "vs. período anterior", "en": "vs. previous period"},
     # reliability
     "availability_by": {"es": "Disponibilidad y presupuesto de error por vertical y país",

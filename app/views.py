@@ -223,7 +223,8 @@ def kpi_cards(view: View, kpis: list[Kpi] | None = None) -> list[Card]:
             change = fmt.to_decimal(current.value) - fmt.to_decimal(previous.value)  # type: ignore[arg-type]
         points = [float(p.value) for p in series[kpi.id] if not fmt.is_missing(p.value)]
         rule_key = {"sum": "rule_sum", "last": "rule_last", "max": "rule_max", "payments": "rule_payments",
-                    "revenue_per_cost": "rule_ratio_of_sums", "margin": "rule_ratio_of_sums"}.get(
+                    "revenue_per_cost": "rule_ratio_of_sums", "margin": "rule_ratio_of_sums",
+                    "cache": "rule_cache"}.get(
             current.rule, "rule_buckets")
         n, c, _, _ = grain(kpi, scope)
         target = in_currency(cat.target(kpi.id, scope.end, n, c), kpi.unit, scope.end, scope.currency, view.rates)

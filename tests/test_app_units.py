@@ -210,6 +210,7 @@ def test_cache_hit_ratio_of_a_period_is_summed_hits_over_summed_requests(catalog
     assert period_value(mem, catalog, "cache_hit_ratio", two_days.with_(country="UY"), {}).value is None  # no traffic
     cards = {c.kpi: c for c in kpi_cards(View(mem, catalog, two_days, "en", {}), [catalog.kpi("cache_hit_ratio")])}
     assert cards["cache_hit_ratio"].value == "99.70%"  # the mean of ratios would read 62.50%
+    assert cards["cache_hit_ratio"].help.startswith("Cache hits / cache requests, summed over the period.")
 
 
 def test_latency_and_payments_by_niche(con, catalog):
