@@ -215,6 +215,45 @@ def _finest(alias: str = "") -> str:
     return f"{p}niche <> 'all' AND {p}country <> 'all' AND {p}region <> 'all'"
 
 
+# The only columns a caller may group by. SQL text is built from these fixed names; every filter value
+# (dates, niche, country, region, statuses) is a bound parameter, never text in the query.
+GROUP_COLUMNS = {
+    "cost_daily": ("niche", "service", "allocation", "charge_category"),
+    "payments_daily": ("day", "niche", "country", "region", "payment_method", "status", "status_detail"),
+}
+
+
+def _group_column(table: str, column: str) -> str:
+    """``column`` if it is one of the fixed grouping columns of ``table``; ``ValueError`` otherwise."""
+    if column not in GROUP_COLUMNS[table]:
+        raise ValueError(f"cannot group {table} by {column!r}: one of {', '.join(GROUP_COLUMNS[table])}")
+    return column
+
+
+class ScopeError(ValueError):
+    """A filter value that is not one the catalog knows (the page falls back to its defaults)."""
+
+
+def checked_scope(scope: Scope, catalog: Catalog) -> Scope:
+    """``scope`` if every filter is a value the catalog knows (or ``all``), the dates are dates in order
+    and the currency is USD or ARS; :class:`ScopeError` otherwise. The app builds its scope only from
+    catalog-known choices; this is the check at the query boundary."""
+    known = {
+        "niche": set(catalog.niche_ids),
+        "country": {c.id for c in catalog.countries},
+        "region": {r.id for r in catalog.regions},
+    }
+    for column, allowed in known.items():
+        value = getattr(scope, column)
+        if not isinstance(value, str) or (value != ALL and value not in allowed):
+            raise ScopeError(f"unknown {column} filter")  # the value itself is not echoed back
+    if not (isinstance(scope.start, date) and isinstance(scope.end, date) and scope.start <= scope.end):
+        raise ScopeError("the period must be two dates in order")
+    if scope.currency not in ("USD", "ARS"):
+        raise ScopeError("unknown currency")
+    return scope
+
+
 def _scope_where(scope: Scope) -> tuple[str, list[Any]]:
     sql = "day BETWEEN ? AND ?"
     params: list[Any] = [scope.start, scope.end]
@@ -295,9 +334,9 @@ def mercadopago_counts(con: duckdb.DuckDBPyConnection, catalog: Catalog, scope: 
         return {}
     payments = catalog.section("payments")
     where, params = _scope_where(scope)
-    key = by or "'all'"
+    key = _group_column("payments_daily", by) if by else "'all'"
     rows = con.execute(
-        f"SELECT {key} AS k, "  # noqa: S608 - `by` is a fixed column name chosen by the caller
+        f"SELECT {key} AS k, "  # noqa: S608 - `key` is an allow-listed column name; values are bound
         "sum(payments) FILTER (WHERE list_contains(?, status)), "
         "sum(payments) FILTER (WHERE list_contains(?, status)) "
         f"FROM payments_daily WHERE {where} AND {_finest()} AND provider = 'mercadopago' GROUP BY k ORDER BY k",
@@ -439,17 +478,22 @@ def incidents(con: duckdb.DuckDBPyConnection, scope: Scope) -> list[dict[str, An
 
 
 def cost_by(con: duckdb.DuckDBPyConnection, scope: Scope, column: str, rates: dict[date, Decimal],
-            where_extra: str = "") -> dict[str, Decimal | None]:
-    """Exact cost per ``column`` value over the period, in the display currency (day-by-day rates)."""
+            allocation: str | None = None) -> dict[str, Decimal | None]:
+    """Exact cost per ``column`` value over the period, in the display currency (day-by-day rates);
+    only lines of one ``allocation`` (``tagged`` / ``shared_split``) when given."""
     if not has_table(con, "cost_daily"):
         return {}
+    column = _group_column("cost_daily", column)
     where = "day BETWEEN ? AND ?"
     params: list[Any] = [scope.start, scope.end]
     if scope.niche != ALL:
         where += " AND niche = ?"
         params.append(scope.niche)
+    if allocation is not None:
+        where += " AND allocation = ?"
+        params.append(allocation)
     daily = con.execute(
-        f"SELECT {column}, day, sum(cost_usd) FROM cost_daily WHERE {where} {where_extra} "  # noqa: S608
+        f"SELECT {column}, day, sum(cost_usd) FROM cost_daily WHERE {where} "  # noqa: S608 - allow-listed column
         f"GROUP BY {column}, day ORDER BY {column}, day", params,
     ).fetchall()
     totals: dict[str, Decimal | None] = {}
@@ -469,6 +513,7 @@ def payments_by(con: duckdb.DuckDBPyConnection, catalog: Catalog, scope: Scope, 
     if not has_table(con, "payments_daily"):
         return []
     payments = catalog.section("payments")
+    column = _group_column("payments_daily", column)
     where, params = _scope_where(scope)
     return rows(con, f"""
         SELECT {column} AS key,

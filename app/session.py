@@ -21,7 +21,7 @@ import streamlit as st
 from app import auth
 from app.formatting import AR_TZ, day, moment
 from app.i18n import DEFAULT_LANG, catalog_name, t
-from app.queries import Scope, fx_rates, has_table
+from app.queries import Scope, checked_scope, fx_rates, has_table
 from pipelines.lib.catalog import ALL, Catalog, load_catalog
 from pipelines.lib.published import Manifest, NotPublishedError, PublishedReader, default_root, read_manifest
 
@@ -146,13 +146,39 @@ def prewarm() -> None:
     threading.Thread(target=load, name="pulso-prewarm", daemon=True).start()
 
 
+LANGUAGES = ("es", "en")
+CURRENCIES = ("USD", "ARS")
+
+
 def lang() -> str:
     """The chosen language (session state), Spanish by default."""
-    return st.session_state.get("lang", DEFAULT_LANG)
+    chosen = st.session_state.get("lang", DEFAULT_LANG)
+    return chosen if chosen in LANGUAGES else DEFAULT_LANG
+
+
+def _offered(value: Any, options: Any) -> bool:
+    try:
+        return value in options
+    except TypeError:  # an unhashable or odd value: not one of ours
+        return False
+
+
+def forget_unknown(key: str, ok: Any) -> None:
+    """Drop a session value the page never offered (stale, or set from outside) before its widget is
+    built, so the widget falls back to its default: filters only ever hold values the page listed."""
+    if key in st.session_state and not ok(st.session_state[key]):
+        del st.session_state[key]
+
+
+def _period_ok(value: Any, first: date, last: date) -> bool:
+    days = list(value) if isinstance(value, tuple | list) else [value]
+    return (1 <= len(days) <= 2 and all(isinstance(d, date) and not isinstance(d, datetime) and first <= d <= last
+                                        for d in days) and days == sorted(days))
 
 
 def language_switch(where: Any) -> str:
     """The language control (also shown on the sign-in page)."""
+    forget_unknown("lang", lambda v: _offered(v, LANGUAGES))
     return where.radio(
         "Idioma / Language", ["es", "en"], key="lang", horizontal=True,
         format_func=lambda code: {"es": "Español (AR)", "en": "English"}[code],
@@ -261,8 +287,9 @@ def build_context(identity: auth.Identity) -> PageContext:
     sb = st.sidebar
     # The date format is part of the widget's identity, so there is one widget per language and the
     # chosen range is kept under our own key: switching language keeps the period.
+    forget_unknown(f"period_{language}", lambda v: _period_ok(v, first, last))
     kept = st.session_state.get("pulso_period")
-    if not (isinstance(kept, tuple) and len(kept) == 2 and first <= kept[0] <= kept[1] <= last):
+    if not (isinstance(kept, tuple) and len(kept) == 2 and _period_ok(kept, first, last)):
         kept = (default_start, last)
     picked = sb.date_input(
         t("date_range", language), value=kept, min_value=first, max_value=last,
@@ -279,19 +306,22 @@ def build_context(identity: auth.Identity) -> PageContext:
     niche_names = {n.id: catalog_name(n, language) for n in catalog.niches}
     # Like the period: one widget per language (labels differ), the choice kept under our own key.
     kept_niche = st.session_state.get("pulso_niche", ALL)
+    forget_unknown(f"niche_{language}", lambda v: _offered(v, niches))
     niche = sb.selectbox(t("niche", language), niches, key=f"niche_{language}",
                          index=niches.index(kept_niche) if kept_niche in niches else 0,
                          format_func=lambda n: t("all", language) if n == ALL else niche_names.get(n, n))
     countries = [ALL] + _countries_present(con, catalog)
     country_names = {c.id: catalog_name(c, language) for c in catalog.countries}
     kept_country = st.session_state.get("pulso_country", ALL)
+    forget_unknown(f"country_{language}", lambda v: _offered(v, countries))
     country = sb.selectbox(t("country", language), countries, key=f"country_{language}",
-                           index=countries.index(kept_country) if kept_country in countries else 0,
+                           index=countries.index(kept_country) if _offered(kept_country, countries) else 0,
                            format_func=lambda c: t("all", language) if c == ALL else country_names.get(c, c))
     st.session_state["pulso_niche"], st.session_state["pulso_country"] = niche, country
     # Rates for the previous period too: the cards compare against it in the same currency.
     rates = fx_rates(con, Scope(start, end).previous().start, end)
-    currency_options = ["USD", "ARS"]
+    currency_options = list(CURRENCIES)
+    forget_unknown("currency", lambda v: _offered(v, currency_options))
     currency = sb.radio(t("currency", language), currency_options, key="currency", horizontal=True,
                         disabled=not rates)
     if not rates:
@@ -307,8 +337,9 @@ def build_context(identity: auth.Identity) -> PageContext:
     if hidden:
         names = ", ".join(niche_names[n] for n in hidden)
         sb.caption(t("restricted", language, niches=names))
-    ctx = PageContext(con, manifest, catalog, Scope(start, end, niche or ALL, country or ALL, ALL, currency),
-                      language, identity, rates, hidden, first, last)
+    # Every filter came from the lists above; checked once more at the query boundary.
+    scope = checked_scope(Scope(start, end, niche or ALL, country or ALL, ALL, currency), catalog)
+    ctx = PageContext(con, manifest, catalog, scope, language, identity, rates, hidden, first, last)
     st.session_state[CTX_KEY] = ctx
     return ctx
 

@@ -358,7 +358,7 @@ def cost_by_service(view: View) -> Table:
 
 def shared_split(view: View) -> Table:
     """Shared cost per niche (how it was split); hidden niches are summed into one restricted row."""
-    totals = cost_by(view.con, view.scope, "niche", view.rates, "AND allocation = 'shared_split'")
+    totals = cost_by(view.con, view.scope, "niche", view.rates, allocation="shared_split")
     merged: dict[str, Decimal | None] = {}
     for niche, amount in totals.items():
         key = RESTRICTED if niche in view.hidden_niches else niche
