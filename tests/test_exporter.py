@@ -285,3 +285,43 @@ def test_an_unreadable_published_file_gives_up_0_and_a_log_line_naming_it(tmp_pa
         samples = {s.name: s.value for f in collector.collect() for s in f.samples if not s.labels}
     assert samples["pulso_up"] == 0.0
     assert "cannot read the published store" in caplog.text and broken.name in caplog.text
+
+
+def test_label_values_stay_within_the_catalog_whatever_is_published(tmp_path, served):
+    """Rows with a niche, country, region or service the catalog does not know (a new niche nobody
+    declared, a typo, hostile or huge text) add no label value in any family: they are dropped and
+    counted (cost keeps its dollars under the bounded service names)."""
+    catalog = load_catalog()
+    con = hand_made_warehouse()
+    unknown = ["dentist_not_declared", "'; DROP TABLE kpi_daily; --", "ñandú 🦀", "x" * 10_000]
+    for value in unknown:
+        con.execute("INSERT INTO kpi_daily VALUES (?, 'bookings', ?, 'AR', 'cordoba', 1, 'count', NULL, 'ok'), "
+                    "(?, 'bookings', 'barber', 'AR', ?, 1, 'count', NULL, 'ok'), "
+                    "(?, 'bookings', 'barber', ?, 'all', 1, 'count', NULL, 'ok')", [D2, value, D2, value, D2, value])
+        con.execute("INSERT INTO slo_daily VALUES (?, 'availability', ?, 'AR', 'cordoba', 0.999, 30, 1, 1, 1, 1, 0, 0, 0, 0)",
+                    [D2, value])
+        con.execute("INSERT INTO cost_daily VALUES (?, ?, 'api', 'usage', 'tagged', 1), (?, 'barber', ?, 'usage', 'tagged', 1)",
+                    [D2, value, D2, value])
+        con.execute("INSERT INTO incidents VALUES (?, ?, 'barber', 'AR', ?, ?, NULL, NULL)",
+                    [D2, f"i-{len(value)}", value, datetime(2026, 11, 27, 10, tzinfo=UTC)])
+    publish(con, TABLES, [D1, D2], tmp_path)
+    m = scrape(served(tmp_path))
+    allowed = {
+        "niche": set(catalog.niche_ids) | {"all"},
+        "country": {c.id for c in catalog.countries} | {"all"},
+        "region": {r.id for r in catalog.regions} | {"all"},
+        "service": {s.id for s in catalog.services} | {"all", "shared", "other"},
+    }
+    seen: dict[str, set[str]] = {name: set() for name in allowed}
+    for _, labels in m:
+        for name, value in labels:
+            if name in seen:
+                seen[name].add(value)
+    for name, values in seen.items():
+        assert values <= allowed[name], (name, values - allowed[name])
+    assert seen["niche"] and seen["region"] and seen["service"]  # the check looked at real samples
+    # per unknown value: 3 KPI rows + 1 SLO row + 1 cost row (unknown niche) + 1 incident; plus the 2 of the base store
+    assert m[("pulso_published_rows_dropped", ())] == 2.0 + 6 * len(unknown)
+    # an unknown service tag is cost kept under service="other", never a new label value
+    other = tuple(sorted({"niche": "barber", "service": "other", "charge_category": "usage"}.items()))
+    assert m[("pulso_cost_usd", other)] == float(len(unknown))
