@@ -6,6 +6,7 @@ chart never reaches the page.
 
 from __future__ import annotations
 
+import math
 from datetime import date
 from typing import Any
 
@@ -82,3 +83,26 @@ def bars(labels: list[str], values: list[float], unit: str, lang: str, x_title: 
 def localize(chart: alt.Chart, lang: str) -> alt.Chart:
     """Apply the language's number and time locale to every axis and tooltip of the chart."""
     return chart.configure(locale=alt.Locale(number=_NUMBER[lang], time=_TIME[lang]))
+
+
+def sparkline_svg(values: list[float], color: str = "#4f81bd", height: int = 36) -> str:
+    """A daily series as a small inline SVG (area under a line), the width of its container.
+
+    Plain markup instead of a chart widget: a page of 14 cards draws instantly and loads no chart
+    library. Empty string with fewer than two finite values (no sparkline rather than a flat guess).
+    """
+    points = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    if len(points) < 2:
+        return ""
+    lo, hi = min(points), max(points)
+    step = 100.0 / (len(points) - 1)
+    # y grows downwards; 2 units of margin keep the stroke inside the box; a flat series runs mid-box
+    coords = [(i * step, 2 + (height - 4) * (1 - (v - lo) / (hi - lo)) if hi > lo else height / 2)
+              for i, v in enumerate(points)]
+    line = " ".join(f"{x:.2f},{y:.2f}" for x, y in coords)
+    area = f"0,{height} {line} 100,{height}"
+    return (f'<svg class="pulso-spark" viewBox="0 0 100 {height}" preserveAspectRatio="none" width="100%" '
+            f'height="{height}" role="img" aria-hidden="true" focusable="false">'
+            f'<polygon points="{area}" fill="{color}" fill-opacity="0.15" stroke="none"/>'
+            f'<polyline points="{line}" fill="none" stroke="{color}" stroke-width="1.5" '
+            f'vector-effect="non-scaling-stroke"/></svg>')

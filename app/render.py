@@ -6,12 +6,17 @@ from typing import Any
 
 import streamlit as st
 
+from app.charts import sparkline_svg
 from app.session import PageContext
 from app.views import STATUS_COLORS, Card, Table
 
 
-def table(ctx: PageContext, tbl: Table, empty_key: str = "no_rows") -> None:
-    """A formatted table and its CSV download; a clear sentence instead of an empty grid."""
+def table(ctx: PageContext, tbl: Table, empty_key: str = "no_rows", static: bool = False) -> None:
+    """A formatted table and its CSV download; a clear sentence instead of an empty grid.
+
+    ``static`` draws plain HTML (``st.table``) instead of the interactive grid: the overview's targets
+    table is the page's last element and the grid's script made its first render about a second slower
+    in the browser (docs/benchmarks.md)."""
     if tbl.empty:
         st.info(ctx.t(empty_key))
         return
@@ -19,8 +24,11 @@ def table(ctx: PageContext, tbl: Table, empty_key: str = "no_rows") -> None:
     if tbl.status is not None:
         css = tbl.status.map(lambda s: f"color: {STATUS_COLORS[s]}; font-weight: 600" if s else "")
         data = tbl.display.style.apply(lambda _: css, axis=None)
-    # Short tables (targets: one row per KPI) show whole; long daily lists scroll.
-    st.dataframe(data, hide_index=True, width="stretch", height="content" if len(tbl.display) <= 25 else "auto")
+    if static:
+        st.table(data.hide() if hasattr(data, "hide") else data.style.hide(), border="horizontal")
+    else:
+        # Short tables show whole; long daily lists scroll.
+        st.dataframe(data, hide_index=True, width="stretch", height="content" if len(tbl.display) <= 25 else "auto")
     st.download_button(
         ctx.t("download_csv"), tbl.csv(), file_name=f"pulso_{tbl.name}_{ctx.scope.start}_{ctx.scope.end}.csv",
         mime="text/csv", key=f"csv_{tbl.name}", icon=":material/download:",
@@ -45,8 +53,15 @@ def cards(ctx: PageContext, items: list[Card], per_row: int = 4) -> None:
 
 
 def metric(where: Any, card: Card, vs_previous: str) -> None:
-    """One KPI card (value, delta against the previous period, sparkline)."""
-    where.metric(card.label, card.value, delta=card.delta, delta_color=card.delta_color,  # type: ignore[arg-type]
-                 delta_arrow=card.delta_arrow,  # type: ignore[arg-type]
-                 delta_description=vs_previous if card.delta else None, help=card.help, border=True,
-                 chart_data=card.chart, chart_type="area")
+    """One KPI card (value, delta against the previous period, sparkline).
+
+    The sparkline is inline SVG inside the card's border rather than ``st.metric(chart_data=...)``: a
+    chart widget per card made the overview's first render several seconds slower in the browser
+    (docs/benchmarks.md, "Executive view")."""
+    box = where.container(border=True)
+    box.metric(card.label, card.value, delta=card.delta, delta_color=card.delta_color,  # type: ignore[arg-type]
+               delta_arrow=card.delta_arrow,  # type: ignore[arg-type]
+               delta_description=vs_previous if card.delta else None, help=card.help)
+    svg = sparkline_svg(card.chart or [])
+    if svg:
+        box.markdown(svg, unsafe_allow_html=True)

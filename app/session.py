@@ -16,9 +16,10 @@ from decimal import Decimal
 from typing import Any
 
 import duckdb
+import pandas as pd
 import streamlit as st
 
-from app import auth
+from app import auth, views
 from app.formatting import AR_TZ, day, moment
 from app.i18n import DEFAULT_LANG, catalog_name, t
 from app.queries import Scope, checked_scope, fx_rates, has_table
@@ -26,6 +27,7 @@ from pipelines.lib.catalog import ALL, Catalog, load_catalog
 from pipelines.lib.published import Manifest, NotPublishedError, PublishedReader, default_root, read_manifest
 
 CTX_KEY = "pulso_ctx"
+LANG_DRAWN_KEY = "pulso_lang_drawn"
 IDENTITY_KEY = "pulso_identity"
 DEFAULT_DAYS = 30
 # Published tables the view reads (ops_hourly is not needed: loading less keeps first render fast).
@@ -111,9 +113,11 @@ def _shared_reader(root: str, since: date | None) -> _SharedReader:
 
 
 def clear_readers() -> None:
-    """Forget every loaded snapshot (benchmarks measure a cold start with it)."""
+    """Forget every loaded snapshot and computed view (benchmarks measure a cold start with it)."""
     with _READERS_LOCK:
         _READERS.clear()
+    with _VIEWS_LOCK:
+        _VIEWS.clear()
 
 
 def default_period(manifest: Manifest) -> tuple[date, date, date]:
@@ -126,9 +130,47 @@ def default_period(manifest: Manifest) -> tuple[date, date, date]:
     return first, last, max(first, last - timedelta(days=DEFAULT_DAYS - 1))
 
 
+# Results of whole views (the overview's cards and targets) per published state and choice. Keyed by
+# the manifest's publish id and version, so a new publish is never served from an older computation.
+_VIEWS: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
+_VIEWS_LOCK = threading.Lock()
+_COMPUTING: dict[tuple[Any, ...], threading.Lock] = {}
+MAX_VIEWS = 32
+
+
+def memo(manifest: Manifest, name: str, choice: tuple[Any, ...], compute: Any) -> Any:
+    """``compute()`` once per (published state, view name, choice); later calls reuse the result."""
+    key = (str(manifest.root), manifest.version, manifest.data.get("publish_id"), name, *choice)
+    with _VIEWS_LOCK:
+        computing = _COMPUTING.setdefault(key, threading.Lock())
+    with computing:  # a page asking while the prewarm computes the same view waits for it, not twice
+        with _VIEWS_LOCK:
+            if key in _VIEWS:
+                _VIEWS.move_to_end(key)
+                return _VIEWS[key]
+        result = compute()
+        with _VIEWS_LOCK:
+            _VIEWS[key] = result
+            _COMPUTING.pop(key, None)
+            while len(_VIEWS) > MAX_VIEWS:
+                _VIEWS.popitem(last=False)
+        return result
+
+
+def overview(con: duckdb.DuckDBPyConnection, manifest: Manifest, catalog: Catalog, scope: Scope, language: str,
+             rates: dict[date, Decimal], hidden: tuple[str, ...]) -> tuple[list[views.Card], views.Table]:
+    """The overview's cards and targets table for one choice, computed once per published state."""
+    def compute() -> tuple[list[views.Card], views.Table]:
+        view = views.View(con, catalog, scope, language, rates, hidden)
+        return views.kpi_cards(view), views.targets_table(view)
+
+    return memo(manifest, "overview", (scope, language, hidden), compute)
+
+
 def prewarm() -> None:
-    """Load the default period's snapshot in the background while the sign-in form is on screen, so
-    the first page after signing in renders from memory. Nothing is shown before signing in."""
+    """While the sign-in form is on screen, load the default period's snapshot in the background and
+    compute the default overview from it, so the first page after signing in renders from memory.
+    Nothing is shown before signing in."""
     root = str(default_root())
     try:
         _, last, start = default_period(read_manifest(root))
@@ -140,8 +182,17 @@ def prewarm() -> None:
     reader.warming = True
 
     def load() -> None:
-        with contextlib.suppress(Exception):  # a failure is reported by the page's own read
-            reader.snapshot()  # under the reader's lock: a page asking meanwhile waits, never loads twice
+        try:
+            with contextlib.suppress(Exception):  # a failure is reported by the page's own read
+                con, manifest = reader.snapshot()  # under the reader's lock: a page asking meanwhile waits
+                catalog = load_catalog()
+                scope = Scope(start, last)
+                rates = fx_rates(con, scope.previous().start, last)
+                # both roles: the overview hides sensitive niches from users without the clinical role
+                for hidden in ((), catalog.sensitive_niches):
+                    overview(con, manifest, catalog, scope, DEFAULT_LANG, rates, hidden)
+        finally:
+            reader.warming = False
 
     threading.Thread(target=load, name="pulso-prewarm", daemon=True).start()
 
@@ -192,8 +243,27 @@ def _secrets() -> dict[str, Any]:
         return {}
 
 
+PRELOAD_KEY = "pulso-preload"
+PRELOAD_TEXT = "·"  # the only text of the hidden preload elements
+
+
+def preload_frontend() -> None:
+    """Hidden, empty elements of the kinds the first page draws (card, table, download, date and list
+    controls), so the browser fetches their scripts while the sign-in form is on screen rather than
+    after it: Streamlit loads each element's code on first use. No data is in them."""
+    st.html(f"<style>.st-key-{PRELOAD_KEY} {{display: none !important}}</style>")
+    with st.container(key=PRELOAD_KEY):
+        st.metric(PRELOAD_TEXT, PRELOAD_TEXT)
+        st.table(pd.DataFrame({PRELOAD_TEXT: [PRELOAD_TEXT]}))
+        st.download_button(PRELOAD_TEXT, b"", file_name="preload.txt", key="pulso_preload_download", disabled=True)
+        st.date_input(PRELOAD_TEXT, value=None, key="pulso_preload_date", disabled=True, label_visibility="hidden")
+        st.selectbox(PRELOAD_TEXT, [PRELOAD_TEXT], key="pulso_preload_select", disabled=True,
+                     label_visibility="hidden")
+
+
 def require_identity() -> auth.Identity:
     """The signed-in user, or render the sign-in form and stop the run."""
+    st.session_state.pop(LANG_DRAWN_KEY, None)
     identity = st.session_state.get(IDENTITY_KEY)
     if isinstance(identity, auth.Identity):
         return identity
@@ -209,26 +279,32 @@ def require_identity() -> auth.Identity:
             st.session_state[IDENTITY_KEY] = oidc
             return oidc
     prewarm()
-    st.title(t("app_title", language))
     language_switch(st.sidebar)
-    if not config.configured:
-        st.error(t("auth_not_configured", language))
-        st.stop()
-    st.write(t("sign_in_intro", language))
-    with st.form("sign_in", border=True):
-        user = st.text_input(t("user", language), key="sign_in_user")
-        password = st.text_input(t("password", language), type="password", key="sign_in_password")
-        submitted = st.form_submit_button(t("sign_in", language), type="primary")
-    if config.oidc_enabled and st.button(t("sign_in_sso", language)):
-        st.login()
-    if submitted:
-        identity = auth.check_password(config, user, password)
-        if identity is None:
-            st.error(t("bad_credentials", language))
-        else:
-            st.session_state[IDENTITY_KEY] = identity
-            st.session_state.pop("sign_in_password", None)
-            st.rerun()
+    st.session_state[LANG_DRAWN_KEY] = True  # this run's sidebar has the language control already
+    gate = st.empty()  # the sign-in form, cleared when the user gets in
+    with gate.container():
+        st.title(t("app_title", language))
+        if not config.configured:
+            st.error(t("auth_not_configured", language))
+            st.stop()
+        st.write(t("sign_in_intro", language))
+        with st.form("sign_in", border=True):
+            user = st.text_input(t("user", language), key="sign_in_user")
+            password = st.text_input(t("password", language), type="password", key="sign_in_password")
+            submitted = st.form_submit_button(t("sign_in", language), type="primary")
+        if config.oidc_enabled and st.button(t("sign_in_sso", language)):
+            st.login()
+        preload_frontend()
+        if submitted:
+            identity = auth.check_password(config, user, password)
+            if identity is None:
+                st.error(t("bad_credentials", language))
+    if submitted and identity is not None:
+        st.session_state[IDENTITY_KEY] = identity
+        st.session_state.pop("sign_in_password", None)
+        # The page is drawn in this same run (no rerun): signing in costs one script run, not two.
+        gate.empty()
+        return identity
     st.stop()
     raise AssertionError("unreachable")  # st.stop() raises
 
@@ -280,7 +356,8 @@ def _countries_present(con: duckdb.DuckDBPyConnection, catalog: Catalog) -> list
 def build_context(identity: auth.Identity) -> PageContext:
     """Render the sidebar controls and return the context of this run (stored for the pages)."""
     catalog = load_catalog()
-    language = language_switch(st.sidebar)
+    # Drawn already when the user signed in during this run (one widget per key and run).
+    language = lang() if st.session_state.pop(LANG_DRAWN_KEY, False) else language_switch(st.sidebar)
     # Bounds of the date control from the manifest alone (cheap); the data is loaded for the window
     # the chosen period needs, below.
     first, last, default_start = default_period(_manifest())

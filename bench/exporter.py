@@ -53,8 +53,13 @@ def grains(catalog: Catalog, dims: tuple[str, ...]) -> list[tuple[str, str, str]
 _BASE = {"ms": 120.0, "ratio": 0.95, "count": 3.0, "minutes": 4.0, "users": 900.0, "usd": 800.0, "usd_per_usd": 6.0}
 
 
-def synthesize_published(root: Path, days: int = 365, end: date | None = None, catalog: Catalog | None = None) -> Manifest:
-    """Publish a deterministic, contract-shaped store of ``days`` days ending ``end`` (default: today, AR)."""
+def synthesize_published(root: Path, days: int = 365, end: date | None = None, catalog: Catalog | None = None,
+                         app_tables: bool = False) -> Manifest:
+    """Publish a deterministic, contract-shaped store of ``days`` days ending ``end`` (default: today, AR).
+
+    ``app_tables`` also publishes what the executive view reads besides (latency_daily, payments_daily,
+    cache_daily, fx_daily, and shared-split cost lines): one synthesis for both benchmarks.
+    """
     catalog = catalog or load_catalog()
     end = end or datetime.now(ZoneInfo(catalog.timezone)).date()
     start = end - timedelta(days=days - 1)
@@ -107,10 +112,57 @@ def synthesize_published(root: Path, days: int = 365, end: date | None = None, c
                CASE WHEN day = ?::DATE THEN NULL ELSE day::TIMESTAMPTZ + INTERVAL 13 HOUR + INTERVAL 9 MINUTE END AS ended_at,
                CASE WHEN day = ?::DATE THEN NULL ELSE 9.0 END AS recovery_minutes
         FROM days WHERE dayofyear(day) % 7 = 0 OR day = ?::DATE""", [end, end, end])
+    names = ["kpi_daily", "slo_daily", "cost_daily", "incidents"]
+    if app_tables:
+        names += _app_tables(con, catalog)
     all_days = [start + timedelta(days=i) for i in range(days)]
-    tables = {t: t for t in ("kpi_daily", "slo_daily", "cost_daily", "incidents")}
+    tables = {t: t for t in names}
     return publish(con, tables, all_days, Path(root),
                    {"complete_through": (end - timedelta(days=1)).isoformat(), "data_through": end.isoformat()})
+
+
+def _app_tables(con: duckdb.DuckDBPyConnection, catalog: Catalog) -> list[str]:
+    """The executive view's other tables over the ``days`` of ``con``, at the finest grain (every niche
+    in every region, every service); returns their names."""
+    con.execute("CREATE TABLE day_index AS SELECT day, row_number() OVER (ORDER BY day) - 1 AS i FROM days")
+    con.execute("CREATE TABLE finest (niche VARCHAR, country VARCHAR, region VARCHAR)")
+    con.executemany("INSERT INTO finest VALUES (?, ?, ?)",
+                    [(n.id, r.country, r.id) for n in catalog.niches for r in catalog.regions])
+    con.execute("CREATE TABLE service (id VARCHAR)")
+    con.executemany("INSERT INTO service VALUES (?)", [(s.id,) for s in catalog.services])
+    con.execute("CREATE TABLE le (le VARCHAR, k INTEGER)")
+    bounds = [str(b) for b in catalog.latency_buckets_seconds] + ["+Inf"]
+    con.executemany("INSERT INTO le VALUES (?, ?)", [(b, k) for k, b in enumerate(bounds)])
+    # Cumulative buckets: share (k+1)/(n-1) of requests under the k-th bound, the last bounds hold them all.
+    con.execute("""
+        CREATE TABLE latency_daily AS
+        SELECT day, niche, country, region, service.id AS service, le,
+               ((1000 + hash(day, niche, region, service.id) % 1000) * least(1.0, (k + 1) / ?))::BIGINT AS requests
+        FROM days, finest, service, le""", [float(len(bounds) - 2)])
+    con.execute("CREATE TABLE pay (method VARCHAR, status VARCHAR, detail VARCHAR)")
+    con.executemany("INSERT INTO pay VALUES (?, ?, ?)", [
+        (m, s, d) for m in ("visa", "master", "debmaster", "account_money")
+        for s, d in (("approved", "accredited"), ("rejected", "cc_rejected_insufficient_amount"),
+                     ("rejected", "cc_rejected_high_risk"), ("pending", "pending_waiting_payment"))])
+    con.execute("""
+        CREATE TABLE payments_daily AS
+        SELECT day, niche, country, region, 'mercadopago' AS provider, method AS payment_method, status,
+               detail AS status_detail, (1 + hash(day, niche, region, method, detail) % 50)::BIGINT AS payments,
+               ((1 + hash(day, niche, region, method, detail) % 50) * 15000)::DECIMAL(18,2) AS amount_ars,
+               ((1 + hash(day, niche, region, method, detail) % 50) * 15000 / (1000 + i))::DECIMAL(18,6) AS amount_usd
+        FROM day_index, finest, pay""")
+    con.execute("""
+        CREATE TABLE cache_daily AS
+        SELECT day, niche, country, region, (requests * (0.85 + (hash(day, niche, region) % 100) / 1000.0)) AS hits,
+               requests
+        FROM (SELECT *, (10000 + hash(day, region, niche) % 5000)::DOUBLE AS requests FROM days, finest)""")
+    con.execute("CREATE TABLE fx_daily AS SELECT day, (1000 + i)::DECIMAL(18,6) AS ars_per_usd FROM day_index")
+    # shared cost split across niches, besides the tagged lines
+    con.execute("""
+        INSERT INTO cost_daily
+        SELECT day, niche, service, 'usage', 'shared_split', (hash(day, niche, service, 'shared') % 20000 / 1000.0)::DECIMAL(18,6)
+        FROM (SELECT DISTINCT day, niche, service FROM cost_daily)""")
+    return ["latency_daily", "payments_daily", "cache_daily", "fx_daily"]
 
 
 def measure(root: Path, scrapes: int = 500) -> dict[str, Any]:

@@ -107,7 +107,7 @@ def test_pages_render_while_publishing(store):
                 at.switch_page("app_pages/overview.py")
             at.run()
             assert not at.exception, at.exception
-            actual = parse_usd_es(next(r[1] for r in at.dataframe[0].value.to_numpy().tolist()
+            actual = parse_usd_es(next(r[1] for r in at.table[0].value.to_numpy().tolist()
                                        if r[0] == "Costo de infraestructura"))
             card = parse_usd_es(next(m.value for m in at.metric if m.label == "Costo de infraestructura"))
             k = actual - 1590

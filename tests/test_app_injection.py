@@ -113,7 +113,7 @@ def _shown(at: AppTest) -> str:
     parts = [str(e.value) for kind in ("title", "caption", "markdown", "error", "warning", "exception")
              for e in getattr(at, kind)]
     parts += [f"{m.label}={m.value}|{m.delta}" for m in at.metric]
-    parts += [str(v) for df in at.dataframe for v in df.value.to_numpy().ravel()]
+    parts += [str(v) for df in [*at.dataframe, *at.table] for v in df.value.to_numpy().ravel()]
     return "\n".join(parts)
 
 

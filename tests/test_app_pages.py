@@ -16,6 +16,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from app.auth import Identity
+from app.session import PRELOAD_TEXT
 from pipelines.lib.published import publish
 from tests.fixtures.app.store import build_store, kpi_rows
 
@@ -48,18 +49,33 @@ def texts(at: AppTest) -> str:
         parts += [str(e.value) for e in getattr(at, kind)]
     for m in at.metric:
         parts += [m.label, m.value, m.delta or ""]
-    for df in at.dataframe:
+    for df in data_tables(at):
         parts += [str(c) for c in df.value.columns] + [str(v) for v in df.value.to_numpy().ravel()]
     parts += [str(e.proto.label) for e in at.get("download_button")]
     return "\n".join(parts)
 
 
 def metrics(at: AppTest) -> dict[str, tuple[str, str]]:
-    return {m.label: (m.value, m.delta or "") for m in at.metric}
+    return {m.label: (m.value, m.delta or "") for m in data_metrics(at)}
+
+
+def data_metrics(at: AppTest) -> list:
+    """Cards with data (not the sign-in page's hidden, empty preload card)."""
+    return [m for m in at.metric if m.label != PRELOAD_TEXT]
+
+
+def data_tables(at: AppTest) -> list:
+    """Tables and grids with data (not the sign-in page's hidden, empty preload table)."""
+    return [*at.dataframe, *(t for t in at.table if PRELOAD_TEXT not in t.value.columns)]
 
 
 def table(at: AppTest, index: int) -> list[list[str]]:
     return at.dataframe[index].value.to_numpy().tolist()
+
+
+def targets(at: AppTest) -> list[list[str]]:
+    """The overview's targets table (a static table, not a grid)."""
+    return at.table[0].value.to_numpy().tolist()
 
 
 def open_app(identity: Identity | None = ANA, lang: str = "es", currency: str = "USD",
@@ -93,7 +109,7 @@ def open_app(identity: Identity | None = ANA, lang: str = "es", currency: str = 
 def test_nothing_is_shown_before_signing_in(env):
     at = open_app(identity=None)
     assert not at.exception
-    assert not at.dataframe and not at.metric
+    assert not data_tables(at) and not data_metrics(at)
     assert [b.label for b in at.button] == ["Iniciar sesión"]
     assert "Ingresá para ver los datos de Pulso." in texts(at)
 
@@ -104,7 +120,7 @@ def test_wrong_password_is_refused_and_secrets_never_shown(env):
     at.text_input(key="sign_in_password").input("guess")
     at.button[0].click().run()
     assert "Usuario o contraseña incorrectos." in texts(at)
-    assert not at.dataframe and not at.metric
+    assert not data_tables(at) and not data_metrics(at)
     assert "pulso_identity" not in at.session_state
 
 
@@ -129,7 +145,7 @@ def test_unconfigured_access_says_how_to_configure(env):
     at = AppTest.from_file(APP, default_timeout=30)
     at.run()
     assert "PULSO_APP_PASSWORD" in texts(at)
-    assert not at.dataframe
+    assert not data_tables(at)
 
 
 def test_missing_store_says_which_command_builds_it(env, tmp_path, monkeypatch):
@@ -156,7 +172,7 @@ def test_overview_in_spanish_usd(env):
     assert m["Margen de infraestructura"][0] == "86,55 %"
     assert m["Usuarios concurrentes pico"] == ("1.590", "+70")
     assert m["Velocidad de escalado"] == ("sin datos", "")
-    rows = {r[0]: r for r in table(at, 0)}
+    rows = {r[0]: r for r in targets(at)}
     assert rows["Costo de infraestructura"][1:6] == ["US$ 1.590,00", "≤ US$ 2.000,00", "≤ US$ 5.000,00",
                                                     "≤ US$ 12.000,00", "● En camino"]
     assert rows["Tiempo de respuesta p95"][1:6] == ["300 ms", "≤ 200 ms", "≤ 150 ms", "≤ 100 ms", "● Fuera de meta"]
@@ -177,7 +193,7 @@ def test_overview_in_english_ars(env):
     assert m["Infrastructure cost"][0] == "ARS 11.53M"  # 11,530,260 on the card's help
     assert m["MercadoPago payment success"][0] == "93.38%"
     assert m["Revenue per infra dollar"][0] == "7.44"  # a ratio: the same in any currency
-    rows = {r[0]: r for r in table(at, 0)}
+    rows = {r[0]: r for r in targets(at)}
     assert rows["Infrastructure cost"][1] == "ARS 1,683,810.00"  # 1590 USD x 1059 on 2026-11-27
     assert rows["Infrastructure cost"][2] == "≤ ARS 2,118,000.00"
     assert rows["Availability (30 days)"][1:3] == ["99.95%", "≥ 99.90%"]
@@ -189,7 +205,7 @@ def test_every_table_has_a_csv_download(env):
     for page in PAGES:
         at = open_app(page=page)
         downloads = [b for b in at.get("download_button")]
-        assert len(downloads) == len(at.dataframe), page
+        assert len(downloads) == len(data_tables(at)), page
         assert all(b.proto.label == "Descargar CSV" for b in downloads)
 
 
@@ -326,7 +342,7 @@ def test_oidc_sign_in_when_configured(env):
     at.secrets.update({**SECRETS, "auth": auth_section, "pulso": {**SECRETS["pulso"], "roles": {"dra@example.com": ["clinical"]}}})
     at.user = {"is_logged_in": False}
     at.run()
-    assert "Ingresar con SSO" in [b.label for b in at.button] and not at.metric
+    assert "Ingresar con SSO" in [b.label for b in at.button] and not data_metrics(at)
     at = AppTest.from_file(APP, default_timeout=30)
     at.secrets.update({**SECRETS, "auth": auth_section, "pulso": {**SECRETS["pulso"], "roles": {"dra@example.com": ["clinical"]}}})
     at.user = {"is_logged_in": True, "email": "dra@example.com", "name": "Dra"}
@@ -349,7 +365,7 @@ def test_nan_or_inf_that_slips_into_the_store_reads_as_no_data(env, store, tmp_p
     publish(con, {"kpi_daily": "kpi_daily"}, [date(2026, 11, 27)], root)
     monkeypatch.setenv("PULSO_PUBLISHED", str(root))
     at = open_app(lang="en")
-    rows = {r[0]: r for r in table(at, 0)}
+    rows = {r[0]: r for r in targets(at)}
     assert rows["Infrastructure cost"][1] == "no data" and rows["Cache hit rate"][1] == "no data"
     assert rows["Infrastructure cost"][5] == "● No data"
     # the card sums the six days that have a value: 10,920 - 1,590
@@ -361,9 +377,9 @@ def test_nan_or_inf_that_slips_into_the_store_reads_as_no_data(env, store, tmp_p
 def test_country_filter_and_sign_out(env):
     at = open_app()
     at.selectbox(key="country_es").set_value("AR").run()
-    rows = {r[0]: r for r in table(at, 0)}
+    rows = {r[0]: r for r in targets(at)}
     assert rows["Costo de infraestructura"][6] == "total (sin apertura)"  # cost is published by niche only
     assert rows["Reservas"][1] == "159" and rows["Reservas"][6] == ""  # 100 + 59 bookings, all in Argentina
     at.button(key="sign_out").click().run()
-    assert not at.metric and not at.dataframe
+    assert not data_metrics(at) and not data_tables(at)
     assert "Iniciar sesión" in [b.label for b in at.button]

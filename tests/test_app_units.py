@@ -288,3 +288,14 @@ def test_shared_or_untagged_service_is_named(con, catalog):
     view = View(con, catalog, PERIOD, "en", {})
     assert [view.service_name(s) for s in ("web", "payments", "shared", "")] == [
         "Web", "Payments", "Shared / untagged", "Shared / untagged"]
+
+
+def test_sparkline_is_light_svg_scaled_to_its_box():
+    from app.charts import sparkline_svg
+
+    svg = sparkline_svg([10.0, 20.0, float("nan"), 15.0], height=36)
+    # three finite points across the width 0..100; highest at the top margin (2), lowest at the bottom (34)
+    assert '<polyline points="0.00,34.00 50.00,2.00 100.00,18.00"' in svg
+    assert svg.startswith("<svg") and "script" not in svg
+    assert sparkline_svg([1.0]) == "" and sparkline_svg([None, float("inf")]) == ""  # no line from <2 values
+    assert '<polyline points="0.00,18.00 100.00,18.00"' in sparkline_svg([5.0, 5.0], height=36)  # flat: mid-box
