@@ -101,7 +101,7 @@ def sparkline_svg(values: list[float], color: str = "#4f81bd", height: int = 36)
               for i, v in enumerate(points)]
     line = " ".join(f"{x:.2f},{y:.2f}" for x, y in coords)
     area = f"0,{height} {line} 100,{height}"
-    return (f'<svg class="pulso-spark" viewBox="0 0 100 {height}" preserveAspectRatio="none" width="100%" '
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" class="pulso-spark" viewBox="0 0 100 {height}" preserveAspectRatio="none" width="100%" '
             f'height="{height}" role="img" aria-hidden="true" focusable="false">'
             f'<polygon points="{area}" fill="{color}" fill-opacity="0.15" stroke="none"/>'
             f'<polyline points="{line}" fill="none" stroke="{color}" stroke-width="1.5" '

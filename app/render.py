@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import streamlit as st
@@ -55,7 +56,7 @@ def cards(ctx: PageContext, items: list[Card], per_row: int = 4) -> None:
 def metric(where: Any, card: Card, vs_previous: str) -> None:
     """One KPI card (value, delta against the previous period, sparkline).
 
-    The sparkline is inline SVG inside the card's border rather than ``st.metric(chart_data=...)``: a
+    The sparkline is an SVG image inside the card's border rather than ``st.metric(chart_data=...)``: a
     chart widget per card made the overview's first render several seconds slower in the browser
     (docs/benchmarks.md, "Executive view")."""
     box = where.container(border=True)
@@ -64,4 +65,6 @@ def metric(where: Any, card: Card, vs_previous: str) -> None:
                delta_description=vs_previous if card.delta else None, help=card.help)
     svg = sparkline_svg(card.chart or [])
     if svg:
-        box.markdown(svg, unsafe_allow_html=True)
+        # as an image (a data URI): st.html keeps <img> and drops inline <svg>
+        data = base64.b64encode(svg.encode("utf-8")).decode("ascii")
+        box.html(f'<img src="data:image/svg+xml;base64,{data}" alt="" style="width:100%;height:36px;display:block">')

@@ -174,7 +174,7 @@ def write_section(figures: dict[str, Any], path: Path = BENCHMARKS_MD) -> None:
         "that snapshot and computes the default overview (cards and targets, cached per publish id and "
         "choice) in the background, and hidden empty elements of the kinds the overview draws make the "
         "browser fetch their code; signing in draws the overview in the same script run. Sparklines are "
-        "inline SVG rather than a chart widget per card, and the targets table is static HTML. The AppTest "
+        "SVG images rather than a chart widget per card, and the targets table is static HTML. The AppTest "
         "cold figure is the script without the prewarm (it includes AppTest's own start-up); the browser "
         "figure is what a user sees after typing the password for a few seconds.\n"
     )
