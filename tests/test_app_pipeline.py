@@ -113,7 +113,7 @@ def test_overview_in_ars_on_a_pipeline_build(built: Path, monkeypatch: pytest.Mo
     assert not at.radio(key="currency").disabled  # the switch is live on a real build
     cards = {m.label: m for m in at.metric}
     assert f"ARS {expected_ars:,.2f}." in cards["Infrastructure cost"].proto.help
-    targets = {row[0]: row for row in at.dataframe[0].value.to_numpy().tolist()}
+    targets = {row[0]: row for row in at.table[0].value.to_numpy().tolist()}
     assert targets["Infrastructure cost"][1] == f"ARS {last_day_ars:,.2f}"
 
     usd = {m.label: m for m in open_overview(built, monkeypatch, "USD").metric}
