@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from pipelines.lib.kpis import PUBLISHED_TABLES
 from pipelines.lib.published import MANIFEST, NotPublishedError, PublishedReader, read_manifest
 from pipelines.lib.warehouse import table_checksums
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("reliability_crash")]
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("reliability")]
 REPO = Path(__file__).resolve().parents[1]
 END = "2026-11-27"
 
@@ -88,6 +89,7 @@ class Step:
     published_version: int | None  # what a reader sees right after the kill (None: nothing published)
     published_equal_reference: bool | None
     unlisted: list[str] = field(default_factory=list)
+    seconds: float = 0.0  # from start to the kill
 
 
 @dataclass
@@ -111,7 +113,9 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> Chain:
     shutil.copytree(reference, crashed)
     steps = []
     for point, _ in KILLS:
+        t0 = time.monotonic()
         killed = run_build(crashed, sources, point)
+        seconds = time.monotonic() - t0
         wal = (crashed / "warehouse.duckdb.wal").exists()
         tables = len(warehouse_content(crashed / "warehouse.duckdb"))
         try:
@@ -120,12 +124,15 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> Chain:
             version = None
         same = None if version is None else published_rows(crashed / "published") == expected
         unlisted = [] if version is None else unlisted_files(crashed / "published")
-        steps.append(Step(point, killed.returncode, wal, tables, version, same, unlisted))
+        steps.append(Step(point, killed.returncode, wal, tables, version, same, unlisted, seconds))
+    t0 = time.monotonic()
     final = run_build(crashed, sources)
+    print("killed after " + ", ".join(f"{s.point} {s.seconds:.1f}s (WAL left: {s.wal_left})" for s in steps)
+          + f"; re-run {time.monotonic() - t0:.1f}s")
     return Chain(reference, crashed, steps, final)
 
 
-def test_every_kill_point_was_hit_and_the_warehouse_reopens(chain: Chain) -> None:
+def check_every_kill_point_was_hit_and_the_warehouse_reopens(chain: Chain) -> None:
     assert [s.point for s in chain.steps] == [p for p, _ in KILLS]
     for step in chain.steps:
         assert step.returncode == -9, f"{step.point}: the build was not killed there (exit {step.returncode})"
@@ -133,7 +140,7 @@ def test_every_kill_point_was_hit_and_the_warehouse_reopens(chain: Chain) -> Non
     assert any(s.wal_left for s in chain.steps)  # at least one kill left a WAL to replay
 
 
-def test_readers_never_see_a_killed_run(chain: Chain) -> None:
+def check_readers_never_see_a_killed_run(chain: Chain) -> None:
     for step in chain.steps:
         # Whatever the kill interrupted, readers see the last committed state, whole: the reference's.
         assert step.published_version == 1 and step.published_equal_reference, step.point
@@ -142,7 +149,7 @@ def test_readers_never_see_a_killed_run(chain: Chain) -> None:
     assert all("/part-" in f for f in chain.steps[-1].unlisted)
 
 
-def test_rerun_after_kills_equals_an_uninterrupted_run(chain: Chain) -> None:
+def check_rerun_after_kills_equals_an_uninterrupted_run(chain: Chain) -> None:
     assert chain.final.returncode == 0, chain.final.stderr[-3000:]
     reference = warehouse_content(chain.reference / "warehouse.duckdb")
     crashed = warehouse_content(chain.crashed / "warehouse.duckdb")
@@ -154,13 +161,13 @@ def test_rerun_after_kills_equals_an_uninterrupted_run(chain: Chain) -> None:
     assert read_manifest(chain.crashed / "published").version == 2  # the copied v1, then the final run
 
 
-def test_no_orphan_or_partial_published_files_after_the_rerun(chain: Chain) -> None:
+def check_no_orphan_or_partial_published_files_after_the_rerun(chain: Chain) -> None:
     root = chain.crashed / "published"
     assert unlisted_files(root) == []
     assert not [p for p in root.rglob("*.tmp")]
 
 
-def test_load_audit_of_killed_runs_is_explained(chain: Chain) -> None:
+def check_load_audit_of_killed_runs_is_explained(chain: Chain) -> None:
     """``ops.loads`` keeps every completed load, also those of killed runs (a load killed before its audit
     entry has none). The latest entry that read rows, per source and scope, equals the uninterrupted run's
     (a re-run skips an unchanged billing delivery and audits that as a load of 0 rows)."""
@@ -175,3 +182,33 @@ def test_load_audit_of_killed_runs_is_explained(chain: Chain) -> None:
             con.close()
 
     assert latest(chain.crashed / "warehouse.duckdb") == latest(chain.reference / "warehouse.duckdb")
+
+
+def test_crash_point_fires_only_where_and_when_asked() -> None:
+    script = ("from pipelines.lib.faults import crash_point\n"
+              "for i in (1, 2, 3):\n"
+              "    crash_point('other'); crash_point('here'); print(i, flush=True)\n")
+
+    def run(spec: str | None) -> subprocess.CompletedProcess:
+        env = {k: v for k, v in os.environ.items() if k != "PULSO_CRASH_AT"}
+        if spec:
+            env["PULSO_CRASH_AT"] = spec
+        return subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True)
+
+    unset, first, second, elsewhere = run(None), run("here"), run("here@2"), run("nowhere")
+    assert (unset.returncode, unset.stdout.split()) == (0, ["1", "2", "3"])
+    assert (first.returncode, first.stdout.split()) == (-9, [])
+    assert (second.returncode, second.stdout.split()) == (-9, ["1"])
+    assert (elsewhere.returncode, elsewhere.stdout.split()) == (0, ["1", "2", "3"])
+
+
+# pytest 9.2 with pytest-xdist 3.8 does not keep an ``xdist_group`` on one worker (its tests spread over
+# both), so a module fixture shared by several tests would run once per worker. The checks below run
+# from one test, so the builds above run once whatever the distribution.
+
+def test_builds_killed_mid_load_mart_and_publish_then_rerun_equal_an_uninterrupted_run(chain: Chain) -> None:
+    check_every_kill_point_was_hit_and_the_warehouse_reopens(chain)
+    check_readers_never_see_a_killed_run(chain)
+    check_rerun_after_kills_equals_an_uninterrupted_run(chain)
+    check_no_orphan_or_partial_published_files_after_the_rerun(chain)
+    check_load_audit_of_killed_runs_is_explained(chain)
