@@ -202,9 +202,8 @@ def test_crash_point_fires_only_where_and_when_asked() -> None:
     assert (elsewhere.returncode, elsewhere.stdout.split()) == (0, ["1", "2", "3"])
 
 
-# pytest 9.2 with pytest-xdist 3.8 does not keep an ``xdist_group`` on one worker (its tests spread over
-# both), so a module fixture shared by several tests would run once per worker. The checks below run
-# from one test, so the builds above run once whatever the distribution.
+# The checks below run from one test, so the builds above run once however the suite is distributed
+# (with or without xdist groups, which tests/conftest.py makes hold under pytest 9.2).
 
 def test_builds_killed_mid_load_mart_and_publish_then_rerun_equal_an_uninterrupted_run(chain: Chain) -> None:
     check_every_kill_point_was_hit_and_the_warehouse_reopens(chain)

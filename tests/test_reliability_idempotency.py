@@ -216,9 +216,8 @@ def check_duplicate_event_deliveries_never_double_count(history: History) -> Non
     assert diff(history.restated, history.duplicated) == []
 
 
-# pytest 9.2 with pytest-xdist 3.8 does not keep an ``xdist_group`` on one worker (its tests spread over
-# both), so a module fixture shared by several tests would run once per worker. The checks below run
-# from one test, so the builds above run once whatever the distribution.
+# The checks below run from one test, so the builds above run once however the suite is distributed
+# (with or without xdist groups, which tests/conftest.py makes hold under pytest 9.2).
 
 def test_reruns_restatement_and_duplicate_events_leave_the_data_identical(history: History) -> None:
     check_three_full_runs_give_identical_warehouse_and_published_data(history)

@@ -268,9 +268,8 @@ def check_every_query_round_is_one_complete_published_state(run: Run) -> None:
     assert seen[0] == 1 and seen[-1] == 2
 
 
-# pytest 9.2 with pytest-xdist 3.8 does not keep an ``xdist_group`` on one worker (its tests spread over
-# both), so a module fixture shared by several tests would run once per worker. The checks below run
-# from one test, so the builds above run once whatever the distribution.
+# The checks below run from one test, so the builds above run once however the suite is distributed
+# (with or without xdist groups, which tests/conftest.py makes hold under pytest 9.2).
 
 def test_readers_during_a_full_build_see_one_whole_published_state(run: Run) -> None:
     check_the_two_states_differ_so_a_mix_would_show(run)
