@@ -6,12 +6,100 @@ configuration change (see ``pipelines/lib/sources/s3.py`` for :class:`S3Storage`
 
 from __future__ import annotations
 
+import io
+import zlib
 from pathlib import Path
 from typing import Protocol, runtime_checkable
+
+from pipelines.lib import limits
 
 
 class SourceError(RuntimeError):
     """A source file or server could not be read; the message names the file (or URL) and the problem."""
+
+
+class InputTooLarge(SourceError):
+    """A source file is past a configured size limit (``pipelines.lib.limits``); the message names the file,
+    the limit and the variable that sets it. Loaders quarantine the file and go on with the others."""
+
+
+def too_large(where: str, what: str, limit: int, name: str, size: int | None = None, unit: str = "bytes") -> InputTooLarge:
+    """The error for ``where`` past the limit ``name`` (a :class:`~pipelines.lib.limits.Limits` field)."""
+    fmt = limits.human if unit == "bytes" else (lambda n: f"{n:,} {unit}")
+    got = f" ({fmt(size)})" if size is not None else ""
+    return InputTooLarge(f"{where}: {what}{got} exceeds the limit of {fmt(limit)} ({limits.ENV[name]}); refused")
+
+
+def read_limited(stream: io.BufferedIOBase | object, where: str, size: int | None = None) -> bytes:
+    """Read a file-like object, refusing it once it is past ``max_file_bytes`` (never more is read)."""
+    limit = limits.current().max_file_bytes
+    if size is not None and size > limit:
+        raise too_large(where, "file", limit, "max_file_bytes", size)
+    data = stream.read(limit + 1)  # type: ignore[attr-defined]
+    if len(data) > limit:
+        raise too_large(where, "file", limit, "max_file_bytes")
+    return data
+
+
+_CHUNK = 1024 * 1024
+
+
+def gunzip_limited(data: bytes, where: str) -> tuple[bytes, str | None]:
+    """Decompress a (possibly multi-member) gzip in bounded chunks.
+
+    Returns the bytes and ``None``, or on damage the bytes before it and the problem ("corrupt gzip
+    (...)" / "truncated gzip ..."). Raises :class:`InputTooLarge` as soon as the output passes
+    ``max_expanded_bytes`` (a gzip bomb is never expanded past the limit).
+    """
+    limit = limits.current().max_expanded_bytes
+    out: list[bytes] = []
+    total = 0
+    rest = data
+    while rest:
+        d = zlib.decompressobj(wbits=31)
+        pending = rest
+        while True:
+            try:
+                piece = d.decompress(pending, _CHUNK)
+            except zlib.error as exc:
+                return b"".join(out), f"corrupt gzip ({exc})"
+            total += len(piece)
+            if total > limit:
+                raise too_large(where, "gzip content", limit, "max_expanded_bytes")
+            out.append(piece)
+            if d.eof:
+                break
+            pending = d.unconsumed_tail
+            if not piece and not pending:
+                return b"".join(out), "truncated gzip (unexpected end of file)"
+        rest = d.unused_data
+    return b"".join(out), None
+
+
+def check_columns(count: int, where: str) -> None:
+    """Refuse a table (CSV header, Parquet schema) with more than ``max_columns`` columns."""
+    limit = limits.current().max_columns
+    if count > limit:
+        raise too_large(where, "column count", limit, "max_columns", count, unit="columns")
+
+
+def check_parquet(data: bytes, where: str) -> None:
+    """Refuse a Parquet file whose footer declares more rows, row groups or columns than the limits,
+    before any row is decoded. A footer that cannot be read is left to the reader (which names the damage)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        meta = pq.read_metadata(io.BytesIO(data))
+    except (pa.ArrowException, OSError, ValueError):
+        return
+    lim = limits.current()
+    if meta.num_rows > lim.max_parquet_rows:
+        raise too_large(where, "Parquet row count", lim.max_parquet_rows, "max_parquet_rows", meta.num_rows, unit="rows")
+    if meta.num_row_groups > lim.max_parquet_row_groups:
+        raise too_large(where, "Parquet row group count", lim.max_parquet_row_groups, "max_parquet_row_groups",
+                        meta.num_row_groups, unit="row groups")
+    check_columns(meta.num_columns, where)
 
 
 @runtime_checkable
@@ -21,7 +109,8 @@ class Storage(Protocol):
         ...
 
     def read_bytes(self, key: str) -> bytes:
-        """The whole object; raises :class:`SourceError` if missing or unreadable."""
+        """The whole object; raises :class:`SourceError` if missing or unreadable, :class:`InputTooLarge`
+        past ``max_file_bytes`` (without reading more than the limit)."""
         ...
 
     def exists(self, key: str) -> bool: ...
@@ -46,8 +135,10 @@ class LocalStorage:
         return sorted(p.relative_to(self.root).as_posix() for p in base.rglob("*") if p.is_file())
 
     def read_bytes(self, key: str) -> bytes:
+        path = self.root / key
         try:
-            return (self.root / key).read_bytes()
+            with path.open("rb") as fh:
+                return read_limited(fh, self.describe(key), path.stat().st_size)
         except OSError as exc:
             raise SourceError(f"{self.describe(key)}: cannot read ({exc.strerror or exc})") from exc
 

@@ -22,7 +22,6 @@ import json
 import logging
 import os
 import secrets
-import zlib
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
@@ -34,8 +33,9 @@ import duckdb
 import polars as pl
 import pyarrow as pa
 
+from pipelines.lib import limits
 from pipelines.lib.catalog import load_catalog
-from pipelines.lib.storage import Storage
+from pipelines.lib.storage import SourceError, Storage, gunzip_limited, too_large
 from pipelines.lib.warehouse import LoadResult, QuarantinedRow, quarantine, record_load, table_exists
 
 log = logging.getLogger(__name__)
@@ -307,28 +307,16 @@ def parse_lines_fast(numbered: list[tuple[int, bytes]], key: bytes, tz: ZoneInfo
     return events, payments, slow
 
 
-def gunzip_lines(data: bytes) -> tuple[list[bytes], str | None]:
-    """Complete lines of a (possibly multi-member) gzip; on damage, the lines before it and the error."""
-    out = []
-    error = None
-    rest = data
-    while rest:
-        d = zlib.decompressobj(wbits=31)
-        try:
-            out.append(d.decompress(rest))
-        except zlib.error as exc:
-            error = f"corrupt gzip ({exc})"
-            break
-        if not d.eof:
-            error = "truncated gzip (unexpected end of file)"
-            break
-        rest = d.unused_data
-    text = b"".join(out)
+def gunzip_lines(data: bytes, where: str = "gzip") -> tuple[list[bytes], str | None]:
+    """Complete lines of a (possibly multi-member) gzip; on damage, the lines before it and the error.
+
+    Decompressed in bounded chunks: past ``max_expanded_bytes`` it raises
+    :class:`~pipelines.lib.storage.InputTooLarge` naming ``where`` (a gzip bomb is never expanded).
+    """
+    text, error = gunzip_limited(data, where)
     lines = text.split(b"\n")
     if lines and lines[-1] == b"":
-        lines.pop()
-    elif error is None and lines:
-        pass  # last line without newline in an intact file: still a line
+        lines.pop()  # a last line without newline in an intact file is still a line
     return lines, error
 
 
@@ -379,12 +367,29 @@ def load_events_day(con: duckdb.DuckDBPyConnection, storage: Storage, arrival_da
     bad: list[QuarantinedRow] = []
     for file_index, file_key in enumerate(files):
         where = storage.describe(file_key)
+        try:
+            data = storage.read_bytes(file_key)
+            lines, error = gunzip_lines(data, where) if file_key.endswith(".gz") else (data.split(b"\n"), None)
+        except SourceError as exc:  # unreadable or past a size limit: the file is quarantined, the others load
+            result.rows_read += 1
+            bad.append(QuarantinedRow(where, None, "", str(exc)))
+            result.warnings.append(str(exc))
+            continue
         result.files += 1
-        data = storage.read_bytes(file_key)
-        lines, error = gunzip_lines(data) if file_key.endswith(".gz") else (data.split(b"\n"), None)
+        del data
         if not file_key.endswith(".gz") and lines and lines[-1] == b"":
             lines.pop()
-        numbered = [(n, line) for n, line in enumerate(lines, start=1) if line.strip()]
+        max_line = limits.current().max_line_bytes
+        numbered = []
+        for n, line in enumerate(lines, start=1):
+            if len(line) > max_line:  # never parsed: quarantined with its first bytes
+                result.rows_read += 1
+                reason = str(too_large(where, f"line {n}", max_line, "max_line_bytes", len(line)))
+                bad.append(QuarantinedRow(where, n, line[:2000].decode("utf-8", "replace"), reason))
+            elif line.strip():
+                numbered.append((n, line))
+        line_count = len(lines)
+        del lines
         result.rows_read += len(numbered)
         meta = {"arrival_day": arrival_day, "_source_file": where}
         events, payments, slow = parse_lines_fast(numbered, key, tz, sensitive, meta)
@@ -405,7 +410,7 @@ def load_events_day(con: duckdb.DuckDBPyConnection, storage: Storage, arrival_da
                 slow_pays.append({**parsed.payment, **extra})
         if error:
             result.rows_read += 1
-            bad.append(QuarantinedRow(where, None, "", f"{error}: lines after {len(lines)} could not be read"))
+            bad.append(QuarantinedRow(where, None, "", f"{error}: lines after {line_count} could not be read"))
             result.warnings.append(f"{where}: {error}")
     result.rows_quarantined = quarantine(con, "events", bad)
     slow_table = _table(slow_events, EVENT_COLUMNS)
