@@ -199,8 +199,6 @@ def test_truncated_metric_file_quarantined_other_metrics_land(tmp_path: Path, co
     assert con.execute("SELECT metric, value FROM staging.metric_gauges_minutely").fetchall() == [("probe_success", 1.0)]
 
 
-@pytest.mark.xfail(strict=False, reason="warehouse loader: a metric file with a non-numeric value column crashes "
-                   "the load (polars InvalidOperationError, file not named) instead of quarantining it (reported)")
 def test_metric_file_with_wrong_value_type_is_quarantined_by_name(tmp_path: Path, con) -> None:
     import polars as pl
 
@@ -208,7 +206,16 @@ def test_metric_file_with_wrong_value_type_is_quarantined_by_name(tmp_path: Path
     folder = tmp_path / "probe_success" / f"date={DAY2.isoformat()}"
     folder.mkdir(parents=True)
     pl.DataFrame({"ts": [start], "niche": ["barber"], "value": ["abc"]}).write_parquet(folder / "part-0.parquet")
+    good = tmp_path / "active_sessions" / f"date={DAY2.isoformat()}"
+    good.mkdir(parents=True)
+    pl.DataFrame({"ts": [start, start.replace(minute=1)], "niche": ["barber", "barber"], "value": [3.0, 4.0]}).write_parquet(
+        good / "part-0.parquet")
     result = ingest_metrics.load_metrics_day(con, ingest_metrics.FileMetricsReader(LocalStorage(tmp_path)), DAY2)
     assert result.reconciled
+    assert (result.rows_read, result.rows_loaded, result.rows_quarantined) == (3, 2, 1)
     (file, why), = con.execute("SELECT source_file, reason FROM quarantine.rows WHERE source = 'metrics'").fetchall()
-    assert file.endswith("probe_success/date=2026-11-02/part-0.parquet") and "value" in why
+    assert file.endswith("probe_success/date=2026-11-02/part-0.parquet") and "column value is String" in why
+    assert file in result.warnings[0]
+    # the other file of the day still loads
+    assert con.execute("SELECT metric, sum(value) FROM staging.metric_gauges_minutely GROUP BY ALL").fetchall() == [
+        ("active_sessions", 7.0)]

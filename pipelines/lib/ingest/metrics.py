@@ -96,13 +96,16 @@ class FileMetricsReader:
         if not self.storage.exists(key):
             frame = pl.DataFrame(schema=SAMPLE_SCHEMA)
         else:
+            where = self.storage.describe(key)
             try:
                 frame = pl.read_parquet(io.BytesIO(self.storage.read_bytes(key)))
             except SourceError:
                 raise
             except Exception as exc:  # polars raises ComputeError/OSError variants for damaged files
-                raise SourceError(f"{self.storage.describe(key)}: unreadable Parquet ({exc})") from exc
-            frame = _conform(frame, self.storage.describe(key))
+                raise SourceError(f"{where}: unreadable Parquet ({exc})") from exc
+            # Inside the per-file handling: a file whose columns cannot take the contract types is refused
+            # by name (SourceError), and the caller quarantines it while the other files load.
+            frame = _conform(frame, where)
         self._cache[metric] = (key, frame)
         return frame
 
@@ -128,17 +131,21 @@ def _conform(frame: pl.DataFrame, where: str) -> pl.DataFrame:
         raise SourceError(f"{where}: not a metric sample file (needs ts and value columns, has {frame.columns})")
     cols = []
     for name, dtype in SAMPLE_SCHEMA.items():
-        if name in frame.columns:
-            col = pl.col(name)
-            if name == "ts" and frame.schema["ts"] != dtype:
-                col = col.cast(pl.Datetime("us")).dt.replace_time_zone("UTC") if getattr(
-                    frame.schema["ts"], "time_zone", None) is None else col.dt.convert_time_zone("UTC").cast(dtype)
-            else:
-                col = col.cast(dtype)
-            cols.append(col.alias(name))
+        if name not in frame.columns:
+            cols.append(pl.Series(name, [None] * frame.height, dtype))
+            continue
+        col = pl.col(name)
+        if name == "ts" and frame.schema["ts"] != dtype:
+            col = col.cast(pl.Datetime("us")).dt.replace_time_zone("UTC") if getattr(
+                frame.schema["ts"], "time_zone", None) is None else col.dt.convert_time_zone("UTC").cast(dtype)
         else:
-            cols.append(pl.lit(None, dtype).alias(name))
-    return frame.select(cols)
+            col = col.cast(dtype)
+        try:  # column by column, so the message names the column that does not fit the contract
+            cols.append(frame.select(col.alias(name)).to_series())
+        except (pl.exceptions.PolarsError, ValueError, TypeError) as exc:
+            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise SourceError(f"{where}: column {name} is {frame.schema[name]}, not readable as {dtype} ({detail})") from exc
+    return pl.DataFrame(cols)
 
 
 _BAD = pl.col("ts").is_null() | pl.col("value").is_null() | ~pl.col("value").is_finite() | (pl.col("value") < 0)
