@@ -7,14 +7,20 @@ new ``executionId`` (a restated month) *replaces* every row of that period: neve
 ``ops.billing_deliveries`` remembers which delivery of each period is loaded, so an unchanged period is
 not re-read.
 
+Money is ``DECIMAL(38,10)`` in the raw layer (AWS bills line items below a micro-dollar); a warehouse
+created with the older ``DECIMAL(18,6)`` columns is widened in place by :func:`ensure_billing_tables` and
+its bills re-read at full precision on the next load.
+
 Then :func:`build_cost_items_daily` spreads each line item's amortized cost over the Argentina days its
-usage interval covers, in exact micro-dollars (largest remainder), into ``staging.cost_items_daily``.
+usage interval covers, exactly (integer 1e-10 USD units, largest remainder), and rounds each staging
+row's sum half-even to the micro-dollar, into ``staging.cost_items_daily``.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import logging
 import re
 from collections import defaultdict
 from dataclasses import dataclass
@@ -26,20 +32,23 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines.lib.catalog import load_catalog
-from pipelines.lib.sources.billing_formats import CUR_CHARGE_CATEGORY, known_currencies
-from pipelines.lib.storage import SourceError, Storage
+from pipelines.lib.sources.billing_formats import CUR_CHARGE_CATEGORY, MONEY_SQL, known_currencies
+from pipelines.lib.storage import SourceError, Storage, check_parquet
 from pipelines.lib.warehouse import LoadResult, QuarantinedRow, ar_tz, quarantine, record_load
 
+log = logging.getLogger(__name__)
 _PERIOD = re.compile(r"BILLING_PERIOD=(\d{4}-\d{2})")
-LINE_ITEMS_DDL = """
+MONEY_COLUMNS = ("unblended_cost", "amortized_cost", "list_cost")
+LINE_ITEMS_DDL = f"""
 CREATE TABLE IF NOT EXISTS raw.billing_line_items (
     source_format VARCHAR, source_file VARCHAR, billing_period VARCHAR, line_item_id VARCHAR,
     usage_start TIMESTAMPTZ, usage_end TIMESTAMPTZ, provider VARCHAR, line_item_type VARCHAR,
     charge_category VARCHAR, service_code VARCHAR, usage_type VARCHAR, resource_id VARCHAR,
     niche_tag VARCHAR, service_tag VARCHAR, environment_tag VARCHAR, currency VARCHAR,
-    unblended_cost DECIMAL(18,6), amortized_cost DECIMAL(18,6), list_cost DECIMAL(18,6),
+    unblended_cost {MONEY_SQL}, amortized_cost {MONEY_SQL}, list_cost {MONEY_SQL},
     _loaded_at TIMESTAMPTZ)
 """
+UNITS_PER_USD = 10**10  # staging arithmetic in integer units of the raw scale (1e-10 USD)
 CUR2_COLUMNS = (
     "identity_line_item_id", "identity_time_interval", "bill_billing_period_start_date",
     "line_item_usage_start_date", "line_item_usage_end_date", "line_item_line_item_type",
@@ -93,10 +102,32 @@ def find_deliveries(storage: Storage) -> tuple[list[Delivery], list[str]]:
 
 
 def ensure_billing_tables(con: duckdb.DuckDBPyConnection) -> None:
-    """Create ``raw.billing_line_items`` and ``ops.billing_deliveries`` if missing."""
+    """Create ``raw.billing_line_items`` and ``ops.billing_deliveries`` if missing; migrate older money columns."""
     con.execute(LINE_ITEMS_DDL)
     con.execute("CREATE TABLE IF NOT EXISTS ops.billing_deliveries (billing_period VARCHAR, execution_id VARCHAR, "
                 "manifest VARCHAR, rows_loaded BIGINT, loaded_at TIMESTAMPTZ)")
+    migrate_money_columns(con)
+
+
+def migrate_money_columns(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """Widen ``raw.billing_line_items`` money columns of an older warehouse (``DECIMAL(18,6)``) to
+    ``DECIMAL(38,10)`` in place (lossless), and forget which bills were loaded so the next billing load
+    re-reads every current delivery and file at full precision (rows stored at 6 decimals already lost
+    their sub-micro-dollar part). Returns the columns changed (none on a current warehouse)."""
+    types = dict(con.execute(
+        "SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = 'raw' "
+        "AND table_name = 'billing_line_items' AND column_name IN (SELECT unnest($c::VARCHAR[]))",
+        {"c": list(MONEY_COLUMNS)}).fetchall())
+    old = [c for c in MONEY_COLUMNS if types.get(c, MONEY_SQL) != MONEY_SQL]
+    if not old:
+        return []
+    for column in old:
+        con.execute(f"ALTER TABLE raw.billing_line_items ALTER COLUMN {column} TYPE {MONEY_SQL}")
+    con.execute("DELETE FROM ops.billing_deliveries")
+    con.execute("DROP TABLE IF EXISTS ops.billing_file_sets")
+    log.warning("raw.billing_line_items: money columns %s widened from %s to %s; every bill is re-read on the "
+                "next billing load", ", ".join(old), types[old[0]], MONEY_SQL)
+    return old
 
 
 def load_cur2(con: duckdb.DuckDBPyConnection, storage: Storage, force: bool = False) -> LoadResult:
@@ -123,7 +154,9 @@ def _read_tables(storage: Storage, delivery: Delivery, result: LoadResult, bad: 
     for key in delivery.data_keys:
         where = storage.describe(key)
         try:
-            table = pq.read_table(io.BytesIO(storage.read_bytes(key)))
+            data = storage.read_bytes(key)
+            check_parquet(data, where)
+            table = pq.read_table(io.BytesIO(data))
         except (SourceError, pa.ArrowInvalid, OSError) as exc:
             result.rows_read += 1
             bad.append(QuarantinedRow(where, None, "", f"CUR 2.0 data file listed in {delivery.manifest_key} unreadable: {exc}"))
@@ -159,9 +192,9 @@ def _load_delivery(con: duckdb.DuckDBPyConnection, storage: Storage, delivery: D
                 CREATE OR REPLACE TEMP TABLE _cur_typed AS
                 WITH t AS (
                     SELECT *,
-                        TRY_CAST(line_item_unblended_cost AS DECIMAL(18,6)) AS unblended,
-                        TRY_CAST(savings_plan_savings_plan_effective_cost AS DECIMAL(18,6)) AS sp_eff,
-                        TRY_CAST(reservation_effective_cost AS DECIMAL(18,6)) AS ri_eff,
+                        TRY_CAST(line_item_unblended_cost AS DECIMAL(38,10)) AS unblended,
+                        TRY_CAST(savings_plan_savings_plan_effective_cost AS DECIMAL(38,10)) AS sp_eff,
+                        TRY_CAST(reservation_effective_cost AS DECIMAL(38,10)) AS ri_eff,
                         TRY_CAST(line_item_usage_start_date AS TIMESTAMPTZ) AS u_start,
                         TRY_CAST(line_item_usage_end_date AS TIMESTAMPTZ) AS u_end,
                         json_extract_string($categories, '$.' || line_item_line_item_type) AS category
@@ -171,14 +204,16 @@ def _load_delivery(con: duckdb.DuckDBPyConnection, storage: Storage, delivery: D
                     CASE line_item_line_item_type
                         WHEN 'SavingsPlanCoveredUsage' THEN sp_eff
                         WHEN 'DiscountedUsage' THEN ri_eff
-                        WHEN 'SavingsPlanRecurringFee' THEN 0::DECIMAL(18,6)
-                        WHEN 'SavingsPlanNegation' THEN 0::DECIMAL(18,6)
-                        WHEN 'RIFee' THEN 0::DECIMAL(18,6)
+                        WHEN 'SavingsPlanRecurringFee' THEN 0::DECIMAL(38,10)
+                        WHEN 'SavingsPlanNegation' THEN 0::DECIMAL(38,10)
+                        WHEN 'RIFee' THEN 0::DECIMAL(38,10)
                         ELSE unblended END AS amortized,
                     CASE
                         WHEN identity_line_item_id IS NULL THEN 'identity_line_item_id is missing'
                         WHEN category IS NULL THEN 'line_item_line_item_type ' || coalesce(line_item_line_item_type, 'NULL') || ' is not a known CUR line item type'
                         WHEN unblended IS NULL THEN 'line_item_unblended_cost missing or not a number'
+                        WHEN greatest(abs(unblended), abs(coalesce(sp_eff, 0)), abs(coalesce(ri_eff, 0))) >= 1000000000000
+                            THEN 'cost out of range (a line item of 1e12 or more)'
                         WHEN u_start IS NULL THEN 'line_item_usage_start_date missing or not a timestamp'
                         WHEN line_item_currency_code IS NULL OR NOT list_contains($known, upper(line_item_currency_code))
                             THEN 'line_item_currency_code ' || coalesce(line_item_currency_code, 'NULL') || ' is not a known currency'
@@ -277,7 +312,11 @@ def spread_micros(micros: int, start: datetime, end: datetime) -> dict[date, int
 
 def build_cost_items_daily(con: duckdb.DuckDBPyConnection) -> int:
     """``staging.cost_items_daily(day, niche_tag, service_tag, charge_category, cost_micros)``: every line
-    item's amortized cost on the AR days it covers (integer micro-USD, exact). Rebuilt from raw (small)."""
+    item's amortized cost on the AR days it covers, rebuilt from raw (small).
+
+    Exact up to one rounding per staging row: line items are summed (and multi-day items split, largest
+    remainder) in integer 1e-10 USD units, the raw layer's scale, and each row's sum is rounded half-even
+    to the micro-dollar only at the end, so sub-micro-dollar line items add up instead of vanishing."""
     ensure_billing_tables(con)
     tz = load_catalog().timezone
     # Items inside one AR day (hourly CUR) go straight through in SQL; the rest are split exactly.
@@ -285,39 +324,53 @@ def build_cost_items_daily(con: duckdb.DuckDBPyConnection) -> int:
         """
         CREATE OR REPLACE TEMP TABLE _items AS
         SELECT billing_period, niche_tag, service_tag, charge_category, usage_start, usage_end,
-               CAST(amortized_cost * 1000000 AS BIGINT) AS micros,
+               CAST(amortized_cost * $per_usd AS HUGEINT) AS units,
                timezone($tz, usage_start)::DATE AS first_day,
                timezone($tz, greatest(usage_end, usage_start + INTERVAL 1 MICROSECOND) - INTERVAL 1 MICROSECOND)::DATE AS last_day
         FROM raw.billing_line_items
         """,
-        {"tz": tz},
+        {"tz": tz, "per_usd": UNITS_PER_USD},
     )
-    multi = con.execute("SELECT niche_tag, service_tag, charge_category, usage_start, usage_end, micros FROM _items "
+    multi = con.execute("SELECT niche_tag, service_tag, charge_category, usage_start, usage_end, units FROM _items "
                         "WHERE first_day <> last_day").fetchall()
     split_rows = []
-    for niche, service, category, start, end, micros in multi:
-        for day, part in spread_micros(int(micros), start, end).items():
+    for niche, service, category, start, end, units in multi:
+        for day, part in spread_micros(int(units), start, end).items():  # any integer amount: here 1e-10 units
             split_rows.append((day, niche, service, category, part))
     split = pa.table({
         "day": pa.array([r[0] for r in split_rows], pa.date32()),
         "niche_tag": pa.array([r[1] for r in split_rows], pa.string()),
         "service_tag": pa.array([r[2] for r in split_rows], pa.string()),
         "charge_category": pa.array([r[3] for r in split_rows], pa.string()),
-        "cost_micros": pa.array([r[4] for r in split_rows], pa.int64()),
+        # as text: pyarrow has no 128-bit integer, and 1e-10 units pass int64 above ~9e8 USD
+        "units": pa.array([str(r[4]) for r in split_rows], pa.string()),
     })
+    step = UNITS_PER_USD // 1_000_000  # units per micro-dollar
     con.register("_split", split)
     try:
         con.execute(
             """
             CREATE OR REPLACE TABLE staging.cost_items_daily AS
-            SELECT day, niche_tag, service_tag, charge_category, sum(cost_micros)::BIGINT AS cost_micros
-            FROM (
-                SELECT first_day AS day, niche_tag, service_tag, charge_category, micros AS cost_micros
-                FROM _items WHERE first_day = last_day
-                UNION ALL SELECT * FROM _split
+            WITH summed AS (
+                SELECT day, niche_tag, service_tag, charge_category, sum(units)::HUGEINT AS units
+                FROM (
+                    SELECT first_day AS day, niche_tag, service_tag, charge_category, units
+                    FROM _items WHERE first_day = last_day
+                    UNION ALL
+                    SELECT day, niche_tag, service_tag, charge_category, CAST(units AS HUGEINT) FROM _split
+                )
+                GROUP BY ALL
+            ),
+            parts AS (  -- integer division truncates toward zero; the remainder keeps the sign
+                SELECT *, units // $step AS q, units % $step AS r FROM summed
             )
-            GROUP BY ALL ORDER BY ALL
-            """
+            SELECT day, niche_tag, service_tag, charge_category,
+                   CAST(q + CASE WHEN 2 * abs(r) > $step OR (2 * abs(r) = $step AND q % 2 <> 0) THEN sign(r) ELSE 0 END
+                        AS BIGINT) AS cost_micros  -- half-even to the micro-dollar
+            FROM parts
+            ORDER BY ALL
+            """,
+            {"step": step},
         )
     finally:
         con.unregister("_split")

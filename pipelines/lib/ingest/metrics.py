@@ -23,7 +23,7 @@ import duckdb
 import polars as pl
 
 from pipelines.lib.sources.prometheus import LABEL_COLUMNS, SAMPLE_SCHEMA
-from pipelines.lib.storage import SourceError, Storage
+from pipelines.lib.storage import SourceError, Storage, check_parquet
 from pipelines.lib.warehouse import LoadResult, QuarantinedRow, day_bounds_utc, quarantine, record_load, replace_days
 
 log = logging.getLogger(__name__)
@@ -98,7 +98,9 @@ class FileMetricsReader:
         else:
             where = self.storage.describe(key)
             try:
-                frame = pl.read_parquet(io.BytesIO(self.storage.read_bytes(key)))
+                data = self.storage.read_bytes(key)
+                check_parquet(data, self.storage.describe(key))  # row/row-group/column limits first
+                frame = pl.read_parquet(io.BytesIO(data))
             except SourceError:
                 raise
             except Exception as exc:  # polars raises ComputeError/OSError variants for damaged files

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from pipelines.lib.storage import SourceError
+from pipelines.lib.storage import SourceError, read_limited
 
 
 def _retry_config() -> dict[str, Any]:
@@ -123,7 +123,8 @@ class S3Storage:
 
         try:
             response = self.client.get_object(Bucket=self.bucket, Key=self._full_key(key))
-            return response["Body"].read()
+            # Past PULSO_MAX_FILE_BYTES the object is refused (InputTooLarge) without reading more.
+            return read_limited(response["Body"], self.describe(key), response.get("ContentLength"))
         except (ClientError, BotoCoreError) as exc:
             raise self._fail(key, exc) from exc
 
