@@ -16,11 +16,9 @@ from __future__ import annotations
 
 import csv
 import functools
-import gzip
 import hashlib
 import io
 import json
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,7 +28,7 @@ from typing import Any
 import polars as pl
 
 from pipelines.lib.catalog import Catalog, load_catalog
-from pipelines.lib.storage import SourceError, Storage
+from pipelines.lib.storage import SourceError, Storage, check_columns, check_parquet, gunzip_limited
 
 MONEY = pl.Decimal(18, 6)
 _QUANTUM = Decimal("0.000001")
@@ -138,10 +136,10 @@ class BillingParse:
 def _maybe_gunzip(data: bytes, source_file: str) -> bytes:
     if data[:2] != b"\x1f\x8b":
         return data
-    try:
-        return gzip.decompress(data)
-    except (EOFError, OSError, zlib.error) as exc:
-        raise BillingFormatError(f"{source_file}: gzip stream is cut short or corrupt ({exc})") from exc
+    text, problem = gunzip_limited(data, source_file)  # bounded: a gzip bomb raises InputTooLarge
+    if problem:
+        raise BillingFormatError(f"{source_file}: gzip stream is cut short or corrupt ({problem})")
+    return text
 
 
 def _csv_rows(data: bytes, source_file: str) -> tuple[list[str], Iterator[tuple[int, dict[str, str | None]]]]:
@@ -156,6 +154,7 @@ def _csv_rows(data: bytes, source_file: str) -> tuple[list[str], Iterator[tuple[
         header = next(reader)
     except csv.Error as exc:
         raise BillingFormatError(f"{source_file}: unreadable CSV header ({exc})") from exc
+    check_columns(len(header), source_file)
     header = [h.strip() for h in header]
 
     def rows() -> Iterator[tuple[int, dict[str, str | None]]]:
@@ -179,6 +178,7 @@ def _parquet_rows(data: bytes, source_file: str) -> tuple[list[str], Iterator[tu
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    check_parquet(data, source_file)  # row/row-group/column limits, before decoding
     try:
         table = pq.read_table(io.BytesIO(data))
     except (pa.ArrowInvalid, OSError) as exc:
