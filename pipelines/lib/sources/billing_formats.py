@@ -6,7 +6,8 @@
   providers may share one file; nulls may be written empty or as the text ``NULL``.
 
 Every money value goes from its text straight to :class:`~decimal.Decimal` (never through a float) and is
-rounded half-even to the contract's 6 decimals. A file that cannot be read at all raises
+kept at the raw layer's 10 decimals (``DECIMAL(38,10)``: AWS bills line items below a micro-dollar; more
+decimals than 10 are rounded half-even). A file that cannot be read at all raises
 :class:`BillingFormatError` naming the file and the problem; a row that cannot be used is returned in
 ``rejects`` with its row number and reason (the warehouse quarantines it), so nothing is lost silently.
 Untagged rows are kept with NULL tags: allocation decides where they go, the parser never drops them.
@@ -30,9 +31,12 @@ import polars as pl
 from pipelines.lib.catalog import Catalog, load_catalog
 from pipelines.lib.storage import SourceError, Storage, check_columns, check_parquet, gunzip_limited
 
-MONEY = pl.Decimal(18, 6)
-_QUANTUM = Decimal("0.000001")
-_MAX_MONEY = Decimal("1e12")  # DECIMAL(18,6) holds 12 integer digits
+MONEY = pl.Decimal(38, 10)  # raw billing money (docs/data-contract.md section 4)
+MONEY_SQL = "DECIMAL(38,10)"
+_QUANTUM = Decimal("1e-10")
+# A sanity bound, far inside DECIMAL(38,10)'s 28 integer digits: sums of millions of line items and the
+# staging arithmetic (integer 1e-10 units) never overflow.
+_MAX_MONEY = Decimal("1e12")
 
 LINE_ITEM_SCHEMA: dict[str, pl.DataType] = {
     "source_format": pl.String(),
@@ -206,7 +210,7 @@ def _rows(data: bytes, source_file: str) -> tuple[list[str], Iterator[tuple[int,
 
 
 def money(value: Any, column: str) -> Decimal | None:
-    """Exact money from text/Decimal/int (floats via their shortest repr), rounded half-even to 1e-6."""
+    """Exact money from text/Decimal/int (floats via their shortest repr), rounded half-even to 1e-10."""
     if value is None:
         return None
     if isinstance(value, float):
@@ -218,7 +222,7 @@ def money(value: Any, column: str) -> Decimal | None:
     if not amount.is_finite():
         raise _RowProblem(f"{column} {value!r} is not a finite number")
     if abs(amount) >= _MAX_MONEY:
-        raise _RowProblem(f"{column} {value!r} does not fit DECIMAL(18,6)")
+        raise _RowProblem(f"{column} {value!r} is out of range (a line item of 1e12 or more)")
     return amount.quantize(_QUANTUM, rounding=ROUND_HALF_EVEN)
 
 
@@ -270,9 +274,15 @@ def _check_sign(category: str, cost: Decimal | None, column: str) -> None:
     if cost is None:
         return
     if category in _NON_NEGATIVE and cost < 0:
-        raise _RowProblem(f"{column} {cost} is negative for a {category} charge")
+        raise _RowProblem(f"{column} {_plain(cost)} is negative for a {category} charge")
     if category in _NON_POSITIVE and cost > 0:
-        raise _RowProblem(f"{column} {cost} is positive for a {category} charge")
+        raise _RowProblem(f"{column} {_plain(cost)} is positive for a {category} charge")
+
+
+def _plain(amount: Decimal) -> str:
+    """A decimal for messages, without the trailing zeros of the raw scale (``-12.345678``, ``100``)."""
+    text = format(amount, "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 def _text(value: Any) -> str | None:
