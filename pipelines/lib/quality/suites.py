@@ -18,6 +18,7 @@ from typing import Any
 from pipelines.lib.catalog import ALL, STATUSES, Catalog, load_catalog
 
 MONEY_TYPE = "DECIMAL(18,6)"
+RAW_MONEY_TYPE = "DECIMAL(38,10)"  # raw billing line items keep AWS's sub-micro-dollar amounts
 TS_TYPE = "TIMESTAMP WITH TIME ZONE"
 CHARGE_CATEGORIES = ("usage", "tax", "credit", "refund", "fee", "purchase", "adjustment")
 # docs/data-contract.md section 1.3 (used only if the warehouse loader is not importable)
@@ -85,7 +86,7 @@ def billing_suite(catalog: Catalog) -> Suite:
             "source_format": "VARCHAR", "source_file": "VARCHAR", "billing_period": "VARCHAR", "line_item_id": "VARCHAR",
             "usage_start": TS_TYPE, "usage_end": TS_TYPE, "provider": "VARCHAR", "line_item_type": "VARCHAR",
             "charge_category": "VARCHAR", "service_code": "VARCHAR", "niche_tag": "VARCHAR", "currency": "VARCHAR",
-            "unblended_cost": MONEY_TYPE, "amortized_cost": MONEY_TYPE, "list_cost": MONEY_TYPE,
+            "unblended_cost": RAW_MONEY_TYPE, "amortized_cost": RAW_MONEY_TYPE, "list_cost": RAW_MONEY_TYPE,
         },
         derived={
             "period_is_ordered": "usage_start <= usage_end",
