@@ -193,6 +193,37 @@ def test_policy_reads_names_and_units_from_the_catalog(tmp_path):
         load_policy(Path(bad))
 
 
+
+def test_a_series_confined_to_one_country_gets_that_countrys_calendar():
+    from alerts.detection.monitor import series_config
+
+    policy = load_policy()
+    requests, payments = policy.metrics["requests"], policy.metrics["mercadopago_success_ratio"]
+    ar = "America/Argentina/Buenos_Aires"
+    assert requests.config.timezone == ar and requests.config.holidays_country == "AR"
+    chile = series_config(requests, {"niche": "all", "country": "CL", "region": "santiago"})
+    assert (chile.timezone, chile.holidays_country) == ("America/Santiago", "CL")
+    assert chile.z_threshold == requests.config.z_threshold and chile.min_rel_change == requests.config.min_rel_change
+    colombia = series_config(policy.metrics["mercadopago_success_intraday"], {"country": "CO"})
+    assert (colombia.timezone, colombia.holidays_country) == ("America/Bogota", "CO")
+    # Mixed scopes keep Argentina's calendar; a daily series keeps Argentina's clock (its points are AR days).
+    assert series_config(requests, {"niche": "barber", "country": "all", "region": "all"}) is requests.config
+    daily = series_config(payments, {"country": "UY"})
+    assert (daily.timezone, daily.holidays_country) == (ar, "UY")
+    # A metric that ignores holidays keeps ignoring them; an unknown country keeps the default.
+    assert series_config(policy.metrics["infra_cost_usd"], {"country": "BR"}).holidays_country is None
+    assert series_config(requests, {"country": "XX"}) is requests.config
+    # `scan` applies it: Santiago's traffic across Chile's DST switch and Fiestas Patrias alerts nothing
+    # as the Santiago series, and dozens of times were it judged on Argentina's calendar.
+    from alerts.detection.monitor import scan
+    from tests.test_detection import local_traffic
+
+    ts, values = local_traffic(56, "America/Santiago", "CL", date(2026, 8, 3))
+    region = Series("requests", {"niche": "all", "country": "CL", "region": "santiago"}, ts, values)
+    assert scan([region], policy)[0] == []
+    assert len(scan([Series("requests", {"niche": "all", "country": "all", "region": "all"}, ts, values)],
+                    policy)[0]) > 50
+
 # --- series from the sources and the published store ------------------------------------------------
 
 

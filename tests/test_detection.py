@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import polars as pl
@@ -76,6 +77,65 @@ def test_growth_trend_is_followed_not_flagged():
     bias = (scored["value"] / scored["expected"]).median()
     assert abs(bias - 1) < 0.02
 
+
+
+SHARP_DAY = np.array([0.05] * 8 + [0.35] + [1.0] * 3 + [0.35] * 5 + [1.0] * 3 + [0.35] * 3 + [0.05])
+
+
+def local_traffic(days: int, timezone: str, country: str, first_day: date, *, base: float = 2000.0,
+                  seed: int = 5) -> tuple[list[datetime], np.ndarray]:
+    """Requests per hour with a country's own rhythm: its local clock (DST included) and its holidays
+    (as Sundays); night 5 %, daytime 35 %, peaks 9-12 and 17-20 at 100 % (the simulator's sharp edges)."""
+    import holidays as hol
+
+    zone = ZoneInfo(timezone)
+    calendar = hol.country_holidays(country, years=[first_day.year])
+    rng = np.random.default_rng(seed)
+    start = datetime(first_day.year, first_day.month, first_day.day, tzinfo=zone).astimezone(UTC)
+    ts = [start + timedelta(hours=h) for h in range(days * 24)]
+    values = np.empty(len(ts))
+    for i, t in enumerate(ts):
+        local = t.astimezone(zone)
+        wd = 6 if local.date() in calendar else local.weekday()
+        values[i] = base * SHARP_DAY[local.hour] * WEEK_SHAPE[wd] * (1 + 0.03 * rng.standard_normal())
+    return ts, values
+
+
+def test_a_country_series_is_judged_by_its_own_clock_and_holidays():
+    # Santiago: Chile moves to daylight saving time on 2026-09-06 (Argentina does not) and rests on
+    # 2026-09-18/19 (Fiestas Patrias), working days in Argentina. The traffic policy's thresholds.
+    ts, values = local_traffic(56, "America/Santiago", "CL", date(2026, 8, 3))
+    cfg = DetectorConfig(direction="both", z_threshold=6.0, min_rel_change=0.5, min_abs_change=50)
+    chile = detect(ts, values, cfg.with_overrides(timezone="America/Santiago", holidays_country="CL"))
+    assert chile.filter(pl.col("status") == "ok").height == (56 - 14) * 24
+    assert chile["anomalous"].sum() == 0
+    # Judged on Argentina's clock and calendar, every ramp of the day is an hour off for three weeks
+    # after the switch, and the Chilean holiday looks like a collapse.
+    blind = detect(ts, values, cfg.with_overrides(timezone="America/Argentina/Buenos_Aires", holidays_country="AR"))
+    starts = [e.start.astimezone(ZoneInfo("America/Santiago")) for e in episodes(blind)]
+    assert all(s.date() >= date(2026, 8, 17) for s in starts)
+    assert sum(s.date() == date(2026, 9, 7) for s in starts) >= 4  # morning and evening ramps both ways
+    assert any(s.date() == date(2026, 9, 18) for s in starts)
+    assert len(starts) > 50
+
+
+def test_a_young_segment_ramping_after_its_launch_does_not_alert():
+    # A segment launched on day 40 of the series (no data before) growing 10 % a day: nothing is judged
+    # until 14 days after its own launch, and then the steep trend is expected, not flagged -- including
+    # each day's first hour, whose week-ago point belongs to the week it starts (an off-by-one there put
+    # it in the older week, and a 10 %-a-day ramp then made midnight look like a 60 % drop).
+    ts, values = local_traffic(60, "America/Argentina/Buenos_Aires", "AR", date(2026, 8, 3))
+    values = values * np.exp(math.log(1.1) * np.arange(len(values)) / 24)
+    values[: 40 * 24] = np.nan
+    cfg = DetectorConfig(direction="both", z_threshold=6.0, min_rel_change=0.5, min_abs_change=50)
+    result = detect(ts, values, cfg)
+    status = result["status"].to_list()
+    assert status[: 40 * 24] == ["no_data"] * (40 * 24)
+    assert status[40 * 24 : 54 * 24] == ["insufficient_history"] * (14 * 24)
+    assert status[54 * 24 :] == ["ok"] * (6 * 24)
+    assert result["anomalous"].sum() == 0
+    scored = result.filter(pl.col("status") == "ok")
+    assert ((scored["value"] - scored["expected"]).abs() / scored["expected"]).max() < 0.15
 
 def test_one_day_triple_spike_is_flagged_once_with_its_start():
     ts, values = hourly_traffic(42)

@@ -252,7 +252,9 @@ def detect(timestamps: Any, values: Sequence[float | None] | np.ndarray | pl.Ser
         # trend is the median week-over-week change, and each week is normalised by its own median
         # before the slot profile is taken (a level shift inside the history then does not smear the
         # profile). Weeks with under 70 % of the fullest week's points are left out.
-        week = ((d0 - tH) // (7 * DAY_S)).astype("int64")
+        # Week 0 is (d0 - 7 days, d0): ceil, so a point exactly 7 days back (the day's first slot a week
+        # ago) belongs to the week it starts, not to the week before it.
+        week = (np.ceil((d0 - tH) / (7 * DAY_S)) - 1).astype("int64")
         counts = dict(zip(*np.unique(week, return_counts=True), strict=True))
         full = {int(b) for b, c in counts.items() if c >= 0.7 * max(counts.values())}
         keep = np.isin(week, list(full))

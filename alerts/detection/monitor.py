@@ -100,19 +100,47 @@ class Finding:
     ongoing: bool
 
 
+def series_config(mp: MetricPolicy, scope: dict[str, str], catalog: Catalog | None = None) -> DetectorConfig:
+    """The detector settings for one series of ``mp``'s metric.
+
+    A series confined to one country follows that country's calendar, not Argentina's: its public
+    holidays (where the metric watches holidays at all) and, for sub-daily series, its local clock, so
+    the time-of-day profile stays put when the country changes to daylight saving time (Chile) or keeps
+    another offset (Colombia). Mixed scopes (the total, a niche across countries) keep Argentina's,
+    which carries most of their volume. Daily series keep Argentina's clock: their points are Argentine
+    days.
+    """
+    country = scope.get("country")
+    if country in (None, ALL):
+        return mp.config
+    catalog = catalog or load_catalog()
+    try:
+        entry = catalog.country(country)
+    except KeyError:
+        return mp.config  # not a catalog country: nothing better than the default calendar
+    changes: dict[str, str] = {}
+    if mp.config.holidays_country is not None:
+        changes["holidays_country"] = entry.id
+    if not mp.daily:
+        changes["timezone"] = entry.timezone
+    return mp.config.with_overrides(**changes)
+
+
 def scan(series: Iterable[Series], policy: Policy, judge_from: datetime | None = None) -> tuple[list[Finding], set[str]]:
-    """Run the detector on every series with a policy (judging only from ``judge_from`` if given).
+    """Run the detector on every series with a policy (judging only from ``judge_from`` if given); each
+    series with its own calendar (:func:`series_config`).
 
     Returns every episode found and the keys whose latest point could be judged (has data and enough
     history): only those may resolve an alert.
     """
     findings: list[Finding] = []
     evaluated: set[str] = set()
+    catalog = load_catalog()
     for s in series:
         mp = policy.metrics.get(s.metric)
         if mp is None or len(s.ts) == 0:
             continue
-        result = detect(s.ts, s.values, mp.config, judge_from=judge_from)
+        result = detect(s.ts, s.values, series_config(mp, s.scope, catalog), judge_from=judge_from)
         if result["status"][-1] == "ok":
             evaluated.add(s.key)
         last = result["ts"][-1]
