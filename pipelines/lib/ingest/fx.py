@@ -13,7 +13,7 @@ from decimal import Decimal, InvalidOperation
 
 import duckdb
 
-from pipelines.lib.storage import Storage
+from pipelines.lib.storage import Storage, check_columns
 from pipelines.lib.warehouse import LoadResult, QuarantinedRow, quarantine, record_load
 
 FX_KEY = "ars_usd.csv"
@@ -23,15 +23,23 @@ def load_fx(con: duckdb.DuckDBPyConnection, storage: Storage, key: str = FX_KEY)
     """Replace ``raw.fx_rates`` with the quotes of the CSV; bad rows are quarantined."""
     result = LoadResult("fx", key)
     where = storage.describe(key)
-    text = storage.read_bytes(key).decode("utf-8-sig")
-    reader = csv.reader(io.StringIO(text))
-    header = next(reader, None)
+    try:
+        text = storage.read_bytes(key).decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{where}: not UTF-8 text at byte {exc.start}") from None
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(reader, None)
+        rows = list(enumerate(reader, start=2))
+    except csv.Error as exc:  # e.g. a field past csv's size limit: the file cannot be read as CSV
+        raise ValueError(f"{where}: malformed CSV after line {reader.line_num} ({exc})") from None
     if header is None or [h.strip() for h in header[:2]] != ["date", "ars_per_usd"]:
-        raise ValueError(f"{where}: expected header 'date,ars_per_usd', got {header!r}")
+        raise ValueError(f"{where}: expected header 'date,ars_per_usd', got {header!r:.200}")
+    check_columns(len(header), where)
     result.files = 1
     good: dict[date, tuple[Decimal, int]] = {}
     bad: list[QuarantinedRow] = []
-    for line_no, row in enumerate(reader, start=2):
+    for line_no, row in rows:
         if not row or all(not c.strip() for c in row):
             continue
         result.rows_read += 1
@@ -50,7 +58,8 @@ def load_fx(con: duckdb.DuckDBPyConnection, storage: Storage, key: str = FX_KEY)
     result.rows_quarantined = quarantine(con, "fx", bad)
     con.execute("CREATE OR REPLACE TABLE raw.fx_rates (date DATE, ars_per_usd DECIMAL(18,6), _source_file VARCHAR, _loaded_at TIMESTAMPTZ)")
     now = datetime.now(UTC)
-    con.executemany("INSERT INTO raw.fx_rates VALUES (?, ?, ?, ?)", [(d, r, where, now) for d, (r, _) in sorted(good.items())])
+    if good:  # DuckDB's executemany refuses an empty list: a file without a usable quote loads no rows
+        con.executemany("INSERT INTO raw.fx_rates VALUES (?, ?, ?, ?)", [(d, r, where, now) for d, (r, _) in sorted(good.items())])
     result.rows_loaded = len(good)
     record_load(con, result)
     return result
