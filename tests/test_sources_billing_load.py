@@ -49,16 +49,95 @@ def test_legacy_and_focus_land_with_exact_totals_and_replace_on_reload(tmp_path:
     result = load_billing_files(con, storage)
     assert (result.rows_read, result.rows_loaded, result.rows_quarantined, result.files) == (1292, 1292, 0, 3)
     expected = {
-        ("cur_legacy", "2023-11"): (Decimal("1.682291"), 1281),
-        ("focus", "2026-11"): (Decimal("118.009012"), 9),  # 22.279012 + 1.23 - 5 + 100 - 0.5
+        ("cur_legacy", "2023-11"): (Decimal("1.68230869740"), 1281),  # exact: the CSV text summed
+        ("focus", "2026-11"): (Decimal("118.0090124"), 9),  # 22.2790124 + 1.23 - 5 + 100 - 0.5
         ("focus", "2026-10"): (Decimal("2.5"), 2),  # 4 - 1.5 refund
     }
     assert _totals(con) == expected
     assert date(2026, 11, 3) in result.touched_days and date(2023, 10, 31) in result.touched_days  # UTC 00:00 = AR 21:00
-    # loading again replaces, never doubles
-    load_billing_files(con, storage)
+    # loading the same files again: nothing parsed, nothing replaced, no day re-opened
+    again = load_billing_files(con, storage)
+    assert (again.rows_read, again.files, again.touched_days) == (0, 0, set())
+    assert _totals(con) == expected
+    # forced: every group replaced, never doubled
+    forced = load_billing_files(con, storage, force=True)
+    assert (forced.rows_read, forced.rows_loaded) == (1292, 1292)
     assert _totals(con) == expected
     assert run_suite(con, suite_for("raw_billing")).failures == []
+    loads = con.execute("SELECT scope, rows_read, rows_loaded, rows_quarantined FROM ops.loads ORDER BY loaded_at").fetchall()
+    assert loads == [("legacy+focus", 1292, 1292, 0), ("legacy+focus (unchanged)", 0, 0, 0), ("legacy+focus", 1292, 1292, 0)]
+
+
+def test_restated_focus_file_replaces_only_its_period(tmp_path: Path, con) -> None:
+    storage = _source(tmp_path)
+    load_billing_files(con, storage)
+    # October re-delivered at the same key: usage 4 -> 6, refund unchanged
+    october = tmp_path / "focus" / "october.csv"
+    october.write_text(october.read_text().replace("4.000000,4.000000,4.000000", "6.000000,6.000000,6.000000"))
+    result = load_billing_files(con, storage)
+    assert (result.rows_read, result.rows_loaded, result.files) == (1292, 1292, 3)  # the file set changed: all parsed
+    assert _totals(con) == {
+        ("cur_legacy", "2023-11"): (Decimal("1.68230869740"), 1281),
+        ("focus", "2026-11"): (Decimal("118.0090124"), 9),
+        ("focus", "2026-10"): (Decimal("4.5"), 2),  # 6 - 1.5, not 2.5 + 4.5
+    }
+    # only October's rows were replaced: its AR days (2026-10-29 21:00 .. 2026-10-30 21:00 AR), nothing else
+    assert result.touched_days == {date(2026, 10, 29), date(2026, 10, 30)}
+    # the restatement under a new name, the old file removed: the rows now name the new file, nothing doubles
+    october.rename(tmp_path / "focus" / "october-v2.csv")
+    load_billing_files(con, storage)
+    assert _totals(con)[("focus", "2026-10")] == (Decimal("4.5"), 2)
+    files = con.execute("SELECT DISTINCT source_file FROM raw.billing_line_items WHERE billing_period = '2026-10'").fetchall()
+    assert [f[0].rsplit("/", 1)[-1] for f in files] == ["october-v2.csv"]
+    # a period no file holds any more is kept: removing files never deletes billing history
+    (tmp_path / "focus" / "october-v2.csv").unlink()
+    gone = load_billing_files(con, storage)
+    assert gone.touched_days == set() and _totals(con)[("focus", "2026-10")] == (Decimal("4.5"), 2)
+
+
+def test_legacy_report_left_beside_its_copy_is_not_doubled(tmp_path: Path, con) -> None:
+    storage = _source(tmp_path)
+    shutil.copy(FIXTURES / "aws-cur-legacy-sample.csv", tmp_path / "legacy" / "2023-11" / "cur-copy.csv")
+    result = load_billing_files(con, storage)
+    assert (result.rows_read, result.rows_loaded, result.rows_quarantined) == (1292 + 1281, 1292, 1281)
+    assert _totals(con)[("cur_legacy", "2023-11")] == (Decimal("1.68230869740"), 1281)
+    (n, file, reason), = con.execute("SELECT count(*), any_value(source_file), any_value(reason) FROM quarantine.rows").fetchall()
+    assert n == 1281 and file.endswith("legacy/2023-11/cur.csv")  # key order: cur-copy.csv is first
+    assert "already in" in reason and reason.rstrip().endswith("must replace the old file, not sit beside it")
+    assert "cur-copy.csv" in reason
+
+
+def test_older_warehouse_money_columns_are_widened_and_bills_reread(tmp_path: Path) -> None:
+    from tests.fixtures.sources import broken
+
+    path = tmp_path / "old.duckdb"
+    old = duckdb.connect(str(path))
+    warehouse.prepare(old)
+    ddl = ingest_billing.LINE_ITEMS_DDL.replace("DECIMAL(38,10)", "DECIMAL(18,6)")
+    old.execute(ddl)
+    old.execute("CREATE TABLE ops.billing_deliveries (billing_period VARCHAR, execution_id VARCHAR, manifest VARCHAR, "
+                "rows_loaded BIGINT, loaded_at TIMESTAMPTZ)")
+    broken.write_cur2_delivery(tmp_path / "billing", "2026-11", "nov-1",
+                               {"00001": broken.cur2_parquet([broken.cur2_row(1)])})
+    old.execute("INSERT INTO raw.billing_line_items (source_format, billing_period, line_item_id, unblended_cost, "
+                "amortized_cost) VALUES ('cur2', '2026-11', 'x', 1.5, 1.5)")
+    old.execute("INSERT INTO ops.billing_deliveries VALUES ('2026-11', 'nov-1', 'm', 1, now())")
+    old.close()
+
+    con = warehouse.connect(path)
+    ingest_billing.ensure_billing_tables(con)
+    types = con.execute("SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = 'raw' "
+                        "AND table_name = 'billing_line_items' AND column_name LIKE '%cost' ORDER BY 1").fetchall()
+    assert types == [("amortized_cost", "DECIMAL(38,10)"), ("list_cost", "DECIMAL(38,10)"),
+                     ("unblended_cost", "DECIMAL(38,10)")]
+    assert con.execute("SELECT unblended_cost FROM raw.billing_line_items").fetchall() == [(Decimal("1.5"),)]
+    # the delivery memory is forgotten: the next load re-reads the period (replacing it, not doubling)
+    assert con.execute("SELECT count(*) FROM ops.billing_deliveries").fetchall() == [(0,)]
+    result = ingest_billing.load_cur2(con, LocalStorage(tmp_path / "billing"))
+    assert result.rows_loaded == 1
+    assert _totals(con) == {("cur2", "2026-11"): (Decimal("1.5"), 1)}
+    assert ingest_billing.migrate_money_columns(con) == []  # once only
+    con.close()
 
 
 def test_bad_rows_and_unreadable_files_are_quarantined_the_rest_lands(tmp_path: Path, con) -> None:
@@ -73,7 +152,7 @@ def test_bad_rows_and_unreadable_files_are_quarantined_the_rest_lands(tmp_path: 
     assert reasons[0][0].endswith("focus/broken.csv.gz") and "gzip stream is cut short or corrupt" in reasons[0][2]
     assert reasons[1][0].endswith("focus/november.csv") and reasons[1][1] == 11
     assert reasons[1][2].startswith("BillingCurrency 'XYZ' is not a known currency")
-    assert _totals(con)[("focus", "2026-11")] == (Decimal("118.009012"), 9)
+    assert _totals(con)[("focus", "2026-11")] == (Decimal("118.0090124"), 9)
 
 
 def test_cur2_rows_are_never_touched(tmp_path: Path, con) -> None:
@@ -84,4 +163,4 @@ def test_cur2_rows_are_never_touched(tmp_path: Path, con) -> None:
     storage = _source(tmp_path)
     load_billing_files(con, storage)
     assert _totals(con)[("cur2", "2026-11")] == (Decimal("1.5"), 1)
-    assert _totals(con)[("focus", "2026-11")] == (Decimal("118.009012"), 9)
+    assert _totals(con)[("focus", "2026-11")] == (Decimal("118.0090124"), 9)

@@ -529,8 +529,11 @@ def detect_format(data: bytes, source_file: str) -> str:
 
 def read_billing_file(storage: Storage, key: str, *, strict: bool = False) -> BillingParse:
     """Read a legacy CUR or FOCUS file through any :class:`Storage` (local folder or S3)."""
-    source_file = storage.describe(key)
-    data = storage.read_bytes(key)
+    return parse_billing_bytes(storage.read_bytes(key), storage.describe(key), strict=strict)
+
+
+def parse_billing_bytes(data: bytes, source_file: str, *, strict: bool = False) -> BillingParse:
+    """Parse a legacy CUR or FOCUS file's bytes (the format detected from its columns)."""
     fmt = detect_format(data, source_file)
     if fmt == "cur_legacy":
         return parse_cur_legacy(data, source_file, strict=strict)

@@ -2,20 +2,33 @@
 
 The files live in the billing source under ``legacy/`` and ``focus/`` (any depth, CSV, CSV.gz or Parquet;
 the format is detected from the columns). Each file is parsed by
-:mod:`pipelines.lib.sources.billing_formats`; a (billing period, format) present in the files replaces
-that period's rows of that format (a re-delivered month is never doubled); rejected rows go to the
-quarantine with their reasons, unreadable files too, and the counts are audited in ``ops.loads``.
-CUR 2.0 rows (``source_format = 'cur2'``) are never touched here.
+:mod:`pipelines.lib.sources.billing_formats`.
+
+Replacement, never doubling: the rows of a (billing period, format) are always what the current files
+hold for it. When the files change (one added, re-delivered with new content or removed), every file is
+parsed again and each (period, format) whose content changed is replaced as a whole; unchanged ones are
+left alone, so their days are not re-opened. A period no file holds any more is kept (removing files never
+deletes billing history). When no file changed since the last load, nothing is parsed.
+
+A legacy CUR line item (``LineItemId|TimeInterval``) found in two files of the same period is the same
+charge delivered twice (an old report left beside its restatement): the later file's copy is quarantined
+with a reason naming both files, never added. Rejected rows and unreadable files go to the quarantine
+with their reasons, and the counts are audited in ``ops.loads``. CUR 2.0 rows (``source_format = 'cur2'``)
+are never touched here.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import hashlib
+import io
+import json
+from datetime import UTC, date, datetime
 
 import duckdb
 import polars as pl
 
-from pipelines.lib.sources.billing_formats import BillingFormatError, BillingParse, read_billing_file
+from pipelines.lib.ingest.billing import ensure_billing_tables
+from pipelines.lib.sources.billing_formats import BillingFormatError, BillingParse, parse_billing_bytes
 from pipelines.lib.storage import SourceError, Storage
 from pipelines.lib.warehouse import LoadResult, QuarantinedRow, ar_tz, quarantine, record_load
 
@@ -31,54 +44,129 @@ def billing_files(storage: Storage) -> list[str]:
     return sorted(keys)
 
 
-def load_billing_files(con: duckdb.DuckDBPyConnection, storage: Storage) -> LoadResult:
-    """Parse every legacy CUR / FOCUS file and replace the (period, format) rows they deliver.
+def ensure_file_tables(con: duckdb.DuckDBPyConnection) -> None:
+    """``ops.billing_file_sets`` (which files were last loaded) and ``ops.billing_groups`` (the content
+    digest of each loaded (period, format))."""
+    ensure_billing_tables(con)
+    con.execute("CREATE TABLE IF NOT EXISTS ops.billing_file_sets (digest VARCHAR, files BIGINT, loaded_at TIMESTAMPTZ)")
+    con.execute("CREATE TABLE IF NOT EXISTS ops.billing_groups (billing_period VARCHAR, source_format VARCHAR, "
+                "digest VARCHAR, rows_loaded BIGINT, loaded_at TIMESTAMPTZ)")
 
-    ``raw.billing_line_items`` must exist (``pipelines.lib.ingest.billing.ensure_billing_tables``).
+
+def load_billing_files(con: duckdb.DuckDBPyConnection, storage: Storage, *, force: bool = False) -> LoadResult:
+    """Parse the legacy CUR / FOCUS files when they changed and replace the (period, format) rows whose
+    content changed (all of them with ``force``).
+
     ``touched_days`` are the Argentina days covered by the replaced and the new rows.
     """
+    ensure_file_tables(con)
     result = LoadResult("billing", "legacy+focus")
-    parsed: list[BillingParse] = []
+    keys = billing_files(storage)
+    contents: dict[str, bytes] = {}
     bad: list[QuarantinedRow] = []
-    for key in billing_files(storage):
+    fileset = hashlib.sha256()
+    for key in keys:
         try:
-            parse = read_billing_file(storage, key)
-        except (BillingFormatError, SourceError) as exc:
-            # A file that cannot be read at all is one quarantined row naming it; the others still load.
+            data = storage.read_bytes(key)
+        except SourceError as exc:  # unreadable or past a size limit: one quarantined row naming it
+            fileset.update(f"{key}\0!{exc}\n".encode())
             result.rows_read += 1
             bad.append(QuarantinedRow(storage.describe(key), None, "", str(exc)))
             result.warnings.append(str(exc))
             continue
+        fileset.update(f"{key}\0{hashlib.sha256(data).hexdigest()}\n".encode())
+        contents[key] = data
+    digest = fileset.hexdigest()
+    last = con.execute("SELECT arg_max(digest, loaded_at) FROM ops.billing_file_sets").fetchall()[0][0]
+    if not force and last == digest:
+        record_load(con, LoadResult("billing", "legacy+focus (unchanged)"))
+        return LoadResult("billing", "legacy+focus (unchanged)")
+
+    parsed: list[BillingParse] = []
+    for key, data in contents.items():
+        where = storage.describe(key)
+        try:
+            parse = parse_billing_bytes(data, where)
+        except (BillingFormatError, SourceError) as exc:
+            # A file that cannot be read at all is one quarantined row naming it; the others still load.
+            result.rows_read += 1
+            bad.append(QuarantinedRow(where, None, "", str(exc)))
+            result.warnings.append(str(exc))
+            continue
         result.files += 1
         result.rows_read += parse.rows_read
-        result.rows_loaded += parse.line_items.height
         bad.extend(QuarantinedRow(r["source_file"], r["row_number"], r["row"], r["reason"])
                    for r in parse.rejects.iter_rows(named=True))
         parsed.append(parse)
     items = pl.concat([p.line_items for p in parsed]) if parsed else None
-    if items is not None and items.height:
-        periods = items.select("billing_period", "source_format").unique().rows()
-        result.touched_days |= _days(con, periods)
-        for period, fmt in periods:
-            con.execute("DELETE FROM raw.billing_line_items WHERE billing_period = ? AND source_format = ?",
-                        [period, fmt])
-        con.register("_billing_items", items.with_columns(pl.lit(datetime.now(UTC)).alias("_loaded_at")).to_arrow())
-        try:
-            con.execute("INSERT INTO raw.billing_line_items BY NAME SELECT * FROM _billing_items")
-        finally:
-            con.unregister("_billing_items")
-        result.touched_days |= _days(con, periods)
+    if items is not None:
+        items, repeated = _drop_repeated_legacy_items(items)
+        bad.extend(repeated)
+        result.rows_loaded += items.height
+        _replace_changed_groups(con, items, result, force)
     result.rows_quarantined = quarantine(con, "billing", bad)
+    con.execute("INSERT INTO ops.billing_file_sets VALUES (?, ?, ?)", [digest, len(keys), datetime.now(UTC)])
     record_load(con, result)
     return result
 
 
-def _days(con: duckdb.DuckDBPyConnection, periods: list[tuple[str, str]]):
-    """Argentina days covered by the stored rows of the given (period, format) pairs."""
+def _drop_repeated_legacy_items(items: pl.DataFrame) -> tuple[pl.DataFrame, list[QuarantinedRow]]:
+    """Legacy CUR line items already seen in an earlier file (key order) of the same period: quarantined."""
+    legacy = pl.col("source_format") == "cur_legacy"
+    first_file = pl.col("source_file").first().over("billing_period", "line_item_id")
+    ranked = items.with_columns(pl.when(legacy).then(first_file).alias("_first_file"))
+    repeated = ranked.filter(legacy & (pl.col("source_file") != pl.col("_first_file")))
+    rows = [
+        QuarantinedRow(r["source_file"], None, json.dumps({k: v for k, v in r.items() if k != "_first_file"}, default=str),
+                       f"duplicate line item {r['line_item_id']} of billing period {r['billing_period']}, already in "
+                       f"{r['_first_file']}: a restated report must replace the old file, not sit beside it")
+        for r in repeated.iter_rows(named=True)
+    ]
+    kept = ranked.filter(~legacy | (pl.col("source_file") == pl.col("_first_file"))).drop("_first_file")
+    return kept, rows
+
+
+def _group_digest(group: pl.DataFrame) -> str:
+    """Content digest of one (period, format)'s line items, independent of file order."""
+    buffer = io.BytesIO()
+    group.sort("source_file", "line_item_id").write_csv(buffer)
+    return hashlib.sha256(buffer.getvalue()).hexdigest()
+
+
+def _replace_changed_groups(con: duckdb.DuckDBPyConnection, items: pl.DataFrame, result: LoadResult, force: bool) -> None:
+    stored = dict(((p, f), d) for p, f, d in con.execute(
+        "SELECT billing_period, source_format, arg_max(digest, loaded_at) FROM ops.billing_groups GROUP BY ALL").fetchall())
+    now = datetime.now(UTC)
+    changed: list[tuple[str, str]] = []
+    frames: list[pl.DataFrame] = []
+    for (period, fmt), group in sorted(items.group_by("billing_period", "source_format"), key=lambda g: g[0]):
+        digest = _group_digest(group)
+        if not force and stored.get((period, fmt)) == digest:
+            continue
+        changed.append((period, fmt))
+        frames.append(group)
+        con.execute("INSERT INTO ops.billing_groups VALUES (?, ?, ?, ?, ?)", [period, fmt, digest, group.height, now])
+    if not changed:
+        return
+    result.touched_days |= _days(con, changed)
+    for period, fmt in changed:
+        con.execute("DELETE FROM raw.billing_line_items WHERE billing_period = ? AND source_format = ?", [period, fmt])
+    con.register("_billing_items", pl.concat(frames).with_columns(pl.lit(now).alias("_loaded_at")).to_arrow())
+    try:
+        con.execute("INSERT INTO raw.billing_line_items BY NAME SELECT * FROM _billing_items")
+    finally:
+        con.unregister("_billing_items")
+    result.touched_days |= _days(con, changed)
+
+
+def _days(con: duckdb.DuckDBPyConnection, periods: list[tuple[str, str]]) -> set[date]:
+    """Argentina days covered by the stored rows of the given (period, format) pairs (whole intervals)."""
     if not periods:
         return set()
     rows = con.execute(
-        "SELECT DISTINCT CAST(timezone($tz, usage_start) AS DATE) FROM raw.billing_line_items "
+        "SELECT DISTINCT unnest(range(timezone($tz, usage_start)::DATE, "
+        "timezone($tz, greatest(usage_end, usage_start + INTERVAL 1 MICROSECOND) - INTERVAL 1 MICROSECOND)::DATE "
+        "+ INTERVAL 1 DAY, INTERVAL 1 DAY))::DATE FROM raw.billing_line_items "
         "WHERE billing_period || '|' || source_format IN (SELECT unnest($keys))",
         {"tz": str(ar_tz()), "keys": [f"{p}|{f}" for p, f in periods]},
     ).fetchall()
