@@ -71,12 +71,23 @@ def test_broken_event_file_quarantined_good_rows_land_history_unchanged(tmp_path
     assert _snapshot(con, "SELECT * EXCLUDE (_loaded_at) FROM raw.events WHERE arrival_day = DATE '2026-11-01'") == before
 
 
-@pytest.mark.xfail(strict=False, reason="warehouse loader accepts a 0-byte .jsonl.gz without a warning (reported)")
 def test_empty_event_file_is_named_in_a_warning(tmp_path: Path, con) -> None:
+    import gzip
+
     folder = _events_dir(tmp_path, DAY2)
     (folder / "part-0000.jsonl.gz").write_bytes(b"")
+    (folder / "part-0001.jsonl.gz").write_bytes(gzip.compress(b""))  # a valid gzip of nothing
+    (folder / "part-0002.jsonl.gz").write_bytes(broken.jsonl_gz(broken.GOOD_EVENTS))
     result = ingest_events.load_events_day(con, LocalStorage(tmp_path), DAY2, KEY)
-    assert any("part-0000.jsonl.gz" in w and "empty" in w for w in result.warnings)
+    assert [w.rsplit("/", 1)[-1] for w in result.warnings] == [
+        "part-0000.jsonl.gz: empty file (0 bytes), no events loaded",
+        "part-0001.jsonl.gz: empty file (no event lines), no events loaded",
+    ]
+    # 0 rows each, counted and reconciled; the good file of the day lands
+    assert result.reconciled and result.files == 3
+    assert (result.rows_read, result.rows_quarantined) == (len(broken.GOOD_EVENTS), 0)
+    landed = con.execute("SELECT count(*) FROM raw.events WHERE arrival_day = DATE '2026-11-02'").fetchone()[0]
+    assert landed == len(broken.GOOD_EVENTS)
 
 
 def test_unknown_currency_and_status_land_but_fail_the_payments_check(tmp_path: Path, con) -> None:

@@ -23,7 +23,7 @@ import logging
 import os
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
@@ -114,11 +114,19 @@ def _ts(value: Any, what: str) -> datetime:
         raise EventError(f"{what} is not an ISO timestamp: {value!r}") from exc
     if parsed.tzinfo is None:
         raise EventError(f"{what} has no time zone: {value!r}")
-    return parsed.astimezone(UTC)
+    try:  # at the calendar's edges the UTC (or local day) conversion overflows
+        utc = parsed.astimezone(UTC)
+        _ = (utc - timedelta(days=2), utc + timedelta(days=2))
+    except OverflowError:
+        raise EventError(f"{what} is out of range: {value!r}") from None
+    return utc
 
 
 def _opt_ts(value: Any, what: str) -> datetime | None:
     return None if value in (None, "") else _ts(value, what)
+
+
+_MAX_AMOUNT = Decimal("1e16")  # DECIMAL(18,2) holds 16 integer digits
 
 
 def _money(value: Any, what: str) -> Decimal | None:
@@ -130,6 +138,8 @@ def _money(value: Any, what: str) -> Decimal | None:
         raise EventError(f"{what} is not a number: {value!r}") from exc
     if not amount.is_finite():
         raise EventError(f"{what} is not finite")
+    if abs(amount) >= _MAX_AMOUNT:
+        raise EventError(f"{what} {value!r:.40} does not fit DECIMAL(18,2)")
     return amount.quantize(Decimal("0.01"))
 
 
@@ -221,9 +231,20 @@ def _decimal_cents(values: list[int | None]) -> pa.Array:
     return pa.array([None if v is None else Decimal(v).scaleb(-2) for v in values], pa.decimal128(18, 2))
 
 
+#: The vectorized path vouches for amounts below this (their float cents are exact); larger ones, and
+#: non-finite ones, go to the exact line-by-line path (which quarantines what does not fit).
+_FAST_MAX_AMOUNT = 1e12
+
+
 def _to_cents(expr: pl.Expr) -> pl.Expr:
     # JSON numbers arrive as floats; amounts have at most 2 decimals, so x * 100 rounds to the exact cents.
-    return (expr * 100).round(0).cast(pl.Int64)
+    # NULL when out of range (the row is then left to the line-by-line path, see _fast_amount_ok).
+    return pl.when(expr.abs() < _FAST_MAX_AMOUNT).then((expr * 100).round(0)).cast(pl.Int64)
+
+
+def _fast_amount_ok(raw: pl.Expr, cents: str) -> pl.Expr:
+    """An amount the vectorized path can vouch for: absent, or converted to cents."""
+    return raw.is_null() | pl.col(cents).is_not_null()
 
 
 def parse_lines_fast(numbered: list[tuple[int, bytes]], key: bytes, tz: ZoneInfo, sensitive_niches: frozenset[str],
@@ -256,6 +277,9 @@ def parse_lines_fast(numbered: list[tuple[int, bytes]], key: bytes, tz: ZoneInfo
         *(pl.col("payload").struct.field(f).alias(f) for f in
           ("session_id", "channel", "booking_id", "professional_id", "license_verified", "provider")),
         _to_cents(pl.col("payload").struct.field("price_ars")).alias("price_cents"),
+        pl.col("payload").struct.field("price_ars").alias("price_raw"),
+        pay.struct.field("transaction_amount").alias("p_amount_raw"),
+        pay.struct.field("transaction_amount_refunded").alias("p_refunded_raw"),
         pl.col("payload").struct.field("scheduled_for").alias("scheduled_raw"),
         ts(pl.col("payload").struct.field("scheduled_for")).alias("scheduled_for"),
         *(pay.struct.field(f).alias(f"p_{f}") for f in ("id", "status", "status_detail", "currency_id",
@@ -270,6 +294,9 @@ def parse_lines_fast(numbered: list[tuple[int, bytes]], key: bytes, tz: ZoneInfo
         (pl.col("event_id").str.len_chars() > 0) & pl.col("type").is_in(EVENT_TYPES) & pl.col("occurred_at").is_not_null()
         & (pl.col("niche").str.len_chars() > 0)
         & (pl.col("scheduled_raw").is_null() | pl.col("scheduled_for").is_not_null())
+        & _fast_amount_ok(pl.col("price_raw"), "price_cents")
+        & (~is_payment | (_fast_amount_ok(pl.col("p_amount_raw"), "p_amount_cents")
+                          & _fast_amount_ok(pl.col("p_refunded_raw"), "p_refunded_cents")))
         & (~is_payment | (
             (pl.col("p_id").str.len_chars() > 0) & (pl.col("p_status").str.len_chars() > 0)
             & pl.col("p_date_created_ts").is_not_null() & pl.col("p_date_last_updated_ts").is_not_null()
@@ -376,9 +403,13 @@ def load_events_day(con: duckdb.DuckDBPyConnection, storage: Storage, arrival_da
             result.warnings.append(str(exc))
             continue
         result.files += 1
+        size = len(data)
         del data
         if not file_key.endswith(".gz") and lines and lines[-1] == b"":
             lines.pop()
+        if error is None and not any(line.strip() for line in lines):
+            # Not an error (0 rows read, 0 loaded), but said: an empty delivery is usually a writer's failure.
+            result.warnings.append(f"{where}: empty file ({'0 bytes' if size == 0 else 'no event lines'}), no events loaded")
         max_line = limits.current().max_line_bytes
         numbered = []
         for n, line in enumerate(lines, start=1):
