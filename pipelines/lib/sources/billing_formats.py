@@ -247,9 +247,9 @@ def _parse_iso(text: str) -> datetime | None:
     """ISO text to a datetime (UTC when zoned), cached: billing files repeat the same few period bounds."""
     try:
         parsed = datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)
-    except ValueError:
+        return parsed.astimezone(UTC) if parsed.tzinfo is not None else parsed
+    except (ValueError, OverflowError):  # OverflowError: UTC of a zoned time at the calendar's edge
         return None
-    return parsed.astimezone(UTC) if parsed.tzinfo is not None else parsed
 
 
 def known_currencies(catalog: Catalog | None = None) -> frozenset[str]:
@@ -411,7 +411,10 @@ def _focus_tags(value: Any, keys: dict[str, tuple[str, ...]]) -> dict[str, str |
     elif isinstance(value, dict):
         tags = value
     elif isinstance(value, list):  # Parquet MAP columns arrive as [(key, value), ...]
-        tags = dict(value)
+        try:
+            tags = dict(value)
+        except (TypeError, ValueError):
+            raise _RowProblem("Tags must be a JSON object or a map of key/value pairs") from None
     else:
         try:
             tags = json.loads(str(value))
