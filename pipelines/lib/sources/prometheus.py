@@ -135,15 +135,24 @@ class PrometheusClient:
                 f"Prometheus {url}: HTTP {response.status_code} with a non-JSON body "
                 f"(is this a Prometheus server?): {response.text[:200]!r}"
             ) from None
+        if not isinstance(body, dict):
+            raise PrometheusError(f"Prometheus {url}: HTTP {response.status_code} with a JSON {type(body).__name__}, "
+                                  "not a Prometheus answer object")
         if response.status_code >= 400 or body.get("status") != "success":
             raise PrometheusError(
                 f"Prometheus {url} rejected query {form.get('query')!r}: "
                 f"{body.get('errorType', 'HTTP ' + str(response.status_code))}: {body.get('error', 'no detail')}"
             )
         data = body.get("data") or {}
-        if data.get("resultType") != "matrix":
-            raise PrometheusError(f"Prometheus {url}: expected a matrix for {form.get('query')!r}, got {data.get('resultType')!r}")
-        for warning in body.get("warnings", []) or []:
+        kind = data.get("resultType") if isinstance(data, dict) else type(data).__name__
+        if kind != "matrix":
+            raise PrometheusError(f"Prometheus {url}: expected a matrix for {form.get('query')!r}, got {kind!r:.100}")
+        result = data.get("result") or []
+        if not isinstance(result, list) or not all(_is_series(s) for s in result):
+            raise PrometheusError(f"Prometheus {url}: malformed matrix for {form.get('query')!r} "
+                                  "(each series needs a 'metric' object of text labels and a list of [time, value] pairs)")
+        warnings = body.get("warnings")
+        for warning in warnings if isinstance(warnings, list) else []:
             log.warning("Prometheus %s warning for %r: %s", url, form.get("query"), warning)
         return data
 
@@ -167,6 +176,15 @@ class PrometheusClient:
                 key = tuple(sorted(series["metric"].items()))
                 merged.setdefault(key, []).extend(series["values"])
         return [{"metric": dict(key), "values": values} for key, values in merged.items()]
+
+
+def _is_series(series: Any) -> bool:
+    """Whether one entry of a matrix has Prometheus' shape (values are checked when converted)."""
+    if not isinstance(series, dict) or not isinstance(series.get("metric"), dict) or not isinstance(series.get("values"), list):
+        return False
+    labels, values = series["metric"], series["values"]
+    return (all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items())
+            and all(isinstance(p, list) and len(p) == 2 for p in values))
 
 
 def _redact(url: str) -> str:
@@ -220,21 +238,22 @@ class PrometheusSource:
         # iff count_over_time over the last step is >= 1. The window is 59,999 ms because Prometheus 2
         # closes range windows on the left ([t-60s, t] would see the previous minute's sample) and
         # timestamps are whole milliseconds; timestamp(<metric>) says the same but is ~10x slower.
-        fresh = {
-            _series_key(s["metric"]): {float(t) for t, v in s["values"] if float(v) >= 1}
-            for s in self.client.query_range(f"count_over_time({metric}[{STEP_SECONDS * 1000 - 1}ms])",
-                                             first, last, STEP_SECONDS)
-        }
+        fresh_matrix = self.client.query_range(f"count_over_time({metric}[{STEP_SECONDS * 1000 - 1}ms])",
+                                               first, last, STEP_SECONDS)
         columns: dict[str, list[Any]] = {c: [] for c in SAMPLE_SCHEMA}
-        for series in matrix:
-            labels = series["metric"]
-            has_sample = fresh.get(_series_key(labels), set())
-            kept = [(float(t), raw) for t, raw in series["values"] if float(t) in has_sample]
-            for c in LABEL_COLUMNS:
-                columns[c].extend([labels.get(c)] * len(kept))
-            for ts, raw in kept:
-                columns["ts"].append(datetime.fromtimestamp(ts, UTC))
-                columns["value"].append(float(raw))
+        try:  # the shape was checked on arrival; a time or value that is not a number is named here
+            fresh = {_series_key(s["metric"]): {float(t) for t, v in s["values"] if float(v) >= 1} for s in fresh_matrix}
+            for series in matrix:
+                labels = series["metric"]
+                has_sample = fresh.get(_series_key(labels), set())
+                kept = [(float(t), raw) for t, raw in series["values"] if float(t) in has_sample]
+                for c in LABEL_COLUMNS:
+                    columns[c].extend([labels.get(c)] * len(kept))
+                for ts, raw in kept:
+                    columns["ts"].append(datetime.fromtimestamp(ts, UTC))
+                    columns["value"].append(float(raw))
+        except (TypeError, ValueError, OverflowError, OSError) as exc:
+            raise PrometheusError(f"{self.describe(metric)}: malformed sample in the answer ({exc})") from None
         frame = pl.DataFrame(columns, schema=SAMPLE_SCHEMA).sort(["ts", *LABEL_COLUMNS], nulls_last=False)
         dupes = frame.select(["ts", *LABEL_COLUMNS]).is_duplicated()
         if dupes.any():
