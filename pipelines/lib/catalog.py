@@ -264,7 +264,22 @@ def _require(entry: dict[str, Any], keys: tuple[str, ...], where: str) -> None:
 
 
 def parse_catalog(data: Any, path: Path = DEFAULT_CATALOG_PATH) -> Catalog:
-    """Validate and build a :class:`Catalog` from parsed YAML; raises :class:`CatalogError`."""
+    """Validate and build a :class:`Catalog` from parsed YAML; raises :class:`CatalogError`.
+
+    An entry of the wrong type or shape that the checks below do not name (a list where a mapping is
+    expected, a missing nested key, text where a number is expected) is a :class:`CatalogError` too,
+    naming the file and the problem, never another exception.
+    """
+    try:
+        return _parse_catalog(data, path)
+    except CatalogError:
+        raise
+    except (KeyError, IndexError, TypeError, AttributeError, ValueError, OverflowError) as exc:
+        problem = f"missing key {exc}" if isinstance(exc, KeyError) else str(exc)
+        raise CatalogError(f"{path}: malformed catalog entry ({type(exc).__name__}: {problem})") from exc
+
+
+def _parse_catalog(data: Any, path: Path) -> Catalog:
     if not isinstance(data, dict):
         raise CatalogError(f"{path}: the catalog must be a mapping")
     _require(data, ("timezone", "plan", "niches", "countries", "services", "kpis", "slos"), str(path))
@@ -351,6 +366,8 @@ def _load(path: str) -> Catalog:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise CatalogError(f"{p}: not valid YAML ({exc})") from exc
+    except UnicodeDecodeError as exc:
+        raise CatalogError(f"{p}: not UTF-8 text at byte {exc.start}") from exc
     return parse_catalog(data, p)
 
 
