@@ -78,7 +78,7 @@ def test_an_asset_reads_billing_from_s3_by_environment_only(
         (event,) = result.get_asset_materialization_events()
         runs[where] = {k: v.value for k, v in event.materialization.metadata.items()}
     assert runs["local"]["rows"] == runs["s3"]["rows"] == 1281
-    assert Decimal(runs["local"]["total_usd"]) == Decimal(runs["s3"]["total_usd"]) == Decimal("1.682291")
+    assert Decimal(runs["local"]["total_usd"]) == Decimal(runs["s3"]["total_usd"]) == Decimal("1.68230869740")
     assert runs["s3"]["source"] == "s3://pulso-billing-res/exports"
 
 

@@ -26,6 +26,7 @@ from pipelines.lib.kpis import marts as marts_lib
 from pipelines.lib.kpis.kpi_daily import build_kpi_daily
 from pipelines.lib.kpis.staging import build_event_staging
 from pipelines.lib.published import publish
+from pipelines.lib.sources.billing_load import load_billing_files
 from pipelines.lib.warehouse import LoadResult, prepare, record_load
 
 COMMON = {
@@ -101,19 +102,23 @@ def raw_metrics(context: dg.AssetExecutionContext, duckdb: DuckDBResource,
 @dg.asset(group_name="raw", kinds={"duckdb"}, **COMMON)
 def raw_billing(context: dg.AssetExecutionContext, duckdb: DuckDBResource,
                 billing_source: SourceResource) -> dg.MaterializeResult:
-    """AWS CUR 2.0 line items (``raw.billing_line_items``, contract section 4), read through each billing
-    period's manifest; a restated month replaces its rows. Loads whatever delivery is new, whatever the
-    partition: a bill is per month, not per day."""
+    """Billing line items (``raw.billing_line_items``, contract section 4): AWS CUR 2.0 read through each
+    billing period's manifest, and legacy CUR CSV / FinOps FOCUS files under ``legacy/`` and ``focus/``.
+    A restated month (a new manifest, a re-delivered file) replaces its rows, never doubles them. Loads
+    whatever is new, whatever the partition: a bill is per month, not per day."""
     days = run_days(context)
+    storage = billing_source.storage()
     with _connect(duckdb) as con:
         _open(con)
-        result = load_cur2(con, billing_source.storage())
+        result = load_cur2(con, storage)
+        result.merge(load_billing_files(con, storage))  # each load is reconciled and audited on its own
+        result.scope = "cur2+legacy+focus"
         outside = _note_touched(con, "billing", result.touched_days, days)
         for w in result.warnings:
             context.log.warning(w)
         rows = con.execute("SELECT count(*) FROM raw.billing_line_items").fetchall()[0][0]
-        preview = _preview(con, "SELECT billing_period, charge_category, count(*) AS items, sum(amortized_cost) AS amortized "
-                                "FROM raw.billing_line_items GROUP BY ALL ORDER BY ALL")
+        preview = _preview(con, "SELECT billing_period, source_format, charge_category, count(*) AS items, "
+                                "sum(amortized_cost) AS amortized FROM raw.billing_line_items GROUP BY ALL ORDER BY ALL")
     return dg.MaterializeResult(metadata={
         **result.metadata(), **_days_meta(days), "dagster/row_count": rows,
         "touched_outside_run": ",".join(d.isoformat() for d in outside), "preview": preview})

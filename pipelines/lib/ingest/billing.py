@@ -12,8 +12,8 @@ created with the older ``DECIMAL(18,6)`` columns is widened in place by :func:`e
 its bills re-read at full precision on the next load.
 
 Then :func:`build_cost_items_daily` spreads each line item's amortized cost over the Argentina days its
-usage interval covers, exactly (integer 1e-10 USD units, largest remainder), and rounds each staging
-row's sum half-even to the micro-dollar, into ``staging.cost_items_daily``.
+usage interval covers, exactly (integer 1e-10 USD units, largest remainder), and turns each billing
+period's running totals into micro-dollars (half-even), into ``staging.cost_items_daily``.
 """
 
 from __future__ import annotations
@@ -314,9 +314,12 @@ def build_cost_items_daily(con: duckdb.DuckDBPyConnection) -> int:
     """``staging.cost_items_daily(day, niche_tag, service_tag, charge_category, cost_micros)``: every line
     item's amortized cost on the AR days it covers, rebuilt from raw (small).
 
-    Exact up to one rounding per staging row: line items are summed (and multi-day items split, largest
-    remainder) in integer 1e-10 USD units, the raw layer's scale, and each row's sum is rounded half-even
-    to the micro-dollar only at the end, so sub-micro-dollar line items add up instead of vanishing."""
+    Line items are summed, and multi-day items split (largest remainder), in integer 1e-10 USD units, the
+    raw layer's scale, so sub-micro-dollar line items add up instead of vanishing. Micro-dollars are then
+    taken from the running total of each billing period's series (niche, service, category) over its days:
+    each day gets ``round(total through the day) - round(total through the day before)`` (half-even), so a
+    day is within one micro-dollar of its exact cost and a billing period's days sum to its exact total
+    rounded once; a restated period changes only the days it covers."""
     ensure_billing_tables(con)
     tz = load_catalog().timezone
     # Items inside one AR day (hourly CUR) go straight through in SQL; the rest are split exactly.
@@ -331,46 +334,61 @@ def build_cost_items_daily(con: duckdb.DuckDBPyConnection) -> int:
         """,
         {"tz": tz, "per_usd": UNITS_PER_USD},
     )
-    multi = con.execute("SELECT niche_tag, service_tag, charge_category, usage_start, usage_end, units FROM _items "
-                        "WHERE first_day <> last_day").fetchall()
+    multi = con.execute("SELECT billing_period, niche_tag, service_tag, charge_category, usage_start, usage_end, units "
+                        "FROM _items WHERE first_day <> last_day").fetchall()
     split_rows = []
-    for niche, service, category, start, end, units in multi:
+    for period, niche, service, category, start, end, units in multi:
         for day, part in spread_micros(int(units), start, end).items():  # any integer amount: here 1e-10 units
-            split_rows.append((day, niche, service, category, part))
+            split_rows.append((period, day, niche, service, category, part))
     split = pa.table({
-        "day": pa.array([r[0] for r in split_rows], pa.date32()),
-        "niche_tag": pa.array([r[1] for r in split_rows], pa.string()),
-        "service_tag": pa.array([r[2] for r in split_rows], pa.string()),
-        "charge_category": pa.array([r[3] for r in split_rows], pa.string()),
+        "billing_period": pa.array([r[0] for r in split_rows], pa.string()),
+        "day": pa.array([r[1] for r in split_rows], pa.date32()),
+        "niche_tag": pa.array([r[2] for r in split_rows], pa.string()),
+        "service_tag": pa.array([r[3] for r in split_rows], pa.string()),
+        "charge_category": pa.array([r[4] for r in split_rows], pa.string()),
         # as text: pyarrow has no 128-bit integer, and 1e-10 units pass int64 above ~9e8 USD
-        "units": pa.array([str(r[4]) for r in split_rows], pa.string()),
+        "units": pa.array([str(r[5]) for r in split_rows], pa.string()),
     })
-    step = UNITS_PER_USD // 1_000_000  # units per micro-dollar
     con.register("_split", split)
     try:
         con.execute(
             """
             CREATE OR REPLACE TABLE staging.cost_items_daily AS
             WITH summed AS (
-                SELECT day, niche_tag, service_tag, charge_category, sum(units)::HUGEINT AS units
+                SELECT billing_period, day, niche_tag, service_tag, charge_category, sum(units)::HUGEINT AS units
                 FROM (
-                    SELECT first_day AS day, niche_tag, service_tag, charge_category, units
+                    SELECT billing_period, first_day AS day, niche_tag, service_tag, charge_category, units
                     FROM _items WHERE first_day = last_day
                     UNION ALL
-                    SELECT day, niche_tag, service_tag, charge_category, CAST(units AS HUGEINT) FROM _split
+                    SELECT billing_period, day, niche_tag, service_tag, charge_category, CAST(units AS HUGEINT) FROM _split
                 )
                 GROUP BY ALL
             ),
+            running AS (
+                SELECT *, sum(units) OVER (PARTITION BY billing_period, niche_tag, service_tag, charge_category
+                                           ORDER BY day ROWS UNBOUNDED PRECEDING)::HUGEINT AS through_day
+                FROM summed
+            ),
             parts AS (  -- integer division truncates toward zero; the remainder keeps the sign
-                SELECT *, units // $step AS q, units % $step AS r FROM summed
+                SELECT *, through_day // $step AS q, through_day % $step AS r FROM running
+            ),
+            rounded AS (  -- half-even to the micro-dollar
+                SELECT *, q + CASE WHEN 2 * abs(r) > $step OR (2 * abs(r) = $step AND q % 2 <> 0) THEN sign(r) ELSE 0 END
+                          AS micros_through_day
+                FROM parts
+            ),
+            per_period AS (
+                SELECT day, niche_tag, service_tag, charge_category,
+                       micros_through_day - coalesce(lag(micros_through_day) OVER (
+                           PARTITION BY billing_period, niche_tag, service_tag, charge_category ORDER BY day), 0) AS micros
+                FROM rounded
             )
-            SELECT day, niche_tag, service_tag, charge_category,
-                   CAST(q + CASE WHEN 2 * abs(r) > $step OR (2 * abs(r) = $step AND q % 2 <> 0) THEN sign(r) ELSE 0 END
-                        AS BIGINT) AS cost_micros  -- half-even to the micro-dollar
-            FROM parts
+            SELECT day, niche_tag, service_tag, charge_category, sum(micros)::BIGINT AS cost_micros
+            FROM per_period
+            GROUP BY ALL
             ORDER BY ALL
             """,
-            {"step": step},
+            {"step": UNITS_PER_USD // 1_000_000},
         )
     finally:
         con.unregister("_split")

@@ -17,6 +17,7 @@ from pipelines.lib.ingest.metrics import MetricsReader, load_metrics_day
 from pipelines.lib.kpis import ensure_inputs
 from pipelines.lib.kpis.marts import build_all_marts
 from pipelines.lib.kpis.staging import build_event_staging
+from pipelines.lib.sources.billing_load import load_billing_files
 from pipelines.lib.storage import Storage
 from pipelines.lib.warehouse import LoadResult
 
@@ -42,6 +43,7 @@ def load_sources(con: duckdb.DuckDBPyConnection, sources: SourceSet, days: Itera
     build_fx_daily(con, max(day_list))
     if sources.billing is not None:
         results["billing"] = load_cur2(con, sources.billing)
+        results["billing"].merge(load_billing_files(con, sources.billing))  # legacy CUR and FOCUS files
     build_cost_items_daily(con)
     if sources.events is not None:
         total = LoadResult("events", f"{day_list[0]}..{day_list[-1]}")
