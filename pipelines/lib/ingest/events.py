@@ -3,7 +3,7 @@
 What happens to each line:
 
 - parsed (amounts as exact decimals); a line that is not a valid event is quarantined with its row
-  number and the reason; a truncated gzip keeps every complete line before the damage and quarantines
+  number, the reason and its non-personal fields only (:func:`quarantine_text`); a truncated gzip keeps every complete line before the damage and quarantines
   the rest, naming the file;
 - people are pseudonymized: ``user_key = HMAC-SHA256(key, user.id)`` and every personal field (user,
   payer, names, e-mails, phones, DNI, license numbers) is dropped here, before anything is stored;
@@ -100,6 +100,61 @@ def pseudonym_key(secrets_dir: Path | None = None) -> bytes:
 def user_key(key: bytes, user_id: str) -> str:
     """``HMAC-SHA256(key, user_id)`` as hex: stable per person, not reversible without the key."""
     return hmac.new(key, user_id.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+# What quarantine keeps of a rejected line: the fields the parser reads (none of them personal), the user
+# as its pseudonym; everything else (names, e-mails, phones, DNI, payer, licence numbers, unknown fields)
+# is withheld, only its field name kept. The source file and row number still locate the whole line.
+_QUARANTINE_FIELDS = frozenset({"event_id", "type", "occurred_at", "niche", "country", "region"})
+_QUARANTINE_PAYLOAD = frozenset({"session_id", "channel", "booking_id", "professional_id", "scheduled_for", "price_ars",
+                                 "price_usd", "license_verified", "provider"})
+_QUARANTINE_PAYMENT = frozenset({"id", "status", "status_detail", "transaction_amount", "transaction_amount_refunded",
+                                 "currency_id", "payment_method_id", "payment_type_id", "date_created", "date_approved",
+                                 "date_last_updated", "external_reference"})
+
+
+def quarantine_text(line: bytes, key: bytes) -> str:
+    """The text quarantine stores for a rejected event line, personal data withheld (see above). A line that
+    is not a JSON object is withheld whole: nothing in it can be told apart from personal data."""
+    try:
+        obj = json.loads(line)
+    except (ValueError, UnicodeDecodeError):
+        return f"[withheld: {len(line)} bytes that are not a valid JSON line; see the source file and row]"
+    if not isinstance(obj, dict):
+        return f"[withheld: a JSON {type(obj).__name__}, not an object; see the source file and row]"
+    withheld: list[str] = []
+
+    def keep(d: dict, allowed: frozenset[str], prefix: str) -> dict[str, Any]:
+        out = {}
+        for k, v in d.items():
+            if k in allowed and (v is None or isinstance(v, str | int | float | bool)):
+                out[k] = v
+            elif not (prefix == "" and k in ("user", "payload")) and not (prefix == "payload." and k == "payment"):
+                withheld.append(prefix + k if len(k) <= 40 else prefix + "(a long field name)")
+        return out
+
+    kept = keep(obj, _QUARANTINE_FIELDS, "")
+    user = obj.get("user")
+    if isinstance(user, dict):
+        if user.get("id") not in (None, ""):
+            kept["user_key"] = user_key(key, str(user["id"]))
+        withheld += [f"user.{k}" if len(k) <= 40 else "user.(a long field name)" for k in user if k != "id"]
+    elif user is not None:
+        withheld.append("user")
+    payload = obj.get("payload")
+    if isinstance(payload, dict):
+        kept["payload"] = keep(payload, _QUARANTINE_PAYLOAD, "payload.")
+        payment = payload.get("payment")
+        if isinstance(payment, dict):
+            kept["payload"]["payment"] = keep(payment, _QUARANTINE_PAYMENT, "payload.payment.")
+        elif payment is not None:
+            withheld.append("payload.payment")
+    elif payload is not None:
+        withheld.append("payload")
+    if withheld:
+        kept["_withheld"] = sorted(withheld)
+    text = json.dumps(kept, ensure_ascii=False, separators=(",", ":"), default=str)
+    return text.encode("utf-8", "replace").decode("utf-8")  # a lone surrogate from a \ud800 escape
 
 
 # --- parsing ------------------------------------------------------------------------------------------
@@ -416,7 +471,7 @@ def load_events_day(con: duckdb.DuckDBPyConnection, storage: Storage, arrival_da
             if len(line) > max_line:  # never parsed: quarantined with its first bytes
                 result.rows_read += 1
                 reason = str(too_large(where, f"line {n}", max_line, "max_line_bytes", len(line)))
-                bad.append(QuarantinedRow(where, n, line[:2000].decode("utf-8", "replace"), reason))
+                bad.append(QuarantinedRow(where, n, f"[withheld: {len(line)} bytes, not parsed]", reason))
             elif line.strip():
                 numbered.append((n, line))
         line_count = len(lines)
@@ -433,7 +488,7 @@ def load_events_day(con: duckdb.DuckDBPyConnection, storage: Storage, arrival_da
             try:  # not vouched for by the fast path: parse alone, or quarantine with the reason
                 parsed = parse_event(line, key, tz, sensitive)
             except EventError as exc:
-                bad.append(QuarantinedRow(where, n, line.decode("utf-8", "replace"), str(exc)))
+                bad.append(QuarantinedRow(where, n, quarantine_text(line, key), str(exc)))
                 continue
             extra = {**meta, "_row_number": n, "_sensitive": parsed.sensitive, "_file": file_index}
             slow_events.append({**parsed.event, **extra})
