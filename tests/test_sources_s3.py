@@ -224,3 +224,43 @@ def test_metric_files_from_s3_through_the_metrics_resource(
     got = reader.samples("active_sessions", start, start + timedelta(days=1))
     assert got.equals(frame)
     assert reader.samples("probe_success", start, start + timedelta(days=1)).height == 0  # no file: no rows
+
+
+def test_unchanged_billing_files_in_s3_are_not_downloaded_again(s3_env: str, tmp_path: Path) -> None:
+    import duckdb
+
+    from pipelines.lib import warehouse
+    from pipelines.lib.sources.billing_load import load_billing_files
+
+    class Counting(S3Storage):
+        reads = 0
+
+        def read_bytes(self, key: str) -> bytes:
+            Counting.reads += 1
+            return super().read_bytes(key)
+
+    (tmp_path / "legacy").mkdir()
+    (tmp_path / "legacy" / "cur.csv").write_bytes((FIXTURES / "aws-cur-legacy-sample.csv").read_bytes())
+    (tmp_path / "focus").mkdir()
+    (tmp_path / "focus" / "october.csv").write_bytes((FIXTURES / "focus-1.0-refund.csv").read_bytes())
+    bucket = _bucket()
+    new_bucket(bucket)
+    upload_tree(tmp_path, bucket, "billing")
+    con: duckdb.DuckDBPyConnection = warehouse.connect(":memory:")
+
+    def total() -> list[tuple]:
+        return con.execute("SELECT source_format, sum(unblended_cost), count(*) FROM raw.billing_line_items "
+                           "GROUP BY ALL ORDER BY ALL").fetchall()
+
+    first = load_billing_files(con, Counting.from_url(f"s3://{bucket}/billing"))
+    assert (first.rows_read, first.rows_loaded, Counting.reads) == (1283, 1283, 2)
+    assert total() == [("cur_legacy", Decimal("1.68230869740"), 1281), ("focus", Decimal("2.5"), 2)]
+    again = load_billing_files(con, Counting.from_url(f"s3://{bucket}/billing"))
+    assert (again.rows_read, again.scope, Counting.reads) == (0, "legacy+focus (unchanged)", 2)  # no download
+    # October re-delivered to the same key: a new ETag, the files are read again and October replaced
+    restated = (FIXTURES / "focus-1.0-refund.csv").read_text().replace("4.000000,4.000000,4.000000", "6.000000,6.000000,6.000000")
+    S3Storage.from_url(f"s3://{bucket}/billing").write_bytes("focus/october.csv", restated.encode())
+    third = load_billing_files(con, Counting.from_url(f"s3://{bucket}/billing"))
+    assert (third.rows_read, Counting.reads) == (1283, 4)
+    assert total() == [("cur_legacy", Decimal("1.68230869740"), 1281), ("focus", Decimal("4.5"), 2)]
+    con.close()

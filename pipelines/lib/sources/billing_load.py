@@ -8,7 +8,8 @@ Replacement, never doubling: the rows of a (billing period, format) are always w
 hold for it. When the files change (one added, re-delivered with new content or removed), every file is
 parsed again and each (period, format) whose content changed is replaced as a whole; unchanged ones are
 left alone, so their days are not re-opened. A period no file holds any more is kept (removing files never
-deletes billing history). When no file changed since the last load, nothing is parsed.
+deletes billing history). When no file changed since the last load, nothing is parsed; from S3 nothing is
+even downloaded (the objects' ETags and sizes tell).
 
 A legacy CUR line item (``LineItemId|TimeInterval``) found in two files of the same period is the same
 charge delivered twice (an old report left beside its restatement): the later file's copy is quarantined
@@ -62,25 +63,33 @@ def load_billing_files(con: duckdb.DuckDBPyConnection, storage: Storage, *, forc
     ensure_file_tables(con)
     result = LoadResult("billing", "legacy+focus")
     keys = billing_files(storage)
+    last = con.execute("SELECT arg_max(digest, loaded_at) FROM ops.billing_file_sets").fetchall()[0][0]
+    # S3: the objects' ETags tell an unchanged file set without downloading it; a folder: content hashes.
+    stamps = _stamps(storage, keys)
+    fileset = hashlib.sha256()
+    if stamps is not None:
+        for key in keys:
+            fileset.update(f"{key}\0stamp {stamps[key]}\n".encode())
+        if not force and fileset.hexdigest() == last:
+            return _unchanged(con)
     contents: dict[str, bytes] = {}
     bad: list[QuarantinedRow] = []
-    fileset = hashlib.sha256()
     for key in keys:
         try:
             data = storage.read_bytes(key)
         except SourceError as exc:  # unreadable or past a size limit: one quarantined row naming it
-            fileset.update(f"{key}\0!{exc}\n".encode())
+            if stamps is None:
+                fileset.update(f"{key}\0!{exc}\n".encode())
             result.rows_read += 1
             bad.append(QuarantinedRow(storage.describe(key), None, "", str(exc)))
             result.warnings.append(str(exc))
             continue
-        fileset.update(f"{key}\0{hashlib.sha256(data).hexdigest()}\n".encode())
+        if stamps is None:
+            fileset.update(f"{key}\0{hashlib.sha256(data).hexdigest()}\n".encode())
         contents[key] = data
     digest = fileset.hexdigest()
-    last = con.execute("SELECT arg_max(digest, loaded_at) FROM ops.billing_file_sets").fetchall()[0][0]
-    if not force and last == digest:
-        record_load(con, LoadResult("billing", "legacy+focus (unchanged)"))
-        return LoadResult("billing", "legacy+focus (unchanged)")
+    if not force and stamps is None and digest == last:
+        return _unchanged(con)
 
     parsed: list[BillingParse] = []
     for key, data in contents.items():
@@ -106,6 +115,24 @@ def load_billing_files(con: duckdb.DuckDBPyConnection, storage: Storage, *, forc
         _replace_changed_groups(con, items, result, force)
     result.rows_quarantined = quarantine(con, "billing", bad)
     con.execute("INSERT INTO ops.billing_file_sets VALUES (?, ?, ?)", [digest, len(keys), datetime.now(UTC)])
+    record_load(con, result)
+    return result
+
+
+def _stamps(storage: Storage, keys: list[str]) -> dict[str, str] | None:
+    """Each key's version stamp when the storage offers one (``S3Storage.fingerprint``), else ``None``."""
+    stamp = getattr(storage, "fingerprint", None)
+    if not callable(stamp):
+        return None
+    try:
+        return {key: str(stamp(key)) for key in keys}
+    except SourceError:
+        return None  # read the files: the read names what is wrong
+
+
+def _unchanged(con: duckdb.DuckDBPyConnection) -> LoadResult:
+    """The files are those of the last load: nothing parsed, nothing replaced (the audit says so)."""
+    result = LoadResult("billing", "legacy+focus (unchanged)")
     record_load(con, result)
     return result
 

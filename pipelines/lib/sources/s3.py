@@ -51,6 +51,7 @@ class S3Storage:
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self._client = client
+        self._stamps: dict[str, str] = {}  # relative key -> "ETag:size" from the last listing
 
     @classmethod
     def from_url(cls, url: str) -> S3Storage:
@@ -113,6 +114,7 @@ class S3Storage:
                 for obj in page.get("Contents", []):
                     if not obj["Key"].endswith("/"):  # console-created "folder" markers are not files
                         keys.append(self._relative(obj["Key"]))
+                        self._stamps[keys[-1]] = f"{obj.get('ETag', '')}:{obj.get('Size', '')}"
         except (ClientError, BotoCoreError) as exc:
             raise self._fail(prefix, exc) from exc
         return sorted(keys)
@@ -141,6 +143,20 @@ class S3Storage:
             raise self._fail(key, exc) from exc
         except BotoCoreError as exc:
             raise self._fail(key, exc) from exc
+
+    def fingerprint(self, key: str) -> str:
+        """A version stamp of the object (ETag and size, from the last listing, else a HEAD request): a
+        loader can tell an unchanged object without downloading it. Raises :class:`SourceError` if missing."""
+        key = key.lstrip("/")
+        if key in self._stamps:
+            return self._stamps[key]
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=self._full_key(key))
+        except (ClientError, BotoCoreError) as exc:
+            raise self._fail(key, exc) from exc
+        return f"{head.get('ETag', '')}:{head.get('ContentLength', '')}"
 
     def describe(self, key: str) -> str:
         """``s3://bucket/prefix/key`` for messages."""
