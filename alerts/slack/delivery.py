@@ -2,7 +2,7 @@
 
 The webhook URL comes only from ``SLACK_WEBHOOK_URL`` and is never logged or put in an error: the
 client gets its own logger held at WARNING (slack_sdk logs the URL at DEBUG/INFO otherwise), and every
-error text is scrubbed of it. Within one send, 429 is retried after exactly the ``Retry-After`` seconds
+error text is scrubbed of it and of its parts (path, token; raw or URL-quoted). Within one send, 429 is retried after exactly the ``Retry-After`` seconds
 Slack asks for, any 5xx and connection errors with exponential backoff; what still fails is reported
 to the caller, which keeps the message in the outbox (see :mod:`alerts.slack.notifier`).
 """
@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from http.client import RemoteDisconnected
 from typing import Any, Protocol
 from urllib.error import URLError
+from urllib.parse import quote, urlsplit
 
 from slack_sdk.http_retry.builtin_interval_calculators import BackoffRetryIntervalCalculator
 from slack_sdk.http_retry.handler import RetryHandler
@@ -105,6 +106,17 @@ def _quiet_logger() -> logging.Logger:
     return logger
 
 
+def _secret_parts(url: str) -> list[str]:
+    """The webhook URL and every part of it that could identify it (path, query, each path segment but
+    ``services``), also URL-quoted, longest first: an error text (a proxy's page echoing the request
+    path, an exception naming it) has them all replaced."""
+    parts = urlsplit(url)
+    pieces = {url, parts.path, parts.query, f"{parts.path}?{parts.query}"}
+    pieces |= {segment for segment in parts.path.split("/") if segment != "services"}
+    out = {form for piece in pieces if len(piece) >= 4 for form in (piece, quote(piece), quote(piece, safe=""))}
+    return sorted(out, key=len, reverse=True)
+
+
 class SlackWebhookSender:
     """Sends Block Kit payloads to the webhook in ``SLACK_WEBHOOK_URL`` (or ``url``, for tests)."""
 
@@ -114,6 +126,7 @@ class SlackWebhookSender:
         if not url.startswith(("http://", "https://")):
             raise SlackConfigError(f"{ENV_VAR} is not set to an http(s) URL; Slack alerts stay in the outbox")
         self._url = url
+        self._secrets = _secret_parts(url)
         backoff = BackoffRetryIntervalCalculator(backoff_factor=backoff_factor, jitter=_NoJitter())
         self.rate_limit = RetryAfterHandler(max_retry_count=max_retries, max_wait=max_retry_after)
         self._client = WebhookClient(
@@ -126,7 +139,9 @@ class SlackWebhookSender:
         return "SlackWebhookSender(<SLACK_WEBHOOK_URL>)"
 
     def _scrub(self, text: str) -> str:
-        return text.replace(self._url, "<SLACK_WEBHOOK_URL>")[:200]
+        for secret in self._secrets:
+            text = text.replace(secret, "<SLACK_WEBHOOK_URL>")
+        return text[:200]
 
     def send(self, payload: dict[str, Any]) -> SendResult:
         """Post one message; returns ok=True only on HTTP 200."""
