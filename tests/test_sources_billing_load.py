@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import shutil
 from datetime import date
 from decimal import Decimal
@@ -164,3 +165,50 @@ def test_cur2_rows_are_never_touched(tmp_path: Path, con) -> None:
     load_billing_files(con, storage)
     assert _totals(con)[("cur2", "2026-11")] == (Decimal("1.5"), 1)
     assert _totals(con)[("focus", "2026-11")] == (Decimal("118.0090124"), 9)
+
+
+def test_legacy_cur_report_versions_follow_the_period_manifest(tmp_path: Path, con) -> None:
+    import csv
+    import json
+
+    period = tmp_path / "legacy" / "pulso-cur" / "20231101-20231201"
+    sample = (FIXTURES / "aws-cur-legacy-sample.csv").read_text()
+    lines = sample.splitlines(keepends=True)
+    restated = "".join(lines[:-1])  # the restatement drops the last line item
+
+    def deliver(assembly: str, text: str | None) -> None:
+        if text is not None:
+            (period / assembly).mkdir(parents=True)
+            (period / assembly / "pulso-cur-1.csv").write_text(text)
+        (period / "pulso-cur-Manifest.json").write_text(json.dumps({
+            "assemblyId": assembly, "reportKeys": [f"cur/pulso-cur/20231101-20231201/{assembly}/pulso-cur-1.csv"],
+            "billingPeriod": {"start": "20231101T000000.000Z", "end": "20231201T000000.000Z"}}))
+
+    def exact(text: str) -> Decimal:
+        return sum((Decimal(r["lineItem/UnblendedCost"]) for r in csv.DictReader(io.StringIO(text))), Decimal(0))
+
+    storage = LocalStorage(tmp_path)
+    deliver("asm-1", sample)
+    first = load_billing_files(con, storage)
+    assert (first.rows_read, first.rows_loaded, first.rows_quarantined, first.warnings) == (1281, 1281, 0, [])
+    # a new version beside the old one: only the manifest's files are read, the old assembly is superseded
+    deliver("asm-2", restated)
+    assert billing_files(storage) == ["legacy/pulso-cur/20231101-20231201/asm-2/pulso-cur-1.csv"]
+    second = load_billing_files(con, storage)
+    assert (second.rows_read, second.rows_loaded, second.rows_quarantined) == (1280, 1280, 0)
+    assert _totals(con) == {("cur_legacy", "2023-11"): (exact(restated), 1280)}
+    assert exact(restated) == Decimal("1.68230869740") - Decimal(lines[-1].split(",")[22])  # lineItem/UnblendedCost
+    # the manifest of a delivery in progress (its file not there yet): the period is skipped, rows kept
+    deliver("asm-3", None)
+    third = load_billing_files(con, storage)
+    assert third.rows_read == 0 and third.touched_days == set()
+    assert [w.rsplit("/", 1)[-1] for w in third.warnings] == [
+        "pulso-cur-1.csv); period 20231101-20231201 skipped until they arrive"]
+    assert "lists 1 report file(s) not delivered yet" in third.warnings[0]
+    assert _totals(con) == {("cur_legacy", "2023-11"): (exact(restated), 1280)}
+    # a 0-byte manifest: named, the period skipped, nothing lost
+    (period / "pulso-cur-Manifest.json").write_bytes(b"")
+    fourth = load_billing_files(con, storage)
+    assert "pulso-cur-Manifest.json: not a legacy CUR manifest" in fourth.warnings[0]
+    assert _totals(con) == {("cur_legacy", "2023-11"): (exact(restated), 1280)}
+    assert con.execute("SELECT count(*) FROM quarantine.rows").fetchall() == [(0,)]

@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 from datetime import UTC, date, datetime
 
 import duckdb
@@ -34,15 +35,63 @@ from pipelines.lib.storage import SourceError, Storage
 from pipelines.lib.warehouse import LoadResult, QuarantinedRow, ar_tz, quarantine, record_load
 
 FOLDERS = ("legacy", "focus")
+_REPORT_PERIOD = re.compile(r"\d{8}-\d{8}")  # legacy CUR report period folder, e.g. 20231101-20231201
 _SUFFIXES = (".csv", ".csv.gz", ".parquet")
 
 
 def billing_files(storage: Storage) -> list[str]:
-    """Keys of legacy CUR / FOCUS files in the billing source (under ``legacy/`` or ``focus/``)."""
+    """Keys of the legacy CUR / FOCUS files to load (under ``legacy/`` or ``focus/``); see
+    :func:`select_billing_files`."""
+    return select_billing_files(storage)[0]
+
+
+def select_billing_files(storage: Storage) -> tuple[list[str], list[str]]:
+    """Keys of the legacy CUR / FOCUS files to load, and warnings.
+
+    Every ``.csv``, ``.csv.gz`` and ``.parquet`` file under ``legacy/`` or ``focus/``, except where AWS's
+    legacy CUR layout says otherwise: a report period folder ``…/yyyymmdd-yyyymmdd/`` holding
+    ``<report>-Manifest.json`` keeps only the files its ``reportKeys`` list (the current assembly; older
+    ``<assemblyId>/`` versions beside it are superseded). A period whose manifest lists a file that is not
+    there yet, or whose manifest cannot be read, is skipped with a warning naming it (its stored rows stay
+    as they are).
+    """
     keys: list[str] = []
+    manifests: list[str] = []
     for folder in FOLDERS:
-        keys.extend(k for k in storage.list(folder) if k.lower().endswith(_SUFFIXES))
-    return sorted(keys)
+        for key in storage.list(folder):
+            if key.lower().endswith(_SUFFIXES):
+                keys.append(key)
+            elif folder == "legacy" and key.endswith("-Manifest.json") and _REPORT_PERIOD.fullmatch(
+                    key.rsplit("/", 2)[-2] if key.count("/") >= 2 else ""):
+                manifests.append(key)
+    selected = set(keys)
+    warnings: list[str] = []
+    for manifest in sorted(manifests):
+        folder = manifest.rsplit("/", 1)[0]
+        period_dir = folder.rsplit("/", 1)[-1]
+        in_folder = {k for k in keys if k.startswith(f"{folder}/")}
+        try:
+            report_keys = json.loads(storage.read_bytes(manifest))["reportKeys"]
+            if not isinstance(report_keys, list) or not report_keys:
+                raise ValueError("reportKeys is not a list of files")
+        except (SourceError, ValueError, KeyError, TypeError) as exc:
+            selected -= in_folder
+            warnings.append(f"{storage.describe(manifest)}: not a legacy CUR manifest ({exc}); "
+                            f"period {period_dir} skipped until it is readable")
+            continue
+        current = set()
+        for report_key in map(str, report_keys):
+            marker = f"{period_dir}/"
+            at = report_key.find(marker)
+            current.add(f"{folder}/{report_key[at + len(marker):] if at >= 0 else report_key.rsplit('/', 1)[-1]}")
+        missing = sorted(current - in_folder)
+        if missing:
+            selected -= in_folder
+            warnings.append(f"{storage.describe(manifest)}: lists {len(missing)} report file(s) not delivered yet "
+                            f"(e.g. {storage.describe(missing[0])}); period {period_dir} skipped until they arrive")
+            continue
+        selected -= in_folder - current  # older assemblies of the period: superseded
+    return sorted(selected), warnings
 
 
 def ensure_file_tables(con: duckdb.DuckDBPyConnection) -> None:
@@ -62,7 +111,8 @@ def load_billing_files(con: duckdb.DuckDBPyConnection, storage: Storage, *, forc
     """
     ensure_file_tables(con)
     result = LoadResult("billing", "legacy+focus")
-    keys = billing_files(storage)
+    keys, notes = select_billing_files(storage)
+    result.warnings.extend(notes)
     last = con.execute("SELECT arg_max(digest, loaded_at) FROM ops.billing_file_sets").fetchall()[0][0]
     # S3: the objects' ETags tell an unchanged file set without downloading it; a folder: content hashes.
     stamps = _stamps(storage, keys)
@@ -71,7 +121,7 @@ def load_billing_files(con: duckdb.DuckDBPyConnection, storage: Storage, *, forc
         for key in keys:
             fileset.update(f"{key}\0stamp {stamps[key]}\n".encode())
         if not force and fileset.hexdigest() == last:
-            return _unchanged(con)
+            return _unchanged(con, notes)
     contents: dict[str, bytes] = {}
     bad: list[QuarantinedRow] = []
     for key in keys:
@@ -89,7 +139,7 @@ def load_billing_files(con: duckdb.DuckDBPyConnection, storage: Storage, *, forc
         contents[key] = data
     digest = fileset.hexdigest()
     if not force and stamps is None and digest == last:
-        return _unchanged(con)
+        return _unchanged(con, notes)
 
     parsed: list[BillingParse] = []
     for key, data in contents.items():
@@ -130,9 +180,9 @@ def _stamps(storage: Storage, keys: list[str]) -> dict[str, str] | None:
         return None  # read the files: the read names what is wrong
 
 
-def _unchanged(con: duckdb.DuckDBPyConnection) -> LoadResult:
+def _unchanged(con: duckdb.DuckDBPyConnection, warnings: list[str]) -> LoadResult:
     """The files are those of the last load: nothing parsed, nothing replaced (the audit says so)."""
-    result = LoadResult("billing", "legacy+focus (unchanged)")
+    result = LoadResult("billing", "legacy+focus (unchanged)", warnings=list(warnings))
     record_load(con, result)
     return result
 
