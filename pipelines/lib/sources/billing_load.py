@@ -2,7 +2,8 @@
 
 The files live in the billing source under ``legacy/`` and ``focus/`` (any depth, CSV, CSV.gz or Parquet;
 the format is detected from the columns). Each file is parsed by
-:mod:`pipelines.lib.sources.billing_formats`.
+:mod:`pipelines.lib.sources.billing_formats`. In AWS's legacy CUR layout a report period folder's
+``<report>-Manifest.json`` picks the current report version (:func:`select_billing_files`).
 
 Replacement, never doubling: the rows of a (billing period, format) are always what the current files
 hold for it. When the files change (one added, re-delivered with new content or removed), every file is
