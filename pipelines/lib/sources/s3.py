@@ -6,11 +6,14 @@ returns this class when a source is configured as ``s3://bucket/prefix``.
 Configuration is the ordinary boto3 one (``AWS_REGION``/``AWS_DEFAULT_REGION``, ``AWS_PROFILE``,
 ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``, instance roles, ...). The endpoint can be overridden with
 ``PULSO_S3_ENDPOINT_URL`` (or the SDK-wide ``AWS_ENDPOINT_URL``) to reach MinIO, LocalStack or a moto server.
-Credentials are never logged: messages name only the bucket and key.
+Credentials are never logged: messages name only the bucket and key, and botocore's own DEBUG logging
+(its signed request headers carry the access key id) is held at INFO unless botocore's logger was set up
+explicitly.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
@@ -26,6 +29,14 @@ def _retry_config() -> dict[str, Any]:
         "mode": os.environ.get("AWS_RETRY_MODE", "standard"),
         "total_max_attempts": int(os.environ.get("AWS_MAX_ATTEMPTS", "5")),
     }
+
+
+def _quiet_botocore() -> None:
+    """Hold botocore's loggers at INFO (their DEBUG records print signed request headers, which carry the
+    access key id) unless the operator configured the ``botocore`` logger's level explicitly."""
+    logger = logging.getLogger("botocore")
+    if logger.level == logging.NOTSET:
+        logger.setLevel(logging.INFO)
 
 
 def parse_s3_url(url: str) -> tuple[str, str]:
@@ -65,6 +76,8 @@ class S3Storage:
         if self._client is None:
             import boto3  # imported lazily: local-folder runs never need it
             from botocore.config import Config
+
+            _quiet_botocore()
 
             self._client = boto3.session.Session().client(
                 "s3", endpoint_url=endpoint_url(), config=Config(retries=_retry_config(), connect_timeout=10, read_timeout=60)
