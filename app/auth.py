@@ -91,6 +91,9 @@ def load_access_config(secrets: Mapping[str, Any], environ: Mapping[str, str]) -
     shared = environ.get(PASSWORD_ENV) or section.get("password") or None
     if shared is not None and not isinstance(shared, str):
         raise AccessConfigError("secrets [pulso] password must be a string")
+    for table in ("users", "roles"):
+        if not isinstance(section.get(table) or {}, Mapping):
+            raise AccessConfigError(f"secrets [pulso] {table} must be a table ([pulso.{table}])")
     accounts: dict[str, Account] = {}
     for name, entry in (section.get("users") or {}).items():
         if not _USER_NAME.match(str(name)):
