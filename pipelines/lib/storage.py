@@ -23,6 +23,9 @@ class InputTooLarge(SourceError):
     the limit and the variable that sets it. Loaders quarantine the file and go on with the others."""
 
 
+_CHUNK = 1024 * 1024
+
+
 def too_large(where: str, what: str, limit: int, name: str, size: int | None = None, unit: str = "bytes") -> InputTooLarge:
     """The error for ``where`` past the limit ``name`` (a :class:`~pipelines.lib.limits.Limits` field)."""
     fmt = limits.human if unit == "bytes" else (lambda n: f"{n:,} {unit}")
@@ -35,13 +38,18 @@ def read_limited(stream: io.BufferedIOBase | object, where: str, size: int | Non
     limit = limits.current().max_file_bytes
     if size is not None and size > limit:
         raise too_large(where, "file", limit, "max_file_bytes", size)
-    data = stream.read(limit + 1)  # type: ignore[attr-defined]
-    if len(data) > limit:
-        raise too_large(where, "file", limit, "max_file_bytes")
-    return data
+    # Read in steps: read(n) allocates n bytes up front, so one read(limit + 1) would reserve the limit.
+    parts, total = [], 0
+    while True:
+        piece = stream.read(min(_CHUNK * 8, limit + 1 - total))  # type: ignore[attr-defined]
+        if not piece:
+            break
+        parts.append(piece)
+        total += len(piece)
+        if total > limit:
+            raise too_large(where, "file", limit, "max_file_bytes")
+    return parts[0] if len(parts) == 1 else b"".join(parts)
 
-
-_CHUNK = 1024 * 1024
 
 
 def gunzip_limited(data: bytes, where: str) -> tuple[bytes, str | None]:
