@@ -17,6 +17,7 @@ Deterministic (``derandomize=True``, no example database).
 from __future__ import annotations
 
 import math
+import os
 import random
 from collections import defaultdict
 from collections.abc import Iterator
@@ -37,10 +38,12 @@ from pipelines.lib.kpis.marts import build_all_marts, build_cost_daily, build_pa
 from pipelines.lib.kpis.quantiles import histogram_quantile, quantile_sql
 from pipelines.lib.kpis.staging import build_event_staging
 
-FAST = settings(max_examples=150, deadline=None, derandomize=True, database=None,
+#: ``PULSO_FUZZ_SCALE=20`` multiplies every example count (a deeper run; the suite uses 1).
+SCALE = int(os.environ.get("PULSO_FUZZ_SCALE", "1"))
+FAST = settings(max_examples=150 * SCALE, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-SQL = settings(FAST, max_examples=60)
-MARTS = settings(FAST, max_examples=12)
+SQL = settings(FAST, max_examples=50 * SCALE)
+MARTS = settings(FAST, max_examples=10 * SCALE)
 
 CATALOG = load_catalog()
 D1, D2 = date(2026, 11, 2), date(2026, 11, 3)

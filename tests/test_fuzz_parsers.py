@@ -24,6 +24,7 @@ import csv
 import gzip
 import io
 import json
+import os
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -65,9 +66,11 @@ KEY = b"fuzz-pseudonym-key"
 DAY = date(2026, 11, 2)
 
 #: Cheap properties (pure parsing) and properties that load a warehouse per example.
-FAST = settings(max_examples=120, deadline=None, derandomize=True, database=None,
+#: ``PULSO_FUZZ_SCALE=20`` multiplies every example count (a deeper run; the suite uses 1).
+SCALE = int(os.environ.get("PULSO_FUZZ_SCALE", "1"))
+FAST = settings(max_examples=120 * SCALE, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-LOADS = settings(FAST, max_examples=40)
+LOADS = settings(FAST, max_examples=30 * SCALE)
 
 # Values that broke or could break a parser: numbers out of range, non-finite, dates at the calendar's
 # edges (UTC conversion overflows), wrong JSON shapes, control characters, huge digits.
