@@ -488,6 +488,14 @@ def test_planted_people_never_come_out_and_the_pseudonym_is_keyed(tmp_path: Path
         assert len(keys_a) == len(keys_b) > 100 and not keys_a & keys_b
         for uid in (planted.client_uid, planted.patient_uid):
             assert hashlib.sha256(uid.encode()).hexdigest() not in keys_a | keys_b
+        # Professionals are pseudonymized too: the planted psychologist's onboarding is stored under the
+        # keyed pseudonym of their app id, a different one under the other key.
+        pro_sql = "SELECT DISTINCT professional_id FROM psychology.events WHERE type = 'professional.onboarded'"
+        pros_a = {r[0] for r in con.execute(pro_sql).fetchall()}
+        pros_b = {r[0] for r in other.execute(pro_sql).fetchall()}
+        assert keyed(KEY, "professional:" + planted.professional_id) in pros_a
+        assert keyed(OTHER_KEY, "professional:" + planted.professional_id) in pros_b
+        assert len(pros_a) == len(pros_b) and not pros_a & pros_b
         # The two broken lines are quarantined (the file and row named), and the counts reconcile.
         loads = con.execute("SELECT sum(rows_read), sum(rows_loaded), sum(rows_quarantined) FROM ops.loads "
                             "WHERE source = 'events'").fetchall()[0]
@@ -517,6 +525,7 @@ def test_planted_people_never_come_out_and_the_pseudonym_is_keyed(tmp_path: Path
     # Search everything for every planted value, the raw ids of the planted people and both keys.
     search_needles = {**needles, planted.client_uid.casefold(): "client app user id",
                       planted.patient_uid.casefold(): "patient app user id",
+                      planted.professional_id.casefold(): "professional app id",
                       KEY.casefold(): "pseudonym key", OTHER_KEY.casefold(): "other pseudonym key"}
     numbers = planted_numbers()
     places: list[tuple[str, str]] = []

@@ -5,7 +5,8 @@ What happens to each line:
 - parsed (amounts as exact decimals); a line that is not a valid event is quarantined with its row
   number, the reason and its non-personal fields only (:func:`quarantine_text`); a truncated gzip keeps every complete line before the damage and quarantines
   the rest, naming the file;
-- people are pseudonymized: ``user_key = HMAC-SHA256(key, user.id)`` and every personal field (user,
+- people are pseudonymized: ``user_key = HMAC-SHA256(key, user.id)``, ``professional_id`` is stored as
+  ``HMAC-SHA256(key, "professional:" + id)``, and every personal field (user,
   payer, names, e-mails, phones, DNI, license numbers) is dropped here, before anything is stored;
 - deduplicated by ``event_id`` (events arrive twice, and late in a later day's folder); the AR day of
   ``occurred_at`` is its day;
@@ -102,6 +103,18 @@ def user_key(key: bytes, user_id: str) -> str:
     return hmac.new(key, user_id.encode("utf-8"), hashlib.sha256).hexdigest()
 
 
+def professional_key(key: bytes, professional_id: str) -> str:
+    """The pseudonym stored as ``professional_id``: ``HMAC-SHA256(key, "professional:" + id)`` as hex.
+    Professionals are people too (a psychologist's app id is as identifying as a client's); the prefix keeps
+    their pseudonyms apart from users' even where the app reuses an id across both."""
+    return user_key(key, "professional:" + professional_id)
+
+
+def _professional(key: bytes, value: Any) -> str | None:
+    text = _str(value)
+    return professional_key(key, text) if text else None
+
+
 # What quarantine keeps of a rejected line: the fields the parser reads (none of them personal), the user
 # as its pseudonym; everything else (names, e-mails, phones, DNI, payer, licence numbers, unknown fields)
 # is withheld, only its field name kept. The source file and row number still locate the whole line.
@@ -144,6 +157,8 @@ def quarantine_text(line: bytes, key: bytes) -> str:
     payload = obj.get("payload")
     if isinstance(payload, dict):
         kept["payload"] = keep(payload, _QUARANTINE_PAYLOAD, "payload.")
+        if "professional_id" in kept["payload"]:  # kept as its pseudonym, like the user
+            kept["payload"]["professional_id"] = _professional(key, kept["payload"]["professional_id"])
         payment = payload.get("payment")
         if isinstance(payment, dict):
             kept["payload"]["payment"] = keep(payment, _QUARANTINE_PAYMENT, "payload.payment.")
@@ -236,7 +251,7 @@ def parse_event(line: bytes | str, key: bytes, tz: ZoneInfo, sensitive_niches: f
         "niche": niche, "country": _str(obj.get("country")), "region": _str(obj.get("region")),
         "user_key": user_key(key, str(uid)) if uid not in (None, "") else None,
         "session_id": _str(payload.get("session_id")), "channel": _str(payload.get("channel")),
-        "booking_id": _str(payload.get("booking_id")), "professional_id": _str(payload.get("professional_id")),
+        "booking_id": _str(payload.get("booking_id")), "professional_id": _professional(key, payload.get("professional_id")),
         "scheduled_for": _opt_ts(payload.get("scheduled_for"), "payload.scheduled_for"),
         "price_ars": _money(payload.get("price_ars"), "payload.price_ars"),
         "license_verified": bool(payload["license_verified"]) if "license_verified" in payload else None,
@@ -362,6 +377,9 @@ def parse_lines_fast(numbered: list[tuple[int, bytes]], key: bytes, tz: ZoneInfo
     slow = everything - set(good["_row_number"].to_list())
     ids = [u for u in good["user_id"].drop_nulls().unique().to_list() if u != ""]
     keys = pl.DataFrame({"user_id": ids, "user_key": [user_key(key, u) for u in ids]}, schema={"user_id": pl.String, "user_key": pl.String})
+    pros = [p for p in good["professional_id"].drop_nulls().unique().to_list() if p != ""]
+    pro_keys = dict(zip(pros, (professional_key(key, p) for p in pros), strict=True))
+    good = good.with_columns(pl.col("professional_id").replace_strict(pro_keys, default=None, return_dtype=pl.String))
     good = good.join(keys, on="user_id", how="left", maintain_order="left").with_columns(
         pl.col("occurred_at").dt.convert_time_zone(tz.key).dt.date().alias("day"),
         pl.col("niche").is_in(list(sensitive_niches)).alias("_sensitive"),
