@@ -65,12 +65,17 @@ def run(start: date, end: date, quiet: bool = False) -> dg.ExecuteInProcessResul
     from pipelines.definitions import defs
 
     definitions = defs()
-    job = definitions.get_job_def("warehouse_job")
+    job = definitions.resolve_job_def("warehouse_job")
     if os.environ.get("DAGSTER_HOME"):
         Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
     instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
+    # Dagster's own step events are DEBUG; the console shows INFO and up (the assets' warnings about
+    # quarantined rows or skipped deliveries) unless PULSO_LOG_LEVEL says otherwise. The run's full event
+    # log is still stored in DAGSTER_HOME.
+    level = os.environ.get("PULSO_LOG_LEVEL", "WARNING" if quiet else "INFO").upper()
     return job.execute_in_process(
         instance=instance,
+        run_config={"loggers": {"console": {"config": {"log_level": level}}}},
         tags={"dagster/asset_partition_range_start": start.isoformat(),
               "dagster/asset_partition_range_end": end.isoformat(), "pulso/kind": "build"},
         raise_on_error=True,
@@ -105,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--end", type=date.fromisoformat, help="last AR day (default: the sources' last day)")
     parser.add_argument("--incremental", action="store_true",
                         help="only from the newest day already built to the newest source day")
+    parser.add_argument("--quiet", action="store_true",
+                        help="console shows only warnings and errors (the run's event log keeps everything)")
     args = parser.parse_args(argv)
     first, last = source_days()
     start, end = args.start or first, args.end or last
@@ -117,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PULSO_PARTITION_START", first.isoformat())
     t0 = time.monotonic()
     print(f"pulso build: {start}..{end} ({(end - start).days + 1} days) from {sources_root()} -> {warehouse_path()}")
-    result = run(start, end)
+    result = run(start, end, quiet=args.quiet)
     for line in summary(result):
         print("  " + line)
     print(f"pulso build: {'ok' if result.success else 'FAILED'} in {time.monotonic() - t0:.1f}s; published tables: "

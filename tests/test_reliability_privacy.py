@@ -234,7 +234,8 @@ def build_env(root: Path, sources: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PULSO_", "DAGSTER_", "SLACK_"))}
     env.update(PULSO_SOURCES=str(sources), PULSO_WAREHOUSE=str(root / "warehouse.duckdb"),
                PULSO_PUBLISHED=str(root / "published"), PULSO_PSEUDONYM_KEY=KEY,
-               PULSO_SECRETS_DIR=str(root / "secrets"), DAGSTER_HOME=str(root / "dagster_home"))
+               PULSO_SECRETS_DIR=str(root / "secrets"), DAGSTER_HOME=str(root / "dagster_home"),
+               PULSO_LOG_LEVEL="DEBUG")  # every event on the console too: the search covers it
     return env
 
 
