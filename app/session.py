@@ -239,8 +239,13 @@ def language_switch(where: Any) -> str:
 def _secrets() -> dict[str, Any]:
     try:
         return st.secrets.to_dict()
-    except Exception:  # no secrets.toml at all: the environment may still configure access
-        return {}
+    except Exception as exc:
+        if str(exc).startswith("Error parsing secrets file"):
+            # Streamlit found a secrets file it cannot parse: say so (never echoing the parser's text,
+            # which could quote a line of the file) instead of treating it as no configuration at all.
+            raise auth.AccessConfigError("the Streamlit secrets file is not valid TOML: fix it or remove it "
+                                         "(access cannot be configured from it)") from None
+        return {}  # no secrets.toml at all: the environment may still configure access
 
 
 PRELOAD_KEY = "pulso-preload"

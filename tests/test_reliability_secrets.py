@@ -442,7 +442,7 @@ def test_malformed_secrets_never_show_a_password(app_env: Path, tmp_path: Path, 
             at = open_app(None)
         finally:
             config.set_option("secrets.files", saved)
-        expected = "El acceso no está configurado"
+        expected = "secrets file is not valid TOML"
     else:
         secrets = {
             "password not a string": {"pulso": {"password": [SHARED_PASSWORD]}},
