@@ -199,6 +199,7 @@ def _check_fx(con: duckdb.DuckDBPyConnection, data: bytes, rows_written: int | N
 @example(data=b"date,ars_per_usd\n2026-11-02,1\xff\n")  # not UTF-8: crashed with a bare UnicodeDecodeError
 @example(data=b'date,ars_per_usd\n"' + b"9" * 200_000 + b'"\n')  # field past csv's limit: crashed with csv.Error
 @example(data=b"date,ars_per_usd")  # no rows: crashed in DuckDB's executemany (empty list)
+@example(data=b"date,ars_per_usd\n2026-11-02,99999999999999999999999\n")  # crashed: past DECIMAL(18,6) in DuckDB
 def test_fx_any_bytes_load_or_name_the_file(con, data: bytes) -> None:
     _check_fx(con, data)
 
@@ -458,6 +459,8 @@ metric_columns = st.sampled_from([
        metric=st.sampled_from(["http_requests_total", "active_sessions"]))
 @example(data=_metric_day_file(_replace(VALID_METRIC.to_arrow(), [("value", pa.array(["1.5", "abc", None, "2"]))])),
          metric="http_requests_total")  # crashed: polars cast error, file not named
+@example(data=_metric_day_file(VALID_METRIC.with_columns(pl.col("ts") + timedelta(days=3))),
+         metric="active_sessions")  # samples of another day in this day's file: were silently never loaded
 def test_metric_file_loads_or_is_quarantined_by_name(con, data: bytes, metric: str) -> None:
     key = f"{metric}/date={DAY.isoformat()}/part-0.parquet"
     with _folder({key: data}) as root:

@@ -17,6 +17,7 @@ from pipelines.lib.storage import Storage, check_columns
 from pipelines.lib.warehouse import LoadResult, QuarantinedRow, quarantine, record_load
 
 FX_KEY = "ars_usd.csv"
+_MAX_RATE = Decimal("1e12")  # raw.fx_rates.ars_per_usd is DECIMAL(18,6): 12 integer digits
 
 
 def load_fx(con: duckdb.DuckDBPyConnection, storage: Storage, key: str = FX_KEY) -> LoadResult:
@@ -48,6 +49,8 @@ def load_fx(con: duckdb.DuckDBPyConnection, storage: Storage, key: str = FX_KEY)
             rate = Decimal(row[1].strip())
             if not rate.is_finite() or rate <= 0:
                 raise InvalidOperation("rate must be a positive number")
+            if rate >= _MAX_RATE:
+                raise InvalidOperation(f"rate {rate} does not fit DECIMAL(18,6)")
         except (IndexError, ValueError, InvalidOperation) as exc:
             bad.append(QuarantinedRow(where, line_no, ",".join(row), f"bad FX row: {exc}"))
             continue

@@ -77,7 +77,7 @@ class FileMetricsReader:
     def __init__(self, storage: Storage, prefix: str = ""):
         self.storage = storage
         self.prefix = prefix.strip("/")
-        self._cache: dict[str, tuple[str, pl.DataFrame]] = {}
+        self._cache: dict[str, tuple[str, pl.DataFrame, pl.DataFrame]] = {}
 
     def key(self, metric: str, day: date) -> str:
         """Storage key of one metric's day file."""
@@ -108,8 +108,20 @@ class FileMetricsReader:
             # Inside the per-file handling: a file whose columns cannot take the contract types is refused
             # by name (SourceError), and the caller quarantines it while the other files load.
             frame = _conform(frame, where)
-        self._cache[metric] = (key, frame)
+        # A sample outside the file's own day would never be read (each day reads its own file): it is
+        # kept apart, and the loader quarantines it (rows read = loaded + quarantined, none dropped).
+        start, end = day_bounds_utc(day)
+        outside = pl.col("ts").is_not_null() & ((pl.col("ts") < start) | (pl.col("ts") >= end))
+        numbered = frame.with_row_index("_row", offset=1)
+        stray = numbered.filter(outside)
+        frame = frame.filter(~outside) if stray.height else frame
+        self._cache[metric] = (key, frame, stray)
         return frame
+
+    def stray_rows(self, metric: str, day: date) -> pl.DataFrame:
+        """Rows of a day's file whose timestamp is outside that day (``_row`` = row number in the file)."""
+        self._day_frame(metric, day)
+        return self._cache[metric][2]
 
     def samples(self, metric: str, start_utc: datetime, end_utc: datetime) -> pl.DataFrame:
         """Samples of ``metric`` with ``start_utc <= ts < end_utc`` from the day files covering the range."""
@@ -247,6 +259,12 @@ def load_metrics_day(con: duckdb.DuckDBPyConnection, reader: MetricsReader, day:
             result.warnings.append(str(exc))
             continue
         result.files += 1
+        if isinstance(reader, FileMetricsReader):
+            stray = reader.stray_rows(metric, day)
+            result.rows_read += stray.height
+            result.rows_quarantined += quarantine(con, "metrics", [
+                QuarantinedRow(where, r.pop("_row"), str(r), f"sample at {r['ts']} is outside the file's day {day}")
+                for r in stray.iter_rows(named=True)])
         # The lookback minute belongs to the previous day's load; null-ts rows are counted here.
         in_day = pl.col("ts").is_null() | (pl.col("ts") >= start)
         result.rows_read += frame.filter(in_day).height
