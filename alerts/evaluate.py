@@ -258,7 +258,12 @@ def match(findings: list[Finding], incidents: list[Incident], step: timedelta, w
     for m in per_metric.values():
         m["precision"] = m["true"] / m["alerts"] if m["alerts"] else None
         m["false_per_week"] = m["false"] / weeks if weeks else None
-    return {"per_type": per_type, "per_metric": per_metric}
+    # Which series and when: the false alerts themselves, for diagnosis (`--report-json`).
+    false_alerts = [{"key": f.series.key, "start": f.episode.start.isoformat(), "direction": f.episode.direction,
+                     "actual": f.episode.actual, "expected": f.episode.expected,
+                     "minutes": (f.episode.last_anomalous - f.episode.start).total_seconds() / 60}
+                    for idx, f in enumerate(findings) if idx not in matched_findings]
+    return {"per_type": per_type, "per_metric": per_metric, "false_alerts": false_alerts}
 
 
 def _fmt_delay(delays: list[timedelta]) -> str:
@@ -427,7 +432,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sources", type=Path, default=Path(os.environ.get("PULSO_SOURCES", "data/sources/demo")))
     parser.add_argument("--benchmarks", type=Path, default=Path("docs/benchmarks.md"))
     parser.add_argument("--no-write", action="store_true", help="print the section, do not edit docs/benchmarks.md")
-    parser.add_argument("--report-json", type=Path, help="also write the raw figures here")
+    parser.add_argument("--report-json", type=Path, help="also write the raw figures (and every false alert) here")
     parser.add_argument("--last-days", type=int, help="evaluate only the last N days (a long profile such as m6-year)")
     args = parser.parse_args(argv)
     if not (args.sources / "incidents.json").exists():

@@ -157,6 +157,9 @@ def test_matching_recall_delay_precision_and_false_alerts_per_week(tmp_path):
     assert (latency["detected"], latency["delays"], latency["within_goal"]) == (1, [timedelta(minutes=20)], 0)
     assert report["per_metric"]["error_ratio"] == {"alerts": 2, "true": 1, "false": 1, "precision": 0.5,
                                                    "false_per_week": 0.5}
+    assert report["false_alerts"] == [{"key": "error_ratio|niche=barber|country=all|region=all",
+                                       "start": "2026-09-15T13:37:00+00:00", "direction": "up", "actual": 2.0,
+                                       "expected": 1.0, "minutes": 0.0}]
     meta = {"profile": "demo", "days": 90, "incidents": 2, "seed": 7, "series": 3, "seconds": 1.0,
             "first_day": "2026-08-30", "last_day": "2026-11-27"}
     text = render(report, meta)

@@ -83,7 +83,7 @@ SHARP_DAY = np.array([0.05] * 8 + [0.35] + [1.0] * 3 + [0.35] * 5 + [1.0] * 3 + 
 
 
 def local_traffic(days: int, timezone: str, country: str, first_day: date, *, base: float = 2000.0,
-                  seed: int = 5) -> tuple[list[datetime], np.ndarray]:
+                  seed: int = 5, rests_on_holidays: bool = True) -> tuple[list[datetime], np.ndarray]:
     """Requests per hour with a country's own rhythm: its local clock (DST included) and its holidays
     (as Sundays); night 5 %, daytime 35 %, peaks 9-12 and 17-20 at 100 % (the simulator's sharp edges)."""
     import holidays as hol
@@ -96,7 +96,7 @@ def local_traffic(days: int, timezone: str, country: str, first_day: date, *, ba
     values = np.empty(len(ts))
     for i, t in enumerate(ts):
         local = t.astimezone(zone)
-        wd = 6 if local.date() in calendar else local.weekday()
+        wd = 6 if rests_on_holidays and local.date() in calendar else local.weekday()
         values[i] = base * SHARP_DAY[local.hour] * WEEK_SHAPE[wd] * (1 + 0.03 * rng.standard_normal())
     return ts, values
 
@@ -118,6 +118,31 @@ def test_a_country_series_is_judged_by_its_own_clock_and_holidays():
     assert any(s.date() == date(2026, 9, 18) for s in starts)
     assert len(starts) > 50
 
+
+
+def test_a_holiday_is_judged_between_its_weekday_and_sunday():
+    # A total where half the volume rests on Argentina's holiday (Monday 2026-08-17: Sunday-level) and
+    # half works (another country): the holiday lands between a Monday and a Sunday. A Sunday-like
+    # holiday would be wrong for it, a Monday-like one for the half that rests; neither alerts, nor does
+    # the next day (the holiday is left out of its level). A real outage on the holiday still does.
+    ar = "America/Argentina/Buenos_Aires"
+    _, resting = local_traffic(35, ar, "AR", date(2026, 8, 3))
+    ts, working = local_traffic(35, ar, "AR", date(2026, 8, 3), seed=6, rests_on_holidays=False)
+    total = resting + working
+    cfg = DetectorConfig(direction="both", z_threshold=6.0, min_rel_change=0.5, min_abs_change=50)
+    result = detect(ts, total, cfg)
+    assert result.filter(pl.col("status") == "ok").height == (35 - 14) * 24
+    assert result["anomalous"].sum() == 0
+    holiday = result[14 * 24 : 15 * 24]  # 2026-08-17
+    assert holiday["ts"][0].astimezone(ZoneInfo(ar)).date() == date(2026, 8, 17)
+    # The interval spans both ways a day off goes: Sunday's traffic and Monday's are both inside.
+    for hour in (10, 12, 18):
+        assert holiday["lower"][hour] < total[13 * 24 + hour]  # the Sunday before
+        assert holiday["upper"][hour] > total[7 * 24 + hour]  # the Monday before
+    broken = total.copy()
+    broken[14 * 24 + 10 : 14 * 24 + 13] *= 0.02  # the holiday's late morning drops to 2 %
+    flagged = detect(ts, broken, cfg.with_overrides(direction="down"))
+    assert flagged.filter(pl.col("alert"))["ts"].to_list() == [ts[14 * 24 + 10]]
 
 def test_a_young_segment_ramping_after_its_launch_does_not_alert():
     # A segment launched on day 40 of the series (no data before) growing 10 % a day: nothing is judged
@@ -380,14 +405,23 @@ def test_intraday_payment_decisions_counts_and_trailing_window(tmp_path):
     assert np.isnan(total.values[0]) and total.values[1] == pytest.approx(2 / 3) and np.isnan(total.values[2])
     assert {s.key for s in series} == {"mercadopago_success_intraday|niche=all|country=all|region=all",
                                        "mercadopago_success_intraday|niche=all|country=AR|region=all"}
+    # A thin scope widens its own window up to 45 minutes: 18:30 now reads 18:00-18:45 (2 of 4
+    # decisions), 18:15 keeps its 30 minutes (enough), 18:00 has only 2 even so.
+    wide = build_payment_series(counts, IntradayConfig(step_minutes=15, window_minutes=30, min_decisions=3,
+                                                       max_window_minutes=45))
+    total = next(s for s in wide if s.scope["country"] == "all")
+    assert np.isnan(total.values[0]) and total.values[1] == pytest.approx(2 / 3) and total.values[2] == 0.5
 
 
 def test_intraday_payment_policy_is_read_and_checked(tmp_path):
     from alerts.detection.payments import IntradayConfig
 
     cfg = IntradayConfig.from_policy()
-    assert (cfg.step_minutes, cfg.window_minutes, cfg.min_decisions) == (15, 60, 30)
+    assert (cfg.step_minutes, cfg.window_minutes, cfg.max_window_minutes, cfg.min_decisions) == (15, 60, 180, 50)
     bad = tmp_path / "policy.yaml"
     bad.write_text("intraday_payments: {step_minutes: 15, window_minutes: 5}\n", encoding="utf-8")
     with pytest.raises(ValueError, match="policy.yaml: intraday_payments: need step > 0, window >= step"):
+        IntradayConfig.from_policy(bad)
+    bad.write_text("intraday_payments: {window_minutes: 60, max_window_minutes: 30}\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="policy.yaml: intraday_payments: max_window_minutes must be 0 or >= window"):
         IntradayConfig.from_policy(bad)

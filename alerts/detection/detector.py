@@ -40,7 +40,7 @@ from pipelines.lib.catalog import load_catalog
 MAD_TO_SIGMA = 1.4826  # MAD of a normal distribution x this = its standard deviation
 DAY_S = 86_400
 SUNDAY = 6  # day types are 0=Monday .. 6=Sunday
-HOLIDAY = 7  # an Argentine holiday is its own day type; with no holiday in the history it borrows Sunday
+HOLIDAY = 7  # a holiday is its own day type, judged between its weekday and Sunday
 
 
 class DetectorInputError(ValueError):
@@ -63,7 +63,6 @@ class DetectorConfig:
     min_scale: float = 0.02  # floor of the robust scale in transformed units (log: ~2 %)
     trend: bool = True
     holidays_country: str | None = "AR"  # None: no holiday calendar (e.g. cost, which barely follows it)
-    holiday_scale: float = 4.0  # noise multiplier on a holiday judged with Sunday's borrowed profile
     timezone: str | None = None  # None: the catalog's timezone
 
     def with_overrides(self, **changes: Any) -> DetectorConfig:
@@ -225,6 +224,22 @@ def detect(timestamps: Any, values: Sequence[float | None] | np.ndarray | pl.Ser
         exp_abs = abs(exp_value)
         return bool(z_d >= k and change >= cfg.min_abs_change and change >= cfg.min_rel_change * exp_abs)
 
+    is_holiday = day_type == HOLIDAY
+
+    def seasonal(table: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Profile term of the points ``idx`` and, on holidays, half the gap it has to span: a holiday
+        is expected midway (in the transformed space) between its own weekday and a Sunday, the two
+        ways a day off goes (a holiday on a Sunday is just a Sunday)."""
+        term, spread = table[slot[idx]], np.zeros(len(idx))
+        hol_at = np.flatnonzero(is_holiday[idx])
+        if len(hol_at):
+            own = table[weekday[idx[hol_at]] * n_tod + tod[idx[hol_at]]]
+            sunday = table[SUNDAY * n_tod + tod[idx[hol_at]]]
+            term = term.copy()
+            term[hol_at] = (own + sunday) / 2
+            spread[hol_at] = np.abs(own - sunday) / 2
+        return term, spread
+
     anomalous = np.zeros(n, dtype=bool)
     expected_u = np.full(n, np.nan)
     sigma = np.full(n, np.nan)
@@ -244,7 +259,9 @@ def detect(timestamps: Any, values: Sequence[float | None] | np.ndarray | pl.Ser
             continue
         if d0 - first_valid < min_hist_s:
             continue
-        in_hist = finite & (ts >= d0 - hist_s) & (ts < d0)
+        # Holidays are left out of the history: one holiday says little about the next (another weekday,
+        # another season), so a holiday is judged against its weekday and Sunday instead (below).
+        in_hist = finite & (ts >= d0 - hist_s) & (ts < d0) & ~is_holiday
         if in_hist.sum() < 7:
             continue
         tH, uH, sH, hH, todH = ts[in_hist], u[in_hist], slot[in_hist], hour[in_hist], tod[in_hist]
@@ -260,8 +277,8 @@ def detect(timestamps: Any, values: Sequence[float | None] | np.ndarray | pl.Ser
         keep = np.isin(week, list(full))
         tH, uH, sH, hH, todH, week = tH[keep], uH[keep], sH[keep], hH[keep], todH[keep], week[keep]
 
-        # Two passes: a week holding a holiday has a lower plain median, so week levels (and the trend
-        # from them) are re-estimated on de-seasonalised values, where holidays count as Sundays.
+        # Two passes: week levels (and the trend from them) are re-estimated on de-seasonalised values,
+        # so a week missing a day (a holiday left out) does not tilt its median.
         p_hist = np.zeros(len(uH))
         slope = 0.0  # per day, in transformed units
         for _ in range(2):
@@ -275,20 +292,11 @@ def detect(timestamps: Any, values: Sequence[float | None] | np.ndarray | pl.Ser
             profile = _median_by(sH, nH, min_count=2)
             fallback = _median_by(todH, nH)
 
-            # Lookup table per slot: the slot's own median; a holiday without holiday history borrows
-            # Sunday's; else the time of day's median over all days; else 0.
+            # Lookup table per weekday slot: the slot's own median; else the time of day's median over
+            # all days; else 0. (Holiday slots are never filled: see `seasonal`.)
             table = np.zeros(8 * n_tod)
-            borrowed = np.zeros(8 * n_tod, dtype=bool)
             for key in range(len(table)):
-                t_o_d = key % n_tod
-                if key in profile:
-                    table[key] = profile[key]
-                elif key // n_tod == HOLIDAY and SUNDAY * n_tod + t_o_d in profile:
-                    table[key] = profile[SUNDAY * n_tod + t_o_d]
-                    borrowed[key] = True
-                else:
-                    table[key] = fallback.get(t_o_d, 0.0)
-                    borrowed[key] = key // n_tod == HOLIDAY
+                table[key] = profile[key] if key in profile else fallback.get(key % n_tod, 0.0)
             p_hist = table[sH]
         base = week_level[min(week_level)]  # the latest week's level
 
@@ -314,8 +322,9 @@ def detect(timestamps: Any, values: Sequence[float | None] | np.ndarray | pl.Ser
         today = np.flatnonzero(day_ord == ordinal)
         lo_all = int(np.searchsorted(ts, d0 - level_s))
         span = np.arange(lo_all, today[-1] + 1)
-        w = u[span] - slope * (ts[span] - d0) / DAY_S - table[slot[span]]
-        w_ok = np.isfinite(w)
+        season, spread = seasonal(table, span)
+        w = u[span] - slope * (ts[span] - d0) / DAY_S - season
+        w_ok = np.isfinite(w) & ~is_holiday[span]  # a holiday's level is not the series' level
         for i in today:
             lo = int(np.searchsorted(ts, ts[i] - level_s)) - lo_all
             ok = w_ok[lo : i - lo_all]
@@ -324,10 +333,9 @@ def detect(timestamps: Any, values: Sequence[float | None] | np.ndarray | pl.Ser
             # expectation up to itself; once a whole window is anomalous the shift is the new level.
             window = w[lo : i - lo_all][normal if normal.sum() >= 3 else ok]
             level = _median(window) if len(window) >= 3 else base
-            expected_u[i] = level + slope * (ts[i] - d0) / DAY_S + table[slot[i]]
-            sigma[i] = max(sigma_by_hour[int(hour[i])], floor)
-            if borrowed[slot[i]]:  # a holiday's level is a guess until holidays are in the history
-                sigma[i] *= cfg.holiday_scale
+            expected_u[i] = level + slope * (ts[i] - d0) / DAY_S + season[i - lo_all]
+            # On a holiday the interval reaches from its weekday's value to Sunday's, plus the noise.
+            sigma[i] = max(sigma_by_hour[int(hour[i])], floor) + spread[i - lo_all] / k
             if finite[i]:
                 anomalous[i] = _breaks(u[i], y[i], expected_u[i], sigma[i])
 

@@ -11,7 +11,10 @@ S3; the same gzip JSON-lines files the warehouse loads) and counts **decisions**
 * decisions are counted per ``step`` bucket (15 minutes) x niche x country x region; a series point is
   the success ratio over the trailing ``window`` (an hour) of buckets, from **summed counts** (never an
   average of ratios), and is *no data* below ``min_decisions`` decisions, so a thin night hour cannot
-  alert.
+  alert;
+* a thin scope (a small country) widens its own window, bucket by bucket up to ``max_window``, until it
+  holds ``min_decisions``: every point rests on about as many decisions as a busy hour's, so the floor
+  means the same noise everywhere, and a small country's surge is seen a little later instead of never.
 
 Only non-personal fields are read from each line (ids, provider, status, times, niche/country/region);
 the payer and user objects are never parsed into anything kept.
@@ -49,6 +52,7 @@ class IntradayConfig:
     step_minutes: int = 15
     window_minutes: int = 60
     min_decisions: int = 30
+    max_window_minutes: int = 0  # 0: the window never widens
 
     @classmethod
     def from_policy(cls, path: Path | None = None) -> IntradayConfig:
@@ -57,13 +61,21 @@ class IntradayConfig:
 
         path = path or POLICY_PATH
         entry = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("intraday_payments") or {}
-        unknown = set(entry) - {"step_minutes", "window_minutes", "min_decisions"}
+        unknown = set(entry) - {"step_minutes", "window_minutes", "min_decisions", "max_window_minutes"}
         if unknown:
             raise ValueError(f"{path.name}: intraday_payments: unknown fields {sorted(unknown)}")
         cfg = cls(**{k: int(v) for k, v in entry.items()})
         if cfg.step_minutes <= 0 or cfg.window_minutes < cfg.step_minutes or cfg.min_decisions < 1:
             raise ValueError(f"{path.name}: intraday_payments: need step > 0, window >= step, min_decisions >= 1")
+        if cfg.max_window_minutes and cfg.max_window_minutes < cfg.window_minutes:
+            raise ValueError(f"{path.name}: intraday_payments: max_window_minutes must be 0 or >= window_minutes")
         return cfg
+
+    @property
+    def window_buckets(self) -> tuple[int, int]:
+        """(buckets in the window, buckets in the widest window)."""
+        k = max(self.window_minutes // self.step_minutes, 1)
+        return k, max(self.max_window_minutes // self.step_minutes, k)
 
 
 def _ts(value: object) -> datetime | None:
@@ -166,11 +178,15 @@ def load_intraday(storage: Storage, days: Iterable[date], now: datetime | None =
 
 
 def build_payment_series(counts: pl.DataFrame, config: IntradayConfig | None = None) -> list[Series]:
-    """Trailing-window success ratio series (total and per country), cells kept for explanation."""
+    """Trailing-window success ratio series (total and per country), cells kept for explanation.
+
+    A point is the success ratio of the shortest trailing window, from ``window`` up to ``max_window``
+    in whole buckets, holding at least ``min_decisions`` decisions; no data if even the widest is short.
+    """
     config = config or IntradayConfig()
     if counts.is_empty():
         return []
-    k = max(config.window_minutes // config.step_minutes, 1)
+    k, widest = config.window_buckets
     out = []
     for grain in GRAINS.values():
         keys = list(grain)
@@ -184,10 +200,12 @@ def build_payment_series(counts: pl.DataFrame, config: IntradayConfig | None = N
             full = pl.DataFrame(pl.datetime_range(agg["bucket"][0], agg["bucket"][-1], f"{config.step_minutes}m",
                                                   eager=True).alias("bucket"))
             agg = full.join(agg, on="bucket", how="left").fill_null(0.0)
-            agg = agg.with_columns(pl.col("success").rolling_sum(k, min_samples=1).alias("w_success"),
-                                   pl.col("decided").rolling_sum(k, min_samples=1).alias("w_decided"))
-            agg = agg.with_columns(pl.when(pl.col("w_decided") >= config.min_decisions)
-                                   .then(pl.col("w_success") / pl.col("w_decided")).alias("value"))
+            ratio = pl.lit(None, dtype=pl.Float64)
+            for width in range(widest, k - 1, -1):  # the narrowest enough window wins: built last
+                w_success = pl.col("success").rolling_sum(width, min_samples=1)
+                w_decided = pl.col("decided").rolling_sum(width, min_samples=1)
+                ratio = pl.when(w_decided >= config.min_decisions).then(w_success / w_decided).otherwise(ratio)
+            agg = agg.with_columns(ratio.alias("value"))
             ts, values = _grid(agg.select("bucket", "value"), "value", config.step_minutes)
             scope = {"niche": ALL, "country": ALL, "region": ALL}
             scope.update({key: row[key] for key in keys})
