@@ -342,3 +342,19 @@ def test_parquet_rows_limit_names_the_file(tmp_path: Path, con, monkeypatch) -> 
     assert (result.rows_read, result.rows_loaded, result.rows_quarantined) == (1, 0, 1)
     assert quarantined(con)[0][2] == (f"{reader.describe('active_sessions', DAY)}: Parquet row count (1,440 rows) "
                                       "exceeds the limit of 1,000 rows (PULSO_MAX_PARQUET_ROWS); refused")
+
+
+def test_parquet_limits_hold_when_pyarrow_cannot_read_the_footer(tmp_path: Path, con, monkeypatch) -> None:
+    """A file whose embedded Arrow schema is damaged (pyarrow refuses the footer, polars reads the rows):
+    the row limit is still checked, from polars' reading of the footer."""
+    monkeypatch.setenv("PULSO_MAX_PARQUET_ROWS", "3")
+    damaged = (Path(__file__).parent / "fixtures" / "sources" / "metric-damaged-arrow-schema.parquet").read_bytes()
+    with pytest.raises(OSError, match="flatbuffers"):
+        pq.read_metadata(pa.BufferReader(damaged))
+    key = f"http_requests_total/date={DAY.isoformat()}/part-0.parquet"
+    write(tmp_path, key, damaged)
+    reader = FileMetricsReader(LocalStorage(tmp_path))
+    result = load_metrics_day(con, reader, DAY)
+    assert (result.rows_read, result.rows_loaded, result.rows_quarantined) == (1, 0, 1)
+    assert quarantined(con)[0][2] == (f"{reader.describe('http_requests_total', DAY)}: Parquet row count (4 rows) "
+                                      "exceeds the limit of 3 rows (PULSO_MAX_PARQUET_ROWS); refused")

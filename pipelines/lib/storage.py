@@ -94,20 +94,29 @@ def check_columns(count: int, where: str) -> None:
 def check_parquet(data: bytes, where: str) -> None:
     """Refuse a Parquet file whose footer declares more rows, row groups or columns than the limits,
     before any row is decoded. A footer that cannot be read is left to the reader (which names the damage)."""
+    import polars as pl
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    groups: int | None
     try:
         meta = pq.read_metadata(io.BytesIO(data))
+        rows, groups, columns = meta.num_rows, meta.num_row_groups, meta.num_columns
     except (pa.ArrowException, OSError, ValueError):
-        return
+        # pyarrow refuses some footers polars reads (a damaged embedded Arrow schema): count with polars,
+        # from the footer too, so such a file cannot slip past the limits into the polars reader.
+        try:
+            rows = pl.scan_parquet(io.BytesIO(data)).select(pl.len()).collect().item()
+            columns, groups = len(pl.read_parquet_schema(io.BytesIO(data))), None
+        except Exception:  # noqa: BLE001 - unreadable by both: the reader names the damage
+            return
     lim = limits.current()
-    if meta.num_rows > lim.max_parquet_rows:
-        raise too_large(where, "Parquet row count", lim.max_parquet_rows, "max_parquet_rows", meta.num_rows, unit="rows")
-    if meta.num_row_groups > lim.max_parquet_row_groups:
+    if rows > lim.max_parquet_rows:
+        raise too_large(where, "Parquet row count", lim.max_parquet_rows, "max_parquet_rows", rows, unit="rows")
+    if groups is not None and groups > lim.max_parquet_row_groups:
         raise too_large(where, "Parquet row group count", lim.max_parquet_row_groups, "max_parquet_row_groups",
-                        meta.num_row_groups, unit="row groups")
-    check_columns(meta.num_columns, where)
+                        groups, unit="row groups")
+    check_columns(columns, where)
 
 
 @runtime_checkable
