@@ -109,6 +109,8 @@ def test_adding_a_niche_is_a_config_change(tmp_path, monkeypatch):
         (lambda d: d["countries"][0].update(latency_slo_ms=250), "not a histogram bucket"),
         (lambda d: d["slos"][0].update(objective=1.5), "objective"),
         (lambda d: d["niches"][0].pop("name"), "name"),
+        (lambda d: d["currency"].update(fx_quote_range={"min": "2000", "max": "1000"}), "fx_quote_range"),
+        (lambda d: d["currency"].update(fx_quote_range={"min": "cheap", "max": "1000"}), "must be numbers"),
     ],
 )
 def test_malformed_catalog_is_refused_with_a_clear_error(mutate, message):

@@ -258,6 +258,24 @@ def test_fx_carry_forward_and_bad_row(tmp_path: Path, con) -> None:
     assert date(2026, 11, 5) not in rows  # before the first quote: no rate, never guessed
 
 
+def test_fx_quote_outside_the_catalogs_plausible_range_is_quarantined(tmp_path: Path, con) -> None:
+    # The catalog's range is 0.5..10,000,000 ARS per USD: a mistyped quote would make a day's USD revenue
+    # meaningless (0.000001 ARS per USD turns 1 M ARS into 10^12 USD, past DECIMAL(18,6)).
+    src = Sources(tmp_path)
+    src.fx([("2026-11-06", "1000.50"), ("2026-11-09", "0.000001"), ("2026-11-10", "10000000.000001"),
+            ("2026-11-11", "0.5"), ("2026-11-12", "10000000")])
+    result = load_fx(con, LocalStorage(tmp_path / "fx"))
+    assert (result.rows_read, result.rows_loaded, result.rows_quarantined) == (5, 3, 2)
+    assert sorted(r[0] for r in con.execute("SELECT date FROM raw.fx_rates").fetchall()) == [
+        date(2026, 11, 6), date(2026, 11, 11), date(2026, 11, 12)]
+    reasons = dict(con.execute("SELECT row_number, reason FROM quarantine.rows WHERE source = 'fx'").fetchall())
+    assert set(reasons) == {3, 4}
+    assert all("outside the plausible range 0.5..10000000" in r for r in reasons.values()), reasons
+    # The range is the catalog's; a caller may pass another.
+    narrow = load_fx(con, LocalStorage(tmp_path / "fx"), quote_range=(Decimal("900"), Decimal("1100")))
+    assert (narrow.rows_loaded, narrow.rows_quarantined) == (1, 4)
+
+
 def _cur_row(i: int, start: str, end: str, cost: str, kind: str = "Usage", niche: str | None = "barber",
              **kw: Any) -> dict[str, Any]:
     return {"identity_line_item_id": f"li{i}", "identity_time_interval": f"{start}/{end}",

@@ -12,6 +12,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from datetime import date
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
@@ -138,6 +139,12 @@ class Catalog:
     raw: dict[str, Any] = field(repr=False, compare=False, hash=False, default_factory=dict)
 
     # --- lookups -------------------------------------------------------------------------------
+    @property
+    def fx_quote_range(self) -> tuple[Decimal, Decimal]:
+        """(min, max) plausible ARS-per-USD quote (``currency.fx_quote_range``), exact decimals."""
+        rng = (self.raw.get("currency") or {}).get("fx_quote_range") or {}
+        return Decimal(str(rng.get("min", "0.5"))), Decimal(str(rng.get("max", "10000000")))
+
     def kpi(self, kpi_id: str) -> Kpi:
         for k in self.kpis:
             if k.id == kpi_id:
@@ -355,8 +362,21 @@ def _parse_catalog(data: Any, path: Path) -> Catalog:
                    for g in data.get("capacity", {}).get("autoscaling_groups", []))
     windows = tuple(BurnWindow(w["severity"], w["long"], w["short"], float(w["budget_consumed"]))
                     for w in data.get("burn_rate_alerts", {}).get("windows", []))
+    _check_fx_quote_range(data.get("currency"))
     return Catalog(path, data["timezone"], plan, tuple(niches), tuple(countries), services, tuple(kpis),
                    tuple(slos), buckets, groups, windows, data)
+
+
+def _check_fx_quote_range(currency: Any) -> None:
+    rng = currency.get("fx_quote_range", {}) if isinstance(currency, dict) else {}
+    if not isinstance(rng, dict):
+        raise CatalogError("currency.fx_quote_range: must be a mapping {min, max}")
+    try:
+        low, high = Decimal(str(rng.get("min", "0.5"))), Decimal(str(rng.get("max", "10000000")))
+    except InvalidOperation:
+        raise CatalogError("currency.fx_quote_range: min and max must be numbers") from None
+    if not (0 < low < high < Decimal("1e12")):  # raw.fx_rates is DECIMAL(18,6)
+        raise CatalogError("currency.fx_quote_range: needs 0 < min < max < 1e12")
 
 
 @functools.lru_cache(maxsize=8)

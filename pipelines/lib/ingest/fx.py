@@ -13,6 +13,7 @@ from decimal import Decimal, InvalidOperation
 
 import duckdb
 
+from pipelines.lib.catalog import load_catalog
 from pipelines.lib.storage import Storage, check_columns
 from pipelines.lib.warehouse import LoadResult, QuarantinedRow, quarantine, record_load
 
@@ -20,8 +21,11 @@ FX_KEY = "ars_usd.csv"
 _MAX_RATE = Decimal("1e12")  # raw.fx_rates.ars_per_usd is DECIMAL(18,6): 12 integer digits
 
 
-def load_fx(con: duckdb.DuckDBPyConnection, storage: Storage, key: str = FX_KEY) -> LoadResult:
-    """Replace ``raw.fx_rates`` with the quotes of the CSV; bad rows are quarantined."""
+def load_fx(con: duckdb.DuckDBPyConnection, storage: Storage, key: str = FX_KEY,
+            quote_range: tuple[Decimal, Decimal] | None = None) -> LoadResult:
+    """Replace ``raw.fx_rates`` with the quotes of the CSV; bad rows are quarantined, among them a quote
+    outside the catalog's plausible ``currency.fx_quote_range`` (``quote_range`` overrides it)."""
+    low, high = quote_range or load_catalog().fx_quote_range
     result = LoadResult("fx", key)
     where = storage.describe(key)
     try:
@@ -51,6 +55,9 @@ def load_fx(con: duckdb.DuckDBPyConnection, storage: Storage, key: str = FX_KEY)
                 raise InvalidOperation("rate must be a positive number")
             if rate >= _MAX_RATE:
                 raise InvalidOperation(f"rate {rate} does not fit DECIMAL(18,6)")
+            if not low <= rate <= high:
+                raise InvalidOperation(f"rate {rate} ARS per USD is outside the plausible range {low}..{high} "
+                                       "(catalog currency.fx_quote_range)")
         except (IndexError, ValueError, InvalidOperation) as exc:
             bad.append(QuarantinedRow(where, line_no, ",".join(row), f"bad FX row: {exc}"))
             continue
