@@ -284,7 +284,7 @@ INTRO = ("Measured by `make eval` (`python -m alerts.evaluate`) on the simulator
          "make eval                                                    # demo (generated if missing)\n"
          "python -m pipelines.simulate --profile demo --end 2026-11-27 --no-incidents --out <clean>\n"
          "PULSO_SOURCES=<clean> make eval                              # clean run: false alerts only\n"
-         "python -m pipelines.simulate --profile m6-year --out <m6>    # ~40 min, ~3.5 GB\n"
+         "python -m pipelines.simulate --profile m6-year --end 2026-11-27 --out <m6>   # ~28 min, ~3.5 GB\n"
          "python -m alerts.evaluate --sources <m6> --last-days 190     # its last 190 days (6 incidents)\n"
          "```")
 FOOTER = ("Goals: every injected incident detected within 15 minutes (operational) or a day (cost, payments); at "

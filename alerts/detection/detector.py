@@ -7,10 +7,12 @@ judged against itself or the future):
   growth are multiplicative; identity for ratios);
 * **growth trend**: the median of the week-over-week slopes of the daily medians (same weekday against
   same weekday, so the weekly rhythm does not bias it; the median ignores a holiday or an incident);
-* **Argentina's rhythm**: a profile per slot, where a slot is *time of day x weekday* in local time for
-  sub-daily series (the hour, or the quarter hour for finer data) and the weekday for daily ones; an
-  Argentine holiday (``holidays``) is its own day type, judged with Sunday's profile and a wider scale
-  until the history holds holidays of its own;
+* **Argentina's rhythm** (or the series' own country's: ``timezone`` and ``holidays_country``): a
+  profile per slot, where a slot is *time of day x weekday* in local time for sub-daily series (the
+  hour, or the quarter hour for finer data) and the weekday for daily ones. A public holiday
+  (``holidays``) is left out of the history and judged *between* its own weekday and a Sunday: the
+  expectation is their midpoint and the interval spans both (a day off goes either way: a clinic
+  rests, a barber's Saturday barely moves, a total mixing countries rests in part);
 * **robust scale**: 1.4826 x MAD of the residuals (per hour of day for sub-daily series, where noise
   differs between 4 a.m. and noon), never mean/stdev, so past incidents in the history do not blind it;
 * **level**: the median of the de-seasonalised recent window (a day, or a week for daily series), so the
