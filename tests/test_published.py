@@ -70,10 +70,15 @@ def test_leftovers_of_a_killed_publish_are_cleaned_and_never_read(tmp_path):
     publish(warehouse(1), {"kpi_daily": "marts.kpi_daily"}, [D1], tmp_path)
     orphan = tmp_path / "kpi_daily" / "day=2026-11-25" / "part-orphan.parquet"
     orphan.write_bytes(b"half a file")
-    (tmp_path / "kpi_daily" / "day=2026-11-25" / ".part-x.parquet.tmp").write_bytes(b"")
+    part_tmp = tmp_path / "kpi_daily" / "day=2026-11-25" / ".part-x.parquet.tmp"
+    part_tmp.write_bytes(b"")
+    manifest_tmp = tmp_path / "._manifest.json.0123abcd.tmp"  # killed between writing and renaming it
+    manifest_tmp.write_text('{"version": 99, "tables": {}}')
     assert PublishedReader(tmp_path).snapshot().execute("SELECT count(*) FROM kpi_daily").fetchone() == (2,)
+    assert read_manifest(tmp_path).version == 1
     publish(warehouse(2), {"kpi_daily": "marts.kpi_daily"}, [D2], tmp_path)
-    assert not orphan.exists()
+    assert not orphan.exists() and not part_tmp.exists() and not manifest_tmp.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".publish.lock", "_manifest.json", "kpi_daily"]
 
 
 def test_readers_during_publishes_always_see_one_complete_state(tmp_path):

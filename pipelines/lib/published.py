@@ -225,6 +225,10 @@ def _remove_unreferenced(root: Path, manifest: dict[str, Any]) -> None:
     for folder in root.glob("*/day=*"):
         with contextlib.suppress(OSError):
             folder.rmdir()  # only succeeds when empty
+    # A manifest temp file of a publish killed before its rename (publishes hold the lock: none is live).
+    for path in root.glob(f".{MANIFEST}.*.tmp"):
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
 
 
 # --------------------------------------------------------------------------------------------------
