@@ -669,3 +669,26 @@ def test_default_end_is_yesterday_in_argentina():
     # 02:00 UTC on the 28th is still 23:00 on the 27th in Buenos Aires, so "yesterday" is the 26th.
     assert yesterday_in("America/Argentina/Buenos_Aires", datetime(2026, 11, 28, 2, tzinfo=UTC)) == date(2026, 11, 26)
     assert yesterday_in("America/Argentina/Buenos_Aires", datetime(2026, 11, 28, 3, tzinfo=UTC)) == date(2026, 11, 27)
+
+
+def test_weekday_and_holiday_follow_each_segments_local_date():
+    """Bogotá's clock is 2 h behind Argentina's: the AR day's first two hours are still the local previous
+    day there, so a Colombian Monday holiday lasts until 02:00 AR on Tuesday (and not into Tuesday's
+    afternoon), while an Argentine segment's factor is the AR day's all day."""
+    import holidays as holiday_calendars
+
+    from pipelines.lib.simulator.profiles import get_profile
+    from pipelines.lib.simulator.world import World
+
+    catalog = load_catalog()
+    world = World(catalog, get_profile("m6-year"), date(2026, 11, 27), seed=1)
+    monday = next(d for d in sorted(holiday_calendars.Colombia(years=2026)) if d.weekday() == 0
+                  and world.start < d < world.end and not world.is_holiday("AR", d + timedelta(days=1)))
+    tuesday = monday + timedelta(days=1)
+    bogota = next(s for s in world.segments if s.country == "CO")
+    factors = world.day_factors(bogota, tuesday)
+    assert world.day_factor(bogota, monday) < world.day_factor(bogota, tuesday)  # the holiday rests
+    assert (factors[:120] == world.day_factor(bogota, monday)).all()   # 00:00-02:00 AR = 22:00-24:00 Monday
+    assert (factors[120:] == world.day_factor(bogota, tuesday)).all()
+    buenos_aires = next(s for s in world.segments if s.country == "AR")
+    assert (world.day_factors(buenos_aires, tuesday) == world.day_factor(buenos_aires, tuesday)).all()

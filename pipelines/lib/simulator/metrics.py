@@ -126,7 +126,7 @@ class MetricsModel:
         sessions = np.empty((self.n_seg, MINUTES))
         for seg in self.segs:
             shape = traffic_shape(w.local_hours(day, seg.timezone), seg.peak_hours)
-            sessions[seg.index] = w.session_scale * seg.weight * shape * w.day_factor(seg, day) * g
+            sessions[seg.index] = w.session_scale * seg.weight * shape * w.day_factors(seg, day) * g
         sessions *= rng.lognormal(0.0, 0.03, sessions.shape)
         spike_mask = np.zeros((self.n_seg, MINUTES), dtype=bool)
         outage = np.zeros((self.n_seg, MINUTES), dtype=bool)

@@ -159,6 +159,23 @@ class World:
         noise = self.rng("day-noise", seg.niche, seg.country, day.isoformat()).normal(0.0, DAILY_NOISE_SIGMA)
         return f * math.exp(noise)
 
+    def day_factors(self, seg: Segment, day: date) -> np.ndarray:
+        """:meth:`day_factor` for each minute of the AR day ``day``, by the segment's *local* date: where
+        the segment's clock is behind Argentina's (Bogotá, Santiago in winter), the AR day's first hours
+        are still the local previous day, with that day's weekday and holiday."""
+        tz = ZoneInfo(seg.timezone)
+        t0 = self.day_start_utc(day)
+        today, yesterday = self.day_factor(seg, day), None
+        out = np.empty(MINUTES)
+        for h in range(24):  # offsets change at most on an hour boundary
+            if (t0 + timedelta(hours=h)).astimezone(tz).date() < day:
+                if yesterday is None:
+                    yesterday = self.day_factor(seg, day - timedelta(days=1))
+                out[h * 60 : (h + 1) * 60] = yesterday
+            else:
+                out[h * 60 : (h + 1) * 60] = today
+        return out
+
     def _reference_peak(self) -> float:
         """Max over a plain weekday of the summed shapes, so sessions can be scaled to the peak target."""
         ref = self.end - timedelta(days=(self.end.weekday() - 1) % 7)  # the latest Tuesday
