@@ -162,7 +162,7 @@ def write_section(figures: dict[str, Any], path: Path = BENCHMARKS_MD) -> None:
         f"targets table on screen, fresh server, median of {figures.get('browser_runs', 0)}) | "
         f"{'not measured (no Chromium)' if browser is None else f'{browser} s'}{verdict(browser)} |\n"
         f"| same, the password submitted the instant the form shows (no time to prepare; one run) | "
-        f"{figures.get('browser_immediate_s') or 'not measured'} s |\n"
+        f"{figures.get('browser_immediate_s') or 'not measured'} s{verdict(figures.get('browser_immediate_s'))} |\n"
         f"| same, navigating back to the overview in the same session | "
         f"{'not measured' if warm_browser is None else f'{warm_browser} s'}{verdict(warm_browser)} |\n"
         f"| overview script run, cold (loads the published snapshot), AppTest median of 5 | "
