@@ -100,8 +100,8 @@ def test_incremental_updates_read_only_new_buckets_and_match_a_full_build(source
     # Settled means ended 2 minutes ago: at 03:12:30 buckets 0 and 1 (to 03:10) are in, bucket 2 is not.
     assert (first.buckets, first.read_from, first.read_to) == (2, START, START + timedelta(minutes=10))
     second = ops_store.update(con, reader, [DAY], START + timedelta(minutes=22))
-    assert (second.buckets, second.read_from, second.read_to) == (2, START + timedelta(minutes=10),
-                                                                  START + timedelta(minutes=20))
+    # Two new buckets, read with the last 10 minutes of stored ones (restated for late samples).
+    assert (second.buckets, second.read_from, second.read_to) == (2, START, START + timedelta(minutes=20))
     again = ops_store.update(con, reader, [DAY], START + timedelta(minutes=22))
     assert (again.buckets, again.rows, again.days) == (0, 0, ())  # nothing new: nothing read, nothing written
     full = duckdb.connect(":memory:")
@@ -190,3 +190,32 @@ def test_operational_job_reads_the_table_and_the_day_s_payments(tmp_path, monkey
     assert 9 <= meta["ops_5m_buckets"].value <= 12
     # 12 decisions 40 minutes ago, in a settled 15-minute bucket: counted (too few and too little history to judge).
     assert meta["payment_decisions"].value == 12 and meta["fired"].value == 0
+
+
+def test_samples_landing_after_their_bucket_was_stored_are_counted_by_the_next_update(source):
+    """Cell B's samples of minutes 5-9 arrive late (the day's file is rewritten with them after bucket 1 was
+    stored): the next update re-reads the last 10 stored minutes, so the table ends equal to one built
+    from all samples."""
+    complete = {}
+    for metric_dir in source.iterdir():
+        path = metric_dir / f"date={DAY.isoformat()}" / "part-0.parquet"
+        frame = pl.read_parquet(path)
+        is_late = ((pl.col("region") == "rosario") & (pl.col("ts") >= START + timedelta(minutes=5))
+                   & (pl.col("ts") < START + timedelta(minutes=10)))
+        frame.filter(~is_late).write_parquet(path)
+        complete[path] = frame
+    def reader() -> FileMetricsReader:  # one per run, as the job makes it (a reader caches what it read)
+        return FileMetricsReader(LocalStorage(source))
+
+    con = duckdb.connect(":memory:")
+    ops_store.update(con, reader(), [DAY], START + timedelta(minutes=12, seconds=30))
+    b1 = START + timedelta(minutes=5)
+    requests_b1 = f"SELECT requests FROM {ops_store.COUNTS} WHERE bucket = ? AND region = 'rosario'"  # noqa: S608
+    assert con.execute(requests_b1, [b1]).fetchall() == []  # B's bucket 1 had no samples yet
+    for path, frame in complete.items():
+        frame.write_parquet(path)
+    ops_store.update(con, reader(), [DAY], START + timedelta(minutes=22))
+    assert con.execute(requests_b1, [b1]).fetchall() == [(100.0,)]  # 5 minutes x 20
+    full = duckdb.connect(":memory:")
+    ops_store.update(full, reader(), [DAY], START + timedelta(minutes=22))
+    assert _tables(con) == _tables(full)

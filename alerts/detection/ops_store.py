@@ -12,14 +12,17 @@ Three DuckDB tables, one row per 5-minute bucket (UTC start) and cell, each with
   sessions (a sum of per-cell peaks would overstate it).
 
 ``staging.ops_5m_state`` remembers, per Argentine day, up to when the buckets are stored. An update
-reads only ``[stored_through, last settled bucket)`` from the metrics source and appends it, so a re-run
-with nothing new reads nothing and changes nothing; a partial bucket is never stored (only buckets that
-ended ``settle`` ago). Writes for a day happen in one transaction (delete the window, insert, move the
+with new settled buckets reads ``[stored_through - restate, last settled bucket)`` from the metrics source:
+the new buckets, and the last ``restate`` (10 minutes) of stored ones again, replaced, so samples that
+landed after their bucket was stored (a slow scrape, a late file) are counted; a re-run with nothing new
+reads nothing and changes nothing; a partial bucket is never stored (only buckets that ended ``settle``
+ago). Writes for a day happen in one transaction (delete the window, insert, move the
 state), so an interrupted run leaves the day as it was.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -93,28 +96,35 @@ class UpdateResult:
 
     days: tuple[date, ...]  # days that received new buckets
     buckets: int  # new 5-minute buckets (time slots) stored
-    rows: int  # new rows in ops_5m
-    read_from: datetime | None
+    rows: int  # rows written to ops_5m (new buckets and the restated ones)
+    read_from: datetime | None  # includes the restated buckets
     read_to: datetime | None
 
 
+RESTATE = timedelta(minutes=10)
+
+
 def update(con: duckdb.DuckDBPyConnection, reader: MetricsReader, days: Iterable[date], now: datetime,
-           step_minutes: int = 5, settle: timedelta = timedelta(minutes=2)) -> UpdateResult:
-    """Append every settled bucket of ``days`` not stored yet (reads only those from ``reader``)."""
+           step_minutes: int = 5, settle: timedelta = timedelta(minutes=2),
+           restate: timedelta = RESTATE) -> UpdateResult:
+    """Append every settled bucket of ``days`` not stored yet, re-reading and replacing the last
+    ``restate`` of stored buckets with them (late samples); reads nothing when nothing new has settled."""
     ensure_tables(con)
     limit = settled_until(now, step_minutes, settle)
     touched, buckets, rows, first, last = [], 0, 0, None, None
     for day in sorted(set(days)):
         start, end = day_bounds_utc(day)
         done = stored_through(con, day)
-        lo = max(start, done) if done else start
+        new_from = max(start, done) if done else start
         hi = min(end, limit)
-        if hi <= lo:
+        if hi <= new_from:
             continue
+        step = timedelta(minutes=step_minutes)
+        lo = max(start, new_from - step * math.ceil(restate / step))  # whole buckets
         counts, latency, sessions = window_cells(reader, lo, hi, step_minutes)
         parts = summarize(counts, latency, sessions, step_minutes)
         n = _write(con, day, lo, hi, parts, step_minutes)
-        buckets += int((hi - lo).total_seconds() // (step_minutes * 60))
+        buckets += int((hi - new_from).total_seconds() // (step_minutes * 60))
         rows += n
         touched.append(day)
         first = lo if first is None else min(first, lo)
