@@ -11,6 +11,7 @@ export PULSO_SOURCES ?= data/sources/$(PROFILE)
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export GX_ANALYTICS_ENABLED := False
 export STREAMLIT_BROWSER_GATHER_USAGE_STATS := false
+export DAGSTER_DISABLE_TELEMETRY := 1
 PULSO_APP_PORT ?= 8501
 PULSO_EXPORTER_PORT ?= 9108
 PULSO_DAGSTER_PORT ?= 3070
@@ -53,7 +54,7 @@ exporter: install
 	$(PY) -m exporters.serve --port $(PULSO_EXPORTER_PORT)
 
 dagster: install
-	@mkdir -p $(DAGSTER_HOME)
+	@$(PY) -c 'from pipelines.build import ensure_dagster_home; ensure_dagster_home()'
 	$(VENV)/bin/dagster dev -w workspace.yaml -p $(PULSO_DAGSTER_PORT)
 
 test: install sysdeps

@@ -60,14 +60,38 @@ def newest_built_day() -> date | None:
     finally:
         con.close()
 
+DAGSTER_YAML = """# Written by Pulso (pipelines/build.py): one DuckDB writer at a time, no telemetry (network only to loopback).
+concurrency:
+  pools:
+    default_limit: 1
+telemetry:
+  enabled: false
+"""
+
+
+def ensure_dagster_home(home: str | os.PathLike[str] | None = None) -> Path | None:
+    """Create ``$DAGSTER_HOME/dagster.yaml`` (pool limit, telemetry off) if missing; turn telemetry off in
+    an existing one that does not say. Returns the file, or None without a Dagster home."""
+    home = home or os.environ.get("DAGSTER_HOME")
+    if not home:
+        return None
+    path = Path(home) / "dagster.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        path.write_text(DAGSTER_YAML, encoding="utf-8")
+    elif "telemetry:" not in path.read_text(encoding="utf-8"):
+        with path.open("a", encoding="utf-8") as fh:
+            fh.write("\ntelemetry:\n  enabled: false\n")
+    return path
+
+
 def run(start: date, end: date, quiet: bool = False) -> dg.ExecuteInProcessResult:
     """Materialize every warehouse asset for ``start..end`` in one Dagster run (in process)."""
     from pipelines.definitions import defs
 
     definitions = defs()
     job = definitions.resolve_job_def("warehouse_job")
-    if os.environ.get("DAGSTER_HOME"):
-        Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
+    ensure_dagster_home()
     instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
     # Dagster's own step events are DEBUG; the console shows INFO and up (the assets' warnings about
     # quarantined rows or skipped deliveries) unless PULSO_LOG_LEVEL says otherwise. The run's full event

@@ -9,10 +9,8 @@ EXPORTER_PORT="${PULSO_EXPORTER_PORT:-9108}"
 DAGSTER_PORT="${PULSO_DAGSTER_PORT:-3070}"
 export DAGSTER_HOME="${DAGSTER_HOME:-$PWD/.dagster_home}"
 mkdir -p data/logs data/.secrets "$DAGSTER_HOME"
-# Every DuckDB-writing asset is in pool "duckdb": one writer at a time.
-if [ ! -f "$DAGSTER_HOME/dagster.yaml" ]; then
-  printf 'concurrency:\n  pools:\n    default_limit: 1\n' > "$DAGSTER_HOME/dagster.yaml"
-fi
+# Every DuckDB-writing asset is in pool "duckdb": one writer at a time; telemetry off.
+.venv/bin/python -c 'from pipelines.build import ensure_dagster_home; ensure_dagster_home()'
 
 # The app needs a sign-in password. Taken from the environment or Streamlit secrets when set; otherwise a
 # random one is generated once into a 0600 file (never printed, never logged).
