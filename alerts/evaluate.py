@@ -35,6 +35,7 @@ from bench.report import replace_section
 from pipelines.lib.catalog import ALL, load_catalog
 from pipelines.lib.ingest.billing import build_cost_items_daily, load_cur2
 from pipelines.lib.ingest.metrics import FileMetricsReader
+from pipelines.lib.sources.billing_load import load_billing_files
 from pipelines.lib.storage import LocalStorage
 from pipelines.lib.warehouse import prepare
 
@@ -91,11 +92,12 @@ def _days(root: Path) -> list[date]:
 
 
 def cost_series(root: Path, timezone: str, days: list[date] | None = None) -> tuple[list[Series], pl.DataFrame]:
-    """Daily amortized cost (total, per niche, per niche x service) through the warehouse's CUR loader:
+    """Daily amortized cost (total, per niche, per niche x service) through the warehouse's billing loaders:
     the series of ``days`` (all if None) and the frame of every day (the forecast backtest uses all)."""
     con = duckdb.connect(":memory:")
     prepare(con)
     load_cur2(con, LocalStorage(root / "billing"))
+    load_billing_files(con, LocalStorage(root / "billing"))  # legacy CUR / FOCUS files, as raw_billing does
     build_cost_items_daily(con)
     frame = pl.from_arrow(con.sql(
         "SELECT day, coalesce(nullif(niche_tag, ''), 'shared') AS niche, coalesce(service_tag, 'untagged') AS service, "

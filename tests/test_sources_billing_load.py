@@ -212,3 +212,15 @@ def test_legacy_cur_report_versions_follow_the_period_manifest(tmp_path: Path, c
     assert "pulso-cur-Manifest.json: not a legacy CUR manifest" in fourth.warnings[0]
     assert _totals(con) == {("cur_legacy", "2023-11"): (exact(restated), 1280)}
     assert con.execute("SELECT count(*) FROM quarantine.rows").fetchall() == [(0,)]
+
+
+def test_make_evals_cost_series_includes_legacy_cur_files(tmp_path: Path) -> None:
+    """``make eval`` reads cost through the same loaders as ``raw_billing``: a legacy CUR delivery counts.
+    The sample's November 2023 (Usage 1.6023087 + Tax 0.08, AR days) in staging's micro-dollars."""
+    from alerts.evaluate import cost_series
+
+    root = tmp_path / "sources"
+    (root / "billing" / "legacy" / "2023-11").mkdir(parents=True)
+    shutil.copy(FIXTURES / "aws-cur-legacy-sample.csv", root / "billing" / "legacy" / "2023-11" / "cur.csv")
+    _, frame = cost_series(root, "America/Argentina/Buenos_Aires")
+    assert frame["micros"].sum() == 1_682_309  # 1.682309 USD: the exact 1.68230869740, rounded once per month
