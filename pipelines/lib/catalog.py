@@ -142,8 +142,7 @@ class Catalog:
     @property
     def fx_quote_range(self) -> tuple[Decimal, Decimal]:
         """(min, max) plausible ARS-per-USD quote (``currency.fx_quote_range``), exact decimals."""
-        rng = (self.raw.get("currency") or {}).get("fx_quote_range") or {}
-        return Decimal(str(rng.get("min", "0.5"))), Decimal(str(rng.get("max", "10000000")))
+        return _fx_quote_range(self.raw.get("currency"))
 
     def kpi(self, kpi_id: str) -> Kpi:
         for k in self.kpis:
@@ -362,12 +361,13 @@ def _parse_catalog(data: Any, path: Path) -> Catalog:
                    for g in data.get("capacity", {}).get("autoscaling_groups", []))
     windows = tuple(BurnWindow(w["severity"], w["long"], w["short"], float(w["budget_consumed"]))
                     for w in data.get("burn_rate_alerts", {}).get("windows", []))
-    _check_fx_quote_range(data.get("currency"))
+    _fx_quote_range(data.get("currency"))  # validated here, read by Catalog.fx_quote_range
     return Catalog(path, data["timezone"], plan, tuple(niches), tuple(countries), services, tuple(kpis),
                    tuple(slos), buckets, groups, windows, data)
 
 
-def _check_fx_quote_range(currency: Any) -> None:
+def _fx_quote_range(currency: Any) -> tuple[Decimal, Decimal]:
+    """``currency.fx_quote_range`` as (min, max), defaults 0.5 and 10,000,000; a clear error if malformed."""
     rng = currency.get("fx_quote_range", {}) if isinstance(currency, dict) else {}
     if not isinstance(rng, dict):
         raise CatalogError("currency.fx_quote_range: must be a mapping {min, max}")
@@ -377,6 +377,7 @@ def _check_fx_quote_range(currency: Any) -> None:
         raise CatalogError("currency.fx_quote_range: min and max must be numbers") from None
     if not (0 < low < high < Decimal("1e12")):  # raw.fx_rates is DECIMAL(18,6)
         raise CatalogError("currency.fx_quote_range: needs 0 < min < max < 1e12")
+    return low, high
 
 
 @functools.lru_cache(maxsize=8)
