@@ -75,14 +75,22 @@ def load_incidents(root: Path) -> list[Incident]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
-        raise EvaluationError(f"{path}: missing; generate it with `python -m pipelines.simulate --profile demo "
-                              f"--out {root}`") from exc
+        raise EvaluationError(
+            f"{path}: missing; generate it with `python -m pipelines.simulate --profile demo --out {root}`"
+        ) from exc
     except json.JSONDecodeError as exc:
         raise EvaluationError(f"{path}: not valid JSON ({exc})") from exc
     items = data["incidents"] if isinstance(data, dict) else data
-    return [Incident(i["id"], i["type"], datetime.fromisoformat(i["start"].replace("Z", "+00:00")),
-                     datetime.fromisoformat(i["end"].replace("Z", "+00:00")),
-                     {k: i.get(k) for k in ("niche", "country", "region", "service")}) for i in items]
+    return [
+        Incident(
+            i["id"],
+            i["type"],
+            datetime.fromisoformat(i["start"].replace("Z", "+00:00")),
+            datetime.fromisoformat(i["end"].replace("Z", "+00:00")),
+            {k: i.get(k) for k in ("niche", "country", "region", "service")},
+        )
+        for i in items
+    ]
 
 
 def _days(root: Path) -> list[date]:
@@ -99,14 +107,22 @@ def cost_series(root: Path, timezone: str, days: list[date] | None = None) -> tu
     load_cur2(con, LocalStorage(root / "billing"))
     load_billing_files(con, LocalStorage(root / "billing"))  # legacy CUR / FOCUS files, as raw_billing does
     build_cost_items_daily(con)
-    frame = pl.from_arrow(con.sql(
-        "SELECT day, coalesce(nullif(niche_tag, ''), 'shared') AS niche, coalesce(service_tag, 'untagged') AS service, "
-        "sum(cost_micros)::BIGINT AS micros FROM staging.cost_items_daily GROUP BY ALL ORDER BY ALL").to_arrow_table())
+    frame = pl.from_arrow(
+        con.sql(
+            "SELECT day, coalesce(nullif(niche_tag, ''), 'shared') AS niche, coalesce(service_tag, 'untagged') AS service, "
+            "sum(cost_micros)::BIGINT AS micros FROM staging.cost_items_daily GROUP BY ALL ORDER BY ALL"
+        ).to_arrow_table()
+    )
     con.close()
     frame = frame.with_columns((pl.col("micros").cast(pl.Float64) / 1e6).alias("cost_usd"))
     window = frame.filter(pl.col("day").is_between(days[0], days[-1])) if days else frame
-    series = daily_series(window, "infra_cost_usd", "cost_usd",
-                          {"total": (), "niche": ("niche",), "niche_service": ("niche", "service")}, timezone)
+    series = daily_series(
+        window,
+        "infra_cost_usd",
+        "cost_usd",
+        {"total": (), "niche": ("niche",), "niche_service": ("niche", "service")},
+        timezone,
+    )
     return series, frame
 
 
@@ -122,10 +138,13 @@ def payment_series(root: Path, timezone: str, days: list[date] | None = None) ->
         return []
     con = duckdb.connect(":memory:")
     listing = ", ".join(f"'{f.as_posix()}'" for f in files)
-    columns = ("{'event_id': 'VARCHAR', 'type': 'VARCHAR', 'niche': 'VARCHAR', 'country': 'VARCHAR', "
-               "'region': 'VARCHAR', 'payload': 'JSON'}")
-    rows = pl.from_arrow(con.sql(
-        f"""
+    columns = (
+        "{'event_id': 'VARCHAR', 'type': 'VARCHAR', 'niche': 'VARCHAR', 'country': 'VARCHAR', "
+        "'region': 'VARCHAR', 'payload': 'JSON'}"
+    )
+    rows = pl.from_arrow(
+        con.sql(
+            f"""
         WITH ev AS (
             SELECT niche, country, region,
                    json_extract_string(payload, '$.payment.id') AS payment_id,
@@ -144,8 +163,9 @@ def payment_series(root: Path, timezone: str, days: list[date] | None = None) ->
                count(*) FILTER (WHERE list_contains($final, status))::DOUBLE AS final
         FROM latest GROUP BY ALL ORDER BY ALL
         """,  # noqa: S608 -- the file list and column spec are ours
-        params={"tz": timezone, "success": pay["success_statuses"], "final": pay["final_statuses"]},
-    ).to_arrow_table())
+            params={"tz": timezone, "success": pay["success_statuses"], "final": pay["final_statuses"]},
+        ).to_arrow_table()
+    )
     con.close()
     if days:
         rows = rows.filter(pl.col("day").is_between(days[0], days[-1]))
@@ -160,15 +180,24 @@ def payment_series(root: Path, timezone: str, days: list[date] | None = None) ->
             cells = rows.filter(flt)
             agg = cells.group_by("day").agg(pl.col("success", "final").sum()).sort("day")
             agg = agg.with_columns(pl.when(pl.col("final") > 0).then(pl.col("success") / pl.col("final")).alias("v"))
-            stamps = agg.select(pl.col("day").cast(pl.Datetime("us")).dt.replace_time_zone(timezone)
-                                .dt.convert_time_zone("UTC"))["day"].to_list()
-            out.append(Series("mercadopago_success_ratio", {k: g[k] for k in keys} or {"country": ALL},
-                              stamps, agg["v"].to_numpy().astype("float64"), None))
+            stamps = agg.select(
+                pl.col("day").cast(pl.Datetime("us")).dt.replace_time_zone(timezone).dt.convert_time_zone("UTC")
+            )["day"].to_list()
+            out.append(
+                Series(
+                    "mercadopago_success_ratio",
+                    {k: g[k] for k in keys} or {"country": ALL},
+                    stamps,
+                    agg["v"].to_numpy().astype("float64"),
+                    None,
+                )
+            )
     return out
 
 
-def intraday_payment_series(root: Path, config: IntradayConfig | None = None,
-                            days: list[date] | None = None) -> list[Series]:
+def intraday_payment_series(
+    root: Path, config: IntradayConfig | None = None, days: list[date] | None = None
+) -> list[Series]:
     """MercadoPago decisions per 15 minutes from the event folders (of ``days`` if given, by AR day of the
     decision), as the 15-minute schedule builds them."""
     from pipelines.lib.warehouse import day_bounds_utc
@@ -217,8 +246,9 @@ def match(findings: list[Finding], incidents: list[Incident], step: timedelta, w
     for inc in incidents:
         metrics = INCIDENT_METRICS.get(inc.type, ())
         best: tuple[timedelta, Finding] | None = None
-        entry = per_type.setdefault(inc.type, {"injected": 0, "detected": 0, "delays": [], "within_goal": 0,
-                                               "by_metric": {}})
+        entry = per_type.setdefault(
+            inc.type, {"injected": 0, "detected": 0, "delays": [], "within_goal": 0, "by_metric": {}}
+        )
         for idx, f in enumerate(findings):
             resolution = _resolution(f.series.metric, step)
             if f.series.metric not in metrics or not _scope_compatible(f.series.scope, inc):
@@ -231,9 +261,13 @@ def match(findings: list[Finding], incidents: list[Incident], step: timedelta, w
             if best is None or delay < best[0]:
                 best = (delay, f)
         for metric in metrics:
-            delays = [max(f.episode.start + _resolution(metric, step) - inc.start, timedelta(0)) for f in findings
-                      if f.series.metric == metric and _scope_compatible(f.series.scope, inc)
-                      and inc.start - _resolution(metric, step) <= f.episode.start <= inc.end]
+            delays = [
+                max(f.episode.start + _resolution(metric, step) - inc.start, timedelta(0))
+                for f in findings
+                if f.series.metric == metric
+                and _scope_compatible(f.series.scope, inc)
+                and inc.start - _resolution(metric, step) <= f.episode.start <= inc.end
+            ]
             per_metric_delay = entry["by_metric"].setdefault(metric, [])
             if delays:
                 per_metric_delay.append(min(delays))
@@ -261,10 +295,18 @@ def match(findings: list[Finding], incidents: list[Incident], step: timedelta, w
         m["precision"] = m["true"] / m["alerts"] if m["alerts"] else None
         m["false_per_week"] = m["false"] / weeks if weeks else None
     # Which series and when: the false alerts themselves, for diagnosis (`--report-json`).
-    false_alerts = [{"key": f.series.key, "start": f.episode.start.isoformat(), "direction": f.episode.direction,
-                     "actual": f.episode.actual, "expected": f.episode.expected,
-                     "minutes": (f.episode.last_anomalous - f.episode.start).total_seconds() / 60}
-                    for idx, f in enumerate(findings) if idx not in matched_findings]
+    false_alerts = [
+        {
+            "key": f.series.key,
+            "start": f.episode.start.isoformat(),
+            "direction": f.episode.direction,
+            "actual": f.episode.actual,
+            "expected": f.episode.expected,
+            "minutes": (f.episode.last_anomalous - f.episode.start).total_seconds() / 60,
+        }
+        for idx, f in enumerate(findings)
+        if idx not in matched_findings
+    ]
     return {"per_type": per_type, "per_metric": per_metric, "false_alerts": false_alerts}
 
 
@@ -276,26 +318,30 @@ def _fmt_delay(delays: list[timedelta]) -> str:
     return f"{worst / 60:.1f} h" if worst >= 120 else f"{worst:.0f} min"
 
 
-INTRO = ("Measured by `make eval` (`python -m alerts.evaluate`) on the simulator's sources, one subsection per "
-         "run (each run replaces only its own). Operational series are 5-minute buckets read from the metric "
-         "samples by the alerts' own aggregation (the same code fills `staging.ops_5m` for the 15-minute job); "
-         "daily cost comes through the warehouse's CUR loader; daily MercadoPago success from the payment events' "
-         "latest states; intraday MercadoPago success from the decisions per 15 minutes (trailing hour). The "
-         "first 14 days of each run are history only; incidents starting in them are not counted. Reproduce:\n\n"
-         "```\n"
-         "make eval                                                    # demo (generated if missing)\n"
-         "python -m pipelines.simulate --profile demo --end 2026-11-27 --no-incidents --out <clean>\n"
-         "PULSO_SOURCES=<clean> make eval                              # clean run: false alerts only\n"
-         "python -m pipelines.simulate --profile m6-year --end 2026-11-27 --out <m6>   # ~28 min, ~3.5 GB\n"
-         "python -m alerts.evaluate --sources <m6> --last-days 190     # its last 190 days (6 incidents)\n"
-         "```")
-FOOTER = ("Goals: every injected incident detected within 15 minutes (operational) or a day (cost, payments); at "
-          "most 1 false alert per KPI per week on clean data. A *false alert* is an episode (any grain: total, niche, "
-          "region; niche x service for cost; so a KPI's figure sums its grains) that matches no injected incident; "
-          "delay is from the incident's start to the end of the first anomalous bucket (5 minutes; 15 minutes for "
-          "the intraday payments; a day for daily series). Month-end cost intervals are calibrated on the series' "
-          "own replayed errors (split-conformal; see docs/alerts.md); forecasts of one month share its actual total, "
-          "so a backtest over few months measures coverage on few independent outcomes.")
+INTRO = (
+    "Measured by `make eval` (`python -m alerts.evaluate`) on the simulator's sources, one subsection per "
+    "run (each run replaces only its own). Operational series are 5-minute buckets read from the metric "
+    "samples by the alerts' own aggregation (the same code fills `staging.ops_5m` for the 15-minute job); "
+    "daily cost comes through the warehouse's CUR loader; daily MercadoPago success from the payment events' "
+    "latest states; intraday MercadoPago success from the decisions per 15 minutes (trailing hour). The "
+    "first 14 days of each run are history only; incidents starting in them are not counted. Reproduce:\n\n"
+    "```\n"
+    "make eval                                                    # demo (generated if missing)\n"
+    "python -m pipelines.simulate --profile demo --end 2026-11-27 --no-incidents --out <clean>\n"
+    "PULSO_SOURCES=<clean> make eval                              # clean run: false alerts only\n"
+    "python -m pipelines.simulate --profile m6-year --end 2026-11-27 --out <m6>   # ~28 min, ~3.5 GB\n"
+    "python -m alerts.evaluate --sources <m6> --last-days 190     # its last 190 days (6 incidents)\n"
+    "```"
+)
+FOOTER = (
+    "Goals: every injected incident detected within 15 minutes (operational) or a day (cost, payments); at "
+    "most 1 false alert per KPI per week on clean data. A *false alert* is an episode (any grain: total, niche, "
+    "region; niche x service for cost; so a KPI's figure sums its grains) that matches no injected incident; "
+    "delay is from the incident's start to the end of the first anomalous bucket (5 minutes; 15 minutes for "
+    "the intraday payments; a day for daily series). Month-end cost intervals are calibrated on the series' "
+    "own replayed errors (split-conformal; see docs/alerts.md); forecasts of one month share its actual total, "
+    "so a backtest over few months measures coverage on few independent outcomes."
+)
 
 
 def label(meta: dict) -> str:
@@ -308,27 +354,43 @@ def label(meta: dict) -> str:
 
 def render(report: dict, meta: dict) -> str:
     """This run's subsection (``### <label>``) as Markdown."""
-    lines = [f"### {label(meta)}", "",
-             f"{meta['days']} days ({meta['first_day']} .. {meta['last_day']}), {meta['incidents']} injected incidents "
-             f"judged, seed {meta['seed']}; {meta['series']} series watched, evaluated in {meta['seconds']:.0f} s on "
-             "this machine (shared, loaded)."]
+    lines = [
+        f"### {label(meta)}",
+        "",
+        f"{meta['days']} days ({meta['first_day']} .. {meta['last_day']}), {meta['incidents']} injected incidents "
+        f"judged, seed {meta['seed']}; {meta['series']} series watched, evaluated in {meta['seconds']:.0f} s on "
+        "this machine (shared, loaded).",
+    ]
     if report["per_type"]:
-        lines += ["", "| incident type | injected | detected | recall | worst delay | within goal |",
-                  "|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "| incident type | injected | detected | recall | worst delay | within goal |",
+            "|---|---|---|---|---|---|",
+        ]
         for kind in sorted(report["per_type"]):
             e = report["per_type"][kind]
             recall = e["detected"] / e["injected"] if e["injected"] else 0
             goal = "1 day" if kind in TYPE_GOAL else "15 min"
-            lines.append(f"| {kind} | {e['injected']} | {e['detected']} | {recall:.0%} | {_fmt_delay(e['delays'])} | "
-                         f"{e['within_goal']}/{e['injected']} (goal {goal}) |")
-        lines += ["", "Delay per watched metric (worst over the incidents of the type that metric caught):", "",
-                  "| incident type | metric | caught | worst delay |", "|---|---|---|---|"]
+            lines.append(
+                f"| {kind} | {e['injected']} | {e['detected']} | {recall:.0%} | {_fmt_delay(e['delays'])} | "
+                f"{e['within_goal']}/{e['injected']} (goal {goal}) |"
+            )
+        lines += [
+            "",
+            "Delay per watched metric (worst over the incidents of the type that metric caught):",
+            "",
+            "| incident type | metric | caught | worst delay |",
+            "|---|---|---|---|",
+        ]
         for kind in sorted(report["per_type"]):
             e = report["per_type"][kind]
             for metric, delays in sorted(e.get("by_metric", {}).items()):
                 lines.append(f"| {kind} | {metric} | {len(delays)}/{e['injected']} | {_fmt_delay(delays)} |")
-    lines += ["", "| metric | alert episodes | matching an incident | precision | false alerts / week |",
-              "|---|---|---|---|---|"]
+    lines += [
+        "",
+        "| metric | alert episodes | matching an incident | precision | false alerts / week |",
+        "|---|---|---|---|---|",
+    ]
     for metric in sorted(report["per_metric"]):
         m = report["per_metric"][metric]
         prec = "—" if meta.get("clean") or m["precision"] is None else f"{m['precision']:.0%}"  # clean: all false
@@ -337,11 +399,14 @@ def render(report: dict, meta: dict) -> str:
         lines.append("| (none) | 0 | 0 | — | 0.00 |")
     bt = meta.get("backtest")
     if bt:
-        lines += ["", f"Month-end cost forecast backtest (a forecast on every day of every complete month of the "
-                      f"whole bill, "
-                      f"{bt['rows']} forecasts over {bt['months']}): **MAPE {bt['mape']:.2f}%** (goal ≤ 5%), "
-                      f"90% interval coverage **{bt['coverage']:.0%}** (nominal 90%); first week of each month MAPE "
-                      f"{bt['mape_first_week']:.2f}%, last week {bt['mape_last_week']:.2f}%."]
+        lines += [
+            "",
+            f"Month-end cost forecast backtest (a forecast on every day of every complete month of the "
+            f"whole bill, "
+            f"{bt['rows']} forecasts over {bt['months']}): **MAPE {bt['mape']:.2f}%** (goal ≤ 5%), "
+            f"90% interval coverage **{bt['coverage']:.0%}** (nominal 90%); first week of each month MAPE "
+            f"{bt['mape_first_week']:.2f}%, last week {bt['mape_last_week']:.2f}%.",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -362,7 +427,9 @@ def section(existing: str, own: str) -> str:
             blocks[current] += line + "\n"
     title = own.splitlines()[0][4:].strip()
     blocks[title] = own
-    order = sorted(blocks, key=lambda t: (SUBSECTION_ORDER.index(t) if t in SUBSECTION_ORDER else len(SUBSECTION_ORDER), t))
+    order = sorted(
+        blocks, key=lambda t: (SUBSECTION_ORDER.index(t) if t in SUBSECTION_ORDER else len(SUBSECTION_ORDER), t)
+    )
     body = "\n".join(blocks[t].rstrip("\n") + "\n" for t in order)
     return f"{SECTION}\n\n{INTRO}\n\n{body}\n{FOOTER}\n"
 
@@ -375,7 +442,7 @@ def write_section(path: Path, text: str) -> None:
         if SECTION in lines:
             start = lines.index(SECTION)
             stop = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-            existing = "\n".join(lines[start + 1:stop])
+            existing = "\n".join(lines[start + 1 : stop])
     replace_section(section(existing, text), path)
 
 
@@ -410,20 +477,35 @@ def evaluate(root: Path, policy: Policy | None = None, last_days: int | None = N
     findings, _ = scan(series, policy)
     weeks = max((len(days) - 14) / 7, 1e-9)
     report = match(findings, incidents, timedelta(minutes=step), weeks)
-    meta = {"profile": profile.get("profile", root.name), "days": len(days), "incidents": len(incidents),
-            "clean": not all_incidents, "last_days": last_days, "first_day": days[0].isoformat(),
-            "last_day": days[-1].isoformat(), "seed": profile.get("seed"), "series": len(series)}
+    meta = {
+        "profile": profile.get("profile", root.name),
+        "days": len(days),
+        "incidents": len(incidents),
+        "clean": not all_incidents,
+        "last_days": last_days,
+        "first_day": days[0].isoformat(),
+        "last_day": days[-1].isoformat(),
+        "seed": profile.get("seed"),
+        "series": len(series),
+    }
     if cost_frame is not None and not cost_frame.is_empty():
         total = cost_frame.group_by("day").agg(pl.col("micros").sum()).sort("day")
         bt = backtest_month_end(total["day"].to_list(), [Decimal(int(m)) / Decimal(10**6) for m in total["micros"]])
         if bt.height:
             inside = ((bt["lower"] <= bt["actual"]) & (bt["actual"] <= bt["upper"])).mean()
             dom = bt["as_of"].dt.day()
-            meta["backtest"] = {"rows": bt.height, "months": (f"{bt['month'].min()} .. {bt['month'].max()} ({bt['month'].n_unique()} months)"
-                                           if bt["month"].n_unique() > 2 else ", ".join(sorted(set(bt["month"])))),
-                                "mape": bt["ape"].mean(), "coverage": inside,
-                                "mape_first_week": bt.filter(dom <= 7)["ape"].mean() or 0.0,
-                                "mape_last_week": bt.filter(dom >= 22)["ape"].mean() or 0.0}
+            meta["backtest"] = {
+                "rows": bt.height,
+                "months": (
+                    f"{bt['month'].min()} .. {bt['month'].max()} ({bt['month'].n_unique()} months)"
+                    if bt["month"].n_unique() > 2
+                    else ", ".join(sorted(set(bt["month"])))
+                ),
+                "mape": bt["ape"].mean(),
+                "coverage": inside,
+                "mape_first_week": bt.filter(dom <= 7)["ape"].mean() or 0.0,
+                "mape_last_week": bt.filter(dom >= 22)["ape"].mean() or 0.0,
+            }
     meta["seconds"] = time.monotonic() - t0
     return report, meta
 
@@ -453,7 +535,9 @@ def main(argv: list[str] | None = None) -> int:
     text = render(report, meta)
     print(text)
     if args.report_json:
-        args.report_json.write_text(json.dumps({"report": report, "meta": meta}, default=str, indent=1), encoding="utf-8")
+        args.report_json.write_text(
+            json.dumps({"report": report, "meta": meta}, default=str, indent=1), encoding="utf-8"
+        )
     if not args.no_write:
         write_section(args.benchmarks, text)
         print(f"wrote the section to {args.benchmarks}")

@@ -17,7 +17,9 @@ from pipelines.lib.catalog import load_catalog
 DEFAULT_OUT = Path(__file__).resolve().parent
 
 
-def generate(out: Path = DEFAULT_OUT, webhook_file: str = DEFAULT_WEBHOOK_FILE, catalog_path: str | None = None) -> list[Path]:
+def generate(
+    out: Path = DEFAULT_OUT, webhook_file: str = DEFAULT_WEBHOOK_FILE, catalog_path: str | None = None
+) -> list[Path]:
     """Render every file into ``out`` and return the paths written."""
     catalog = load_catalog(catalog_path)
     written = []
@@ -32,7 +34,9 @@ def generate(out: Path = DEFAULT_OUT, webhook_file: str = DEFAULT_WEBHOOK_FILE, 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder holding prometheus/ and alertmanager/")
-    parser.add_argument("--webhook-file", default=DEFAULT_WEBHOOK_FILE, help="Slack webhook URL file as Alertmanager sees it")
+    parser.add_argument(
+        "--webhook-file", default=DEFAULT_WEBHOOK_FILE, help="Slack webhook URL file as Alertmanager sees it"
+    )
     parser.add_argument("--catalog", default=None, help="catalog YAML (default: $PULSO_CATALOG or the bundled one)")
     args = parser.parse_args(argv)
     for path in generate(args.out, args.webhook_file, args.catalog):

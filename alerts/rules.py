@@ -154,16 +154,20 @@ def recording_rules(catalog: Catalog) -> list[dict[str, Any]]:
             rules.append({"record": f"slo:sli_error:ratio_rate{w}", "expr": q.error_ratio(w), "labels": labels})
             rules.append({"record": f"slo:sli_total:rate{w}", "expr": q.total_rate(w), "labels": labels})
         period = f"{q.slo.period_days}d"
-        rules.append({
-            "record": "slo:error_budget_remaining:ratio",
-            "expr": f'1 - slo:sli_error:ratio_rate{period}{{slo="{q.slo.id}"}} / {_num(error_budget(q.slo))}',
-            "labels": labels,
-        })
-        rules.append({
-            "record": "slo:objective:ratio",
-            "expr": f"vector({_num(q.slo.objective)})",
-            "labels": labels,
-        })
+        rules.append(
+            {
+                "record": "slo:error_budget_remaining:ratio",
+                "expr": f'1 - slo:sli_error:ratio_rate{period}{{slo="{q.slo.id}"}} / {_num(error_budget(q.slo))}',
+                "labels": labels,
+            }
+        )
+        rules.append(
+            {
+                "record": "slo:objective:ratio",
+                "expr": f"vector({_num(q.slo.objective)})",
+                "labels": labels,
+            }
+        )
         groups.append({"name": f"pulso-slo-{q.slo.id}-recording", "rules": rules})
     return groups
 
@@ -223,34 +227,37 @@ def alert_rules(catalog: Catalog) -> list[dict[str, Any]]:
         for severity in severities:
             windows_text = ", ".join(
                 f"{w.long}/{w.short} at {_num(w.burn_rate(slo.period_days))}x"
-                for w in catalog.burn_windows if w.severity == severity
+                for w in catalog.burn_windows
+                if w.severity == severity
             )
             budget_query = (
                 '{{ with printf "slo:error_budget_remaining:ratio{slo=%q,niche=%q,country=%q,region=%q}" '
                 "$labels.slo $labels.niche $labels.country $labels.region | query }}"
                 "{{ . | first | value | humanizePercentage }}{{ else }}unknown{{ end }}"
             )
-            rules.append({
-                "alert": alert_name(slo),
-                "expr": alert_expr(catalog, slo, severity),
-                "labels": {"severity": severity, "slo": slo.id},
-                "annotations": {
-                    "summary": (
-                        f"{slo.name['en']} SLO ({_num(slo.objective * 100)}% over {slo.period_days}d) of "
-                        "{{ $labels.niche }} in {{ $labels.region }} ({{ $labels.country }}) is burning its "
-                        'error budget {{ $value | printf "%.1f" }}x faster than sustainable'
-                    ),
-                    "description": (
-                        f"Error budget left over {slo.period_days}d: {budget_query}. "
-                        f"Fires when both windows of a pair burn at least the rate ({windows_text}) "
-                        f"with at least {catalog.raw.get('burn_rate_alerts', {}).get('min_requests_per_5m', 0)} "
-                        "requests per 5 minutes."
-                    ),
-                    "budget_remaining": budget_query,
-                    "dashboard": _dashboard_url(catalog),
-                    "runbook_url": runbook_url(catalog, f"{slo.id.replace('_', '-')}-budget-burn-{severity}"),
-                },
-            })
+            rules.append(
+                {
+                    "alert": alert_name(slo),
+                    "expr": alert_expr(catalog, slo, severity),
+                    "labels": {"severity": severity, "slo": slo.id},
+                    "annotations": {
+                        "summary": (
+                            f"{slo.name['en']} SLO ({_num(slo.objective * 100)}% over {slo.period_days}d) of "
+                            "{{ $labels.niche }} in {{ $labels.region }} ({{ $labels.country }}) is burning its "
+                            'error budget {{ $value | printf "%.1f" }}x faster than sustainable'
+                        ),
+                        "description": (
+                            f"Error budget left over {slo.period_days}d: {budget_query}. "
+                            f"Fires when both windows of a pair burn at least the rate ({windows_text}) "
+                            f"with at least {catalog.raw.get('burn_rate_alerts', {}).get('min_requests_per_5m', 0)} "
+                            "requests per 5 minutes."
+                        ),
+                        "budget_remaining": budget_query,
+                        "dashboard": _dashboard_url(catalog),
+                        "runbook_url": runbook_url(catalog, f"{slo.id.replace('_', '-')}-budget-burn-{severity}"),
+                    },
+                }
+            )
         groups.append({"name": f"pulso-slo-{slo.id}-alerts", "rules": rules})
     return groups
 
@@ -264,42 +271,47 @@ def slo_rule_groups(catalog: Catalog) -> list[dict[str, Any]]:
     """
     alerts = {g["name"].removesuffix("-alerts"): g["rules"] for g in alert_rules(catalog)}
     return [
-        {"name": g["name"].removesuffix("-recording"), "rules": g["rules"] + alerts[g["name"].removesuffix("-recording")]}
+        {
+            "name": g["name"].removesuffix("-recording"),
+            "rules": g["rules"] + alerts[g["name"].removesuffix("-recording")],
+        }
         for g in recording_rules(catalog)
     ]
 
 
 def meta_rules(catalog: Catalog) -> list[dict[str, Any]]:
     """Alerts on Pulso itself: the exporter cannot serve fresh published data."""
-    return [{
-        "name": "pulso-exporter",
-        "rules": [
-            {
-                "alert": "PulsoPublishedDataStale",
-                "expr": "pulso_up == 0",
-                "for": "30m",
-                "labels": {"severity": "ticket"},
-                "annotations": {
-                    "summary": "Pulso's published data is missing or stale "
-                               "(age {{ with query \"pulso_published_age_seconds\" }}"
-                               "{{ . | first | value | humanizeDuration }}{{ else }}unknown{{ end }})",
-                    "dashboard": f"{catalog.section('links')['grafana_base_url'].rstrip('/')}/d/pulso-sre-overview",
-                    "runbook_url": runbook_url(catalog, "pulso-published-data-stale"),
+    return [
+        {
+            "name": "pulso-exporter",
+            "rules": [
+                {
+                    "alert": "PulsoPublishedDataStale",
+                    "expr": "pulso_up == 0",
+                    "for": "30m",
+                    "labels": {"severity": "ticket"},
+                    "annotations": {
+                        "summary": "Pulso's published data is missing or stale "
+                        '(age {{ with query "pulso_published_age_seconds" }}'
+                        "{{ . | first | value | humanizeDuration }}{{ else }}unknown{{ end }})",
+                        "dashboard": f"{catalog.section('links')['grafana_base_url'].rstrip('/')}/d/pulso-sre-overview",
+                        "runbook_url": runbook_url(catalog, "pulso-published-data-stale"),
+                    },
                 },
-            },
-            {
-                "alert": "PulsoExporterDown",
-                "expr": 'up{job="pulso"} == 0',
-                "for": "10m",
-                "labels": {"severity": "ticket"},
-                "annotations": {
-                    "summary": "Prometheus cannot scrape the Pulso exporter ({{ $labels.instance }})",
-                    "dashboard": f"{catalog.section('links')['grafana_base_url'].rstrip('/')}/d/pulso-sre-overview",
-                    "runbook_url": runbook_url(catalog, "pulso-exporter-down"),
+                {
+                    "alert": "PulsoExporterDown",
+                    "expr": 'up{job="pulso"} == 0',
+                    "for": "10m",
+                    "labels": {"severity": "ticket"},
+                    "annotations": {
+                        "summary": "Prometheus cannot scrape the Pulso exporter ({{ $labels.instance }})",
+                        "dashboard": f"{catalog.section('links')['grafana_base_url'].rstrip('/')}/d/pulso-sre-overview",
+                        "runbook_url": runbook_url(catalog, "pulso-exporter-down"),
+                    },
                 },
-            },
-        ],
-    }]
+            ],
+        }
+    ]
 
 
 HEADER = (
@@ -334,24 +346,28 @@ def alertmanager_config(catalog: Catalog, webhook_file: str = DEFAULT_WEBHOOK_FI
     """
     group_by = ["alertname", "slo", "niche", "country", "region"]
     text = (
-        '{{ range .Alerts }}*{{ .Labels.alertname }}* ({{ .Labels.severity }}) {{ .Annotations.summary }}\n'
+        "{{ range .Alerts }}*{{ .Labels.alertname }}* ({{ .Labels.severity }}) {{ .Annotations.summary }}\n"
         "Budget left: {{ .Annotations.budget_remaining }} | <{{ .Annotations.dashboard }}|dashboard> | "
         "<{{ .Annotations.runbook_url }}|runbook>\n{{ end }}"
     )
     receivers = []
     for severity, channel in SLACK_CHANNELS.items():
-        receivers.append({
-            "name": f"slack-{severity}",
-            "slack_configs": [{
-                "api_url_file": webhook_file,
-                "channel": channel,
-                "send_resolved": True,
-                "title": '[{{ .Status | toUpper }}{{ if eq .Status "firing" }}:{{ .Alerts.Firing | len }}'
-                         "{{ end }}] {{ .CommonLabels.alertname }} {{ .CommonLabels.niche }} "
-                         "{{ .CommonLabels.region }}",
-                "text": text,
-            }],
-        })
+        receivers.append(
+            {
+                "name": f"slack-{severity}",
+                "slack_configs": [
+                    {
+                        "api_url_file": webhook_file,
+                        "channel": channel,
+                        "send_resolved": True,
+                        "title": '[{{ .Status | toUpper }}{{ if eq .Status "firing" }}:{{ .Alerts.Firing | len }}'
+                        "{{ end }}] {{ .CommonLabels.alertname }} {{ .CommonLabels.niche }} "
+                        "{{ .CommonLabels.region }}",
+                        "text": text,
+                    }
+                ],
+            }
+        )
     return {
         "route": {
             "receiver": "slack-ticket",
@@ -365,11 +381,13 @@ def alertmanager_config(catalog: Catalog, webhook_file: str = DEFAULT_WEBHOOK_FI
             ],
         },
         # A page already covers the ticket of the same SLO and place: do not send both.
-        "inhibit_rules": [{
-            "source_matchers": ['severity="page"'],
-            "target_matchers": ['severity="ticket"'],
-            "equal": ["slo", "niche", "country", "region"],
-        }],
+        "inhibit_rules": [
+            {
+                "source_matchers": ['severity="page"'],
+                "target_matchers": ['severity="ticket"'],
+                "equal": ["slo", "niche", "country", "region"],
+            }
+        ],
         "receivers": receivers,
     }
 

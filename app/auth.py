@@ -97,7 +97,9 @@ def load_access_config(secrets: Mapping[str, Any], environ: Mapping[str, str]) -
     accounts: dict[str, Account] = {}
     for name, entry in (section.get("users") or {}).items():
         if not _USER_NAME.match(str(name)):
-            raise AccessConfigError(f"secrets [pulso.users]: user name {name!r} has characters outside [A-Za-z0-9_.@+-]")
+            raise AccessConfigError(
+                f"secrets [pulso.users]: user name {name!r} has characters outside [A-Za-z0-9_.@+-]"
+            )
         if not isinstance(entry, Mapping) or not isinstance(entry.get("password"), str) or not entry["password"]:
             raise AccessConfigError(f"secrets [pulso.users.{name}]: needs a non-empty password string")
         accounts[str(name)] = Account(entry["password"], _roles(entry.get("roles"), f"[pulso.users.{name}]"))
@@ -144,7 +146,9 @@ def access_log_path(environ: Mapping[str, str]) -> Path:
     return Path(environ.get(ACCESS_LOG_ENV) or DEFAULT_ACCESS_LOG)
 
 
-def log_sensitive_view(path: Path, identity: Identity, page: str, niches: list[str], at: datetime | None = None) -> dict[str, Any]:
+def log_sensitive_view(
+    path: Path, identity: Identity, page: str, niches: list[str], at: datetime | None = None
+) -> dict[str, Any]:
     """Append one JSON line: who (user name only) saw which sensitive niche's detail on which page, when."""
     record = {
         "at": (at or datetime.now(UTC)).astimezone(UTC).isoformat(timespec="seconds"),

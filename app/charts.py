@@ -19,19 +19,49 @@ _NUMBER = {
 }
 _TIME = {
     "es": {
-        "dateTime": "%A, %e de %B de %Y, %X", "date": "%d/%m/%Y", "time": "%H:%M:%S", "periods": ["AM", "PM"],
+        "dateTime": "%A, %e de %B de %Y, %X",
+        "date": "%d/%m/%Y",
+        "time": "%H:%M:%S",
+        "periods": ["AM", "PM"],
         "days": ["domingo", "lunes", "martes", "miércoles", "jueves", "viernes", "sábado"],
         "shortDays": ["dom", "lun", "mar", "mié", "jue", "vie", "sáb"],
-        "months": ["enero", "febrero", "marzo", "abril", "mayo", "junio", "julio", "agosto", "septiembre",
-                   "octubre", "noviembre", "diciembre"],
+        "months": [
+            "enero",
+            "febrero",
+            "marzo",
+            "abril",
+            "mayo",
+            "junio",
+            "julio",
+            "agosto",
+            "septiembre",
+            "octubre",
+            "noviembre",
+            "diciembre",
+        ],
         "shortMonths": ["ene", "feb", "mar", "abr", "may", "jun", "jul", "ago", "sep", "oct", "nov", "dic"],
     },
     "en": {
-        "dateTime": "%x, %X", "date": "%Y-%m-%d", "time": "%H:%M:%S", "periods": ["AM", "PM"],
+        "dateTime": "%x, %X",
+        "date": "%Y-%m-%d",
+        "time": "%H:%M:%S",
+        "periods": ["AM", "PM"],
         "days": ["Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday"],
         "shortDays": ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"],
-        "months": ["January", "February", "March", "April", "May", "June", "July", "August", "September",
-                   "October", "November", "December"],
+        "months": [
+            "January",
+            "February",
+            "March",
+            "April",
+            "May",
+            "June",
+            "July",
+            "August",
+            "September",
+            "October",
+            "November",
+            "December",
+        ],
         "shortMonths": ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"],
     },
 }
@@ -44,26 +74,46 @@ def value_format(unit: str) -> str:
     return {"ratio": ".1%", "ms": ",.0f", "count": ",.0f", "users": ",.0f", "minutes": ",.1f"}.get(unit, ",.2f")
 
 
-def daily_lines(series: dict[str, list[tuple[date, Any]]], unit: str, lang: str, y_title: str,
-                dashed: tuple[str, ...] = ()) -> alt.Chart | None:
+def daily_lines(
+    series: dict[str, list[tuple[date, Any]]], unit: str, lang: str, y_title: str, dashed: tuple[str, ...] = ()
+) -> alt.Chart | None:
     """Lines of named daily series (``name -> [(day, value)]``); ``dashed`` names are drawn dashed
     (targets, budgets). None when no series has a value."""
-    records = [{"day": pd.Timestamp(d), "value": float(v), "series": name}
-               for name, points in series.items() for d, v in points if v is not None]
+    records = [
+        {"day": pd.Timestamp(d), "value": float(v), "series": name}
+        for name, points in series.items()
+        for d, v in points
+        if v is not None
+    ]
     if not records:
         return None
     frame = pd.DataFrame(records)
     names = list(series)
-    chart = alt.Chart(frame).mark_line(point=len(frame) < 40).encode(
-        x=alt.X("day:T", title=None, axis=alt.Axis(format=_DAY_FORMAT[lang], labelAngle=0)),
-        y=alt.Y("value:Q", title=y_title, axis=alt.Axis(format=value_format(unit)), scale=alt.Scale(zero=False)),
-        color=alt.Color("series:N", title=None, scale=alt.Scale(domain=names, range=_PALETTE[: len(names)]),
-                        legend=alt.Legend(orient="bottom")),
-        strokeDash=alt.StrokeDash("series:N", legend=None, scale=alt.Scale(
-            domain=names, range=[[6, 4] if n in dashed else [1, 0] for n in names])),
-        tooltip=[alt.Tooltip("day:T", format=_TIME[lang]["date"], title=""), alt.Tooltip("series:N", title=""),
-                 alt.Tooltip("value:Q", format=value_format(unit), title="")],
-    ).properties(height=260)
+    chart = (
+        alt.Chart(frame)
+        .mark_line(point=len(frame) < 40)
+        .encode(
+            x=alt.X("day:T", title=None, axis=alt.Axis(format=_DAY_FORMAT[lang], labelAngle=0)),
+            y=alt.Y("value:Q", title=y_title, axis=alt.Axis(format=value_format(unit)), scale=alt.Scale(zero=False)),
+            color=alt.Color(
+                "series:N",
+                title=None,
+                scale=alt.Scale(domain=names, range=_PALETTE[: len(names)]),
+                legend=alt.Legend(orient="bottom"),
+            ),
+            strokeDash=alt.StrokeDash(
+                "series:N",
+                legend=None,
+                scale=alt.Scale(domain=names, range=[[6, 4] if n in dashed else [1, 0] for n in names]),
+            ),
+            tooltip=[
+                alt.Tooltip("day:T", format=_TIME[lang]["date"], title=""),
+                alt.Tooltip("series:N", title=""),
+                alt.Tooltip("value:Q", format=value_format(unit), title=""),
+            ],
+        )
+        .properties(height=260)
+    )
     return localize(chart, lang)
 
 
@@ -72,11 +122,16 @@ def bars(labels: list[str], values: list[float], unit: str, lang: str, x_title: 
     rows = [{"label": k, "value": float(v)} for k, v in zip(labels, values, strict=True) if v is not None]
     if not rows:
         return None
-    chart = alt.Chart(pd.DataFrame(rows)).mark_bar(color=_PALETTE[0]).encode(
-        x=alt.X("value:Q", title=x_title, axis=alt.Axis(format=value_format(unit))),
-        y=alt.Y("label:N", title=None, sort="-x"),
-        tooltip=[alt.Tooltip("label:N", title=""), alt.Tooltip("value:Q", format=value_format(unit), title="")],
-    ).properties(height=max(120, 28 * len(rows)))
+    chart = (
+        alt.Chart(pd.DataFrame(rows))
+        .mark_bar(color=_PALETTE[0])
+        .encode(
+            x=alt.X("value:Q", title=x_title, axis=alt.Axis(format=value_format(unit))),
+            y=alt.Y("label:N", title=None, sort="-x"),
+            tooltip=[alt.Tooltip("label:N", title=""), alt.Tooltip("value:Q", format=value_format(unit), title="")],
+        )
+        .properties(height=max(120, 28 * len(rows)))
+    )
     return localize(chart, lang)
 
 
@@ -97,12 +152,16 @@ def sparkline_svg(values: list[float], color: str = "#4f81bd", height: int = 36)
     lo, hi = min(points), max(points)
     step = 100.0 / (len(points) - 1)
     # y grows downwards; 2 units of margin keep the stroke inside the box; a flat series runs mid-box
-    coords = [(i * step, 2 + (height - 4) * (1 - (v - lo) / (hi - lo)) if hi > lo else height / 2)
-              for i, v in enumerate(points)]
+    coords = [
+        (i * step, 2 + (height - 4) * (1 - (v - lo) / (hi - lo)) if hi > lo else height / 2)
+        for i, v in enumerate(points)
+    ]
     line = " ".join(f"{x:.2f},{y:.2f}" for x, y in coords)
     area = f"0,{height} {line} 100,{height}"
-    return (f'<svg xmlns="http://www.w3.org/2000/svg" class="pulso-spark" viewBox="0 0 100 {height}" preserveAspectRatio="none" width="100%" '
-            f'height="{height}" role="img" aria-hidden="true" focusable="false">'
-            f'<polygon points="{area}" fill="{color}" fill-opacity="0.15" stroke="none"/>'
-            f'<polyline points="{line}" fill="none" stroke="{color}" stroke-width="1.5" '
-            f'vector-effect="non-scaling-stroke"/></svg>')
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="pulso-spark" viewBox="0 0 100 {height}" preserveAspectRatio="none" width="100%" '
+        f'height="{height}" role="img" aria-hidden="true" focusable="false">'
+        f'<polygon points="{area}" fill="{color}" fill-opacity="0.15" stroke="none"/>'
+        f'<polyline points="{line}" fill="none" stroke="{color}" stroke-width="1.5" '
+        f'vector-effect="non-scaling-stroke"/></svg>'
+    )

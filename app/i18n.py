@@ -13,8 +13,10 @@ DEFAULT_LANG = "es"
 TEXTS: dict[str, dict[str, str]] = {
     # chrome
     "app_title": {"es": "Pulso · Vista ejecutiva", "en": "Pulso · Executive view"},
-    "tagline": {"es": "BarberPro — metas, confiabilidad y economía de la plataforma",
-                "en": "BarberPro — targets, reliability and platform economics"},
+    "tagline": {
+        "es": "BarberPro — metas, confiabilidad y economía de la plataforma",
+        "en": "BarberPro — targets, reliability and platform economics",
+    },
     "language": {"es": "Idioma", "en": "Language"},
     "currency": {"es": "Moneda", "en": "Currency"},
     "date_range": {"es": "Período", "en": "Date range"},
@@ -25,23 +27,37 @@ TEXTS: dict[str, dict[str, str]] = {
     "all": {"es": "Todos", "en": "All"},
     "signed_in_as": {"es": "Sesión: {user}", "en": "Signed in: {user}"},
     "sign_out": {"es": "Cerrar sesión", "en": "Sign out"},
-    "freshness": {"es": "Publicado {published} (hora Argentina) · datos hasta {through} · cerrados hasta {complete}",
-                  "en": "Published {published} (Argentina time) · data through {through} · complete through {complete}"},
-    "period_caption": {"es": "Período {start} – {end} · comparado con {pstart} – {pend}",
-                       "en": "Period {start} – {end} · compared with {pstart} – {pend}"},
+    "freshness": {
+        "es": "Publicado {published} (hora Argentina) · datos hasta {through} · cerrados hasta {complete}",
+        "en": "Published {published} (Argentina time) · data through {through} · complete through {complete}",
+    },
+    "period_caption": {
+        "es": "Período {start} – {end} · comparado con {pstart} – {pend}",
+        "en": "Period {start} – {end} · compared with {pstart} – {pend}",
+    },
     "download_csv": {"es": "Descargar CSV", "en": "Download CSV"},
     "no_data": {"es": "sin datos", "en": "no data"},
     "no_rows": {"es": "Sin datos para este período y filtros.", "en": "No data for this period and filters."},
-    "fx_missing": {"es": "No hay cotizaciones ARS/USD publicadas (tabla `fx_daily`): los montos se muestran en USD.",
-                   "en": "No ARS/USD rates are published (table `fx_daily`): amounts are shown in USD."},
-    "fx_gap": {"es": "Faltan cotizaciones para algunos días: esos montos figuran como sin datos.",
-               "en": "Rates are missing for some days: those amounts show as no data."},
-    "no_store": {"es": "Todavía no hay datos publicados. Generalos con `make build` (o `make run`) y recargá la página.",
-                 "en": "No published data yet. Build it with `make build` (or `make run`) and reload the page."},
-    "store_error": {"es": "No se pudieron leer los datos publicados ({kind}). Volvé a publicar con `make build`.",
-                    "en": "The published data could not be read ({kind}). Publish again with `make build`."},
-    "restricted": {"es": "El detalle de {niches} está restringido al rol clínico.",
-                   "en": "{niches} detail is restricted to the clinical role."},
+    "fx_missing": {
+        "es": "No hay cotizaciones ARS/USD publicadas (tabla `fx_daily`): los montos se muestran en USD.",
+        "en": "No ARS/USD rates are published (table `fx_daily`): amounts are shown in USD.",
+    },
+    "fx_gap": {
+        "es": "Faltan cotizaciones para algunos días: esos montos figuran como sin datos.",
+        "en": "Rates are missing for some days: those amounts show as no data.",
+    },
+    "no_store": {
+        "es": "Todavía no hay datos publicados. Generalos con `make build` (o `make run`) y recargá la página.",
+        "en": "No published data yet. Build it with `make build` (or `make run`) and reload the page.",
+    },
+    "store_error": {
+        "es": "No se pudieron leer los datos publicados ({kind}). Volvé a publicar con `make build`.",
+        "en": "The published data could not be read ({kind}). Publish again with `make build`.",
+    },
+    "restricted": {
+        "es": "El detalle de {niches} está restringido al rol clínico.",
+        "en": "{niches} detail is restricted to the clinical role.",
+    },
     "restricted_row": {"es": "🔒 Restringido", "en": "🔒 Restricted"},
     "not_split": {"es": "total (sin apertura)", "en": "total (not split)"},
     # sign-in
@@ -53,7 +69,8 @@ TEXTS: dict[str, dict[str, str]] = {
     "bad_credentials": {"es": "Usuario o contraseña incorrectos.", "en": "Wrong user or password."},
     "auth_not_configured": {
         "es": "El acceso no está configurado: definí `PULSO_APP_PASSWORD` o `[pulso]` en los secretos de Streamlit.",
-        "en": "Access is not configured: set `PULSO_APP_PASSWORD` or `[pulso]` in Streamlit secrets."},
+        "en": "Access is not configured: set `PULSO_APP_PASSWORD` or `[pulso]` in Streamlit secrets.",
+    },
     # pages
     "page_overview": {"es": "Resumen", "en": "Overview"},
     "page_reliability": {"es": "Confiabilidad", "en": "Reliability"},
@@ -64,8 +81,10 @@ TEXTS: dict[str, dict[str, str]] = {
     "page_alerts": {"es": "Alertas", "en": "Alerts"},
     # overview
     "targets_table": {"es": "Metas de la estrategia", "en": "Strategy targets"},
-    "targets_caption": {"es": "Valor real al {day}; meta vigente, mes 3 y mes 6 según el catálogo.",
-                        "en": "Actual on {day}; target in force, month 3 and month 6 from the catalog."},
+    "targets_caption": {
+        "es": "Valor real al {day}; meta vigente, mes 3 y mes 6 según el catálogo.",
+        "en": "Actual on {day}; target in force, month 3 and month 6 from the catalog.",
+    },
     "kpi": {"es": "Indicador", "en": "KPI"},
     "actual": {"es": "Real", "en": "Actual"},
     "target_now": {"es": "Meta vigente", "en": "Current target"},
@@ -81,17 +100,25 @@ TEXTS: dict[str, dict[str, str]] = {
     "rule_sum": {"es": "Suma del período.", "en": "Sum over the period."},
     "rule_last": {"es": "Último dato del período.", "en": "Latest value in the period."},
     "rule_max": {"es": "Máximo diario del período.", "en": "Highest daily value in the period."},
-    "rule_buckets": {"es": "Percentil de los buckets del histograma sumados en el período.",
-                     "en": "Percentile of the histogram buckets summed over the period."},
-    "rule_payments": {"es": "Aprobados / pagos con estado final, contados en el período.",
-                      "en": "Approved / payments with a final status, counted over the period."},
+    "rule_buckets": {
+        "es": "Percentil de los buckets del histograma sumados en el período.",
+        "en": "Percentile of the histogram buckets summed over the period.",
+    },
+    "rule_payments": {
+        "es": "Aprobados / pagos con estado final, contados en el período.",
+        "en": "Approved / payments with a final status, counted over the period.",
+    },
     "rule_ratio_of_sums": {"es": "Cociente de las sumas del período.", "en": "Ratio of the period's sums."},
-    "rule_cache": {"es": "Aciertos / consultas a la caché, sumados en el período.",
-                   "en": "Cache hits / cache requests, summed over the period."},
+    "rule_cache": {
+        "es": "Aciertos / consultas a la caché, sumados en el período.",
+        "en": "Cache hits / cache requests, summed over the period.",
+    },
     "vs_previous": {"es": "vs. período anterior", "en": "vs. previous period"},
     # reliability
-    "availability_by": {"es": "Disponibilidad y presupuesto de error por vertical y país",
-                        "en": "Availability and error budget by niche and country"},
+    "availability_by": {
+        "es": "Disponibilidad y presupuesto de error por vertical y país",
+        "en": "Availability and error budget by niche and country",
+    },
     "availability": {"es": "Disponibilidad (30 días)", "en": "Availability (30 days)"},
     "error_budget": {"es": "Presupuesto de error restante", "en": "Error budget left"},
     "incidents": {"es": "Incidentes", "en": "Incidents"},
@@ -109,8 +136,10 @@ TEXTS: dict[str, dict[str, str]] = {
     "within_sla": {"es": "Pedidos dentro del SLA", "en": "Requests within SLA"},
     "requests": {"es": "Pedidos", "en": "Requests"},
     # economics
-    "cost_vs_budget": {"es": "Costo de infraestructura diario vs. presupuesto",
-                       "en": "Daily infrastructure cost vs budget"},
+    "cost_vs_budget": {
+        "es": "Costo de infraestructura diario vs. presupuesto",
+        "en": "Daily infrastructure cost vs budget",
+    },
     "budget": {"es": "Presupuesto", "en": "Budget"},
     "cost": {"es": "Costo", "en": "Cost"},
     "day": {"es": "Día", "en": "Day"},
@@ -118,10 +147,12 @@ TEXTS: dict[str, dict[str, str]] = {
     "revenue": {"es": "Ingresos", "en": "Revenue"},
     "cost_by_service": {"es": "Costo por servicio", "en": "Cost by service"},
     "shared_split": {"es": "Costo compartido y cómo se repartió", "en": "Shared cost and how it was split"},
-    "shared_rule": {"es": "El costo sin etiqueta de vertical o marcado como compartido se reparte entre las "
-                          "verticales activas según su proporción de pedidos HTTP del día.",
-                    "en": "Cost without a niche tag or tagged shared is split across the live niches by "
-                          "their share of that day's HTTP requests."},
+    "shared_rule": {
+        "es": "El costo sin etiqueta de vertical o marcado como compartido se reparte entre las "
+        "verticales activas según su proporción de pedidos HTTP del día.",
+        "en": "Cost without a niche tag or tagged shared is split across the live niches by "
+        "their share of that day's HTTP requests.",
+    },
     "shared_service": {"es": "Compartido / sin etiqueta", "en": "Shared / untagged"},
     "share": {"es": "Proporción", "en": "Share"},
     "tagged": {"es": "Etiquetado", "en": "Tagged"},
@@ -130,8 +161,10 @@ TEXTS: dict[str, dict[str, str]] = {
     "charge_category": {"es": "Categoría", "en": "Category"},
     # growth
     "mom_growth": {"es": "Crecimiento mensual de usuarios activos", "en": "MoM active-user growth"},
-    "mom_help": {"es": "Usuarios activos diarios sumados en los 30 días al {day} contra los 30 días anteriores.",
-                 "en": "Daily active users summed over the 30 days to {day} against the 30 days before."},
+    "mom_help": {
+        "es": "Usuarios activos diarios sumados en los 30 días al {day} contra los 30 días anteriores.",
+        "en": "Daily active users summed over the 30 days to {day} against the 30 days before.",
+    },
     "goal": {"es": "Meta", "en": "Goal"},
     "month6_goals": {"es": "Avance hacia las metas del mes 6", "en": "Progress to the month-6 goals"},
     "progress": {"es": "Avance", "en": "Progress"},
@@ -161,8 +194,10 @@ TEXTS: dict[str, dict[str, str]] = {
     "range": {"es": "Rango esperado", "en": "Expected range"},
     "drivers": {"es": "Principales causas", "en": "Top contributors"},
     "explanation": {"es": "Explicación", "en": "Explanation"},
-    "alert_text": {"es": "{kpi} en {actual}, se esperaba {expected} ({lower} – {upper}) desde {since}.",
-                   "en": "{kpi} at {actual}, expected {expected} ({lower} – {upper}) since {since}."},
+    "alert_text": {
+        "es": "{kpi} en {actual}, se esperaba {expected} ({lower} – {upper}) desde {since}.",
+        "en": "{kpi} at {actual}, expected {expected} ({lower} – {upper}) since {since}.",
+    },
 }
 
 

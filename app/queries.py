@@ -75,8 +75,14 @@ class Scope:
     def previous(self) -> Scope:
         """The period of the same length right before this one."""
         length = (self.end - self.start).days + 1
-        return Scope(self.start - timedelta(days=length), self.start - timedelta(days=1),
-                     self.niche, self.country, self.region, self.currency)
+        return Scope(
+            self.start - timedelta(days=length),
+            self.start - timedelta(days=1),
+            self.niche,
+            self.country,
+            self.region,
+            self.currency,
+        )
 
     def with_(self, **changes: Any) -> Scope:
         values = {**self.__dict__, **changes}
@@ -106,7 +112,9 @@ class PeriodValue:
 
 def has_table(con: duckdb.DuckDBPyConnection, table: str) -> bool:
     """Whether the snapshot has this published table."""
-    row = con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = ? AND schema_name = 'main'", [table]).fetchone()
+    row = con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE table_name = ? AND schema_name = 'main'", [table]
+    ).fetchone()
     return bool(row and row[0])
 
 
@@ -119,7 +127,8 @@ def fx_rates(con: duckdb.DuckDBPyConnection, start: date, end: date) -> dict[dat
         return {}
     rows = con.execute(
         "SELECT day, CAST(ars_per_usd AS DECIMAL(18,6)) FROM fx_daily "
-        "WHERE day <= ? AND ars_per_usd IS NOT NULL AND ars_per_usd > 0 ORDER BY day", [end]
+        "WHERE day <= ? AND ars_per_usd IS NOT NULL AND ars_per_usd > 0 ORDER BY day",
+        [end],
     ).fetchall()
     quotes = dict(rows)
     rates: dict[date, Decimal] = {}
@@ -136,8 +145,9 @@ def fx_rates(con: duckdb.DuckDBPyConnection, start: date, end: date) -> dict[dat
     return rates
 
 
-def in_currency(value: float | Decimal | None, unit: str, day: date, currency: str,
-                rates: dict[date, Decimal]) -> float | Decimal | None:
+def in_currency(
+    value: float | Decimal | None, unit: str, day: date, currency: str, rates: dict[date, Decimal]
+) -> float | Decimal | None:
     """A KPI value in the display currency: USD money as exact Decimal, times the day's rate for ARS."""
     if is_missing(value):
         return None
@@ -170,8 +180,9 @@ def grain(kpi: Kpi, scope: Scope) -> tuple[str, str, str, bool]:
     return niche, country, region, split
 
 
-def kpi_series(con: duckdb.DuckDBPyConnection, catalog: Catalog, kpi_ids: Sequence[str], scope: Scope,
-               rates: dict[date, Decimal]) -> dict[str, list[DailyPoint]]:
+def kpi_series(
+    con: duckdb.DuckDBPyConnection, catalog: Catalog, kpi_ids: Sequence[str], scope: Scope, rates: dict[date, Decimal]
+) -> dict[str, list[DailyPoint]]:
     """Daily points of each KPI in [start, end] at the scope's grain, money in the display currency."""
     by_grain: dict[tuple[str, str, str], list[str]] = defaultdict(list)
     for kpi_id in kpi_ids:
@@ -188,17 +199,20 @@ def kpi_series(con: duckdb.DuckDBPyConnection, catalog: Catalog, kpi_ids: Sequen
         ).fetchall()
         for kpi_id, day, value, target, status in rows:
             unit = catalog.kpi(kpi_id).unit
-            series[kpi_id].append(DailyPoint(
-                day,
-                in_currency(value, unit, day, scope.currency, rates),
-                in_currency(target, unit, day, scope.currency, rates),
-                status if not is_missing(value) else "no_data",
-            ))
+            series[kpi_id].append(
+                DailyPoint(
+                    day,
+                    in_currency(value, unit, day, scope.currency, rates),
+                    in_currency(target, unit, day, scope.currency, rates),
+                    status if not is_missing(value) else "no_data",
+                )
+            )
     return series
 
 
-def kpi_on_day(con: duckdb.DuckDBPyConnection, catalog: Catalog, kpi_id: str, scope: Scope,
-               rates: dict[date, Decimal]) -> DailyPoint:
+def kpi_on_day(
+    con: duckdb.DuckDBPyConnection, catalog: Catalog, kpi_id: str, scope: Scope, rates: dict[date, Decimal]
+) -> DailyPoint:
     """The published row of one KPI on ``scope.end`` (``no_data`` when absent)."""
     points = kpi_series(con, catalog, [kpi_id], scope.with_(start=scope.end), rates)[kpi_id]
     return points[0] if points else DailyPoint(scope.end, None, None, "no_data")
@@ -295,7 +309,8 @@ def latency_buckets(con: duckdb.DuckDBPyConnection, scope: Scope) -> list[tuple[
     where, params = _scope_where(scope)
     rows = con.execute(
         f"SELECT le, sum(requests) FROM latency_daily WHERE {where} AND {_finest()} AND service <> 'all' "  # noqa: S608
-        "GROUP BY le", params,
+        "GROUP BY le",
+        params,
     ).fetchall()
     return [(float(le), float(n)) for le, n in rows if n is not None]
 
@@ -327,8 +342,9 @@ class PaymentCounts:
         return self.successful / self.final if self.final else None
 
 
-def mercadopago_counts(con: duckdb.DuckDBPyConnection, catalog: Catalog, scope: Scope,
-                       by: str | None = None) -> dict[Any, PaymentCounts]:
+def mercadopago_counts(
+    con: duckdb.DuckDBPyConnection, catalog: Catalog, scope: Scope, by: str | None = None
+) -> dict[Any, PaymentCounts]:
     """MercadoPago payments with a final status and those successful, summed (optionally per ``by``)."""
     if not has_table(con, "payments_daily"):
         return {}
@@ -387,8 +403,14 @@ def _combine(values: list[float | Decimal], how: str) -> float | Decimal | None:
     return values[-1]
 
 
-def period_value(con: duckdb.DuckDBPyConnection, catalog: Catalog, kpi_id: str, scope: Scope,
-                 rates: dict[date, Decimal], series: dict[str, list[DailyPoint]] | None = None) -> PeriodValue:
+def period_value(
+    con: duckdb.DuckDBPyConnection,
+    catalog: Catalog,
+    kpi_id: str,
+    scope: Scope,
+    rates: dict[date, Decimal],
+    series: dict[str, list[DailyPoint]] | None = None,
+) -> PeriodValue:
     """One value of a KPI for the scope's period, by the KPI's :func:`period_rule`."""
     kpi = catalog.kpi(kpi_id)
     rule = period_rule(kpi_id)
@@ -396,7 +418,9 @@ def period_value(con: duckdb.DuckDBPyConnection, catalog: Catalog, kpi_id: str, 
 
     def daily(kid: str) -> list[float | Decimal]:
         # ``series`` (when given) holds the scope's daily points already: no second query.
-        points = series[kid] if series is not None and kid in series else kpi_series(con, catalog, [kid], scope, rates)[kid]
+        points = (
+            series[kid] if series is not None and kid in series else kpi_series(con, catalog, [kid], scope, rates)[kid]
+        )
         return [p.value for p in points if not is_missing(p.value) and scope.start <= p.day <= scope.end]  # type: ignore[misc]
 
     value: float | Decimal | None
@@ -457,7 +481,9 @@ def availability_by_niche_country(con: duckdb.DuckDBPyConnection, day: date, sco
         if getattr(scope, column) != ALL:
             where += f" AND {column} = ?"
             params.append(getattr(scope, column))
-    return rows(con, f"""
+    return rows(
+        con,
+        f"""
         SELECT niche, country,
                any_value(value) FILTER (WHERE kpi = 'availability_ratio') AS availability,
                any_value(status) FILTER (WHERE kpi = 'availability_ratio') AS availability_status,
@@ -465,7 +491,9 @@ def availability_by_niche_country(con: duckdb.DuckDBPyConnection, day: date, sco
                any_value(status) FILTER (WHERE kpi = 'error_budget_remaining_ratio') AS error_budget_status
         FROM kpi_daily WHERE {where}
           AND kpi IN ('availability_ratio', 'error_budget_remaining_ratio')
-        GROUP BY niche, country ORDER BY niche, country""", params)  # noqa: S608
+        GROUP BY niche, country ORDER BY niche, country""",  # noqa: S608
+        params,
+    )  # noqa: S608
 
 
 def incidents(con: duckdb.DuckDBPyConnection, scope: Scope) -> list[dict[str, Any]]:
@@ -473,12 +501,17 @@ def incidents(con: duckdb.DuckDBPyConnection, scope: Scope) -> list[dict[str, An
     if not has_table(con, "incidents"):
         return []
     where, params = _scope_where(scope)
-    return rows(con, f"SELECT incident_id, niche, country, region, started_at, ended_at, recovery_minutes "  # noqa: S608
-                     f"FROM incidents WHERE {where} ORDER BY started_at DESC, incident_id", params)
+    return rows(
+        con,
+        f"SELECT incident_id, niche, country, region, started_at, ended_at, recovery_minutes "  # noqa: S608
+        f"FROM incidents WHERE {where} ORDER BY started_at DESC, incident_id",
+        params,
+    )
 
 
-def cost_by(con: duckdb.DuckDBPyConnection, scope: Scope, column: str, rates: dict[date, Decimal],
-            allocation: str | None = None) -> dict[str, Decimal | None]:
+def cost_by(
+    con: duckdb.DuckDBPyConnection, scope: Scope, column: str, rates: dict[date, Decimal], allocation: str | None = None
+) -> dict[str, Decimal | None]:
     """Exact cost per ``column`` value over the period, in the display currency (day-by-day rates);
     only lines of one ``allocation`` (``tagged`` / ``shared_split``) when given."""
     if not has_table(con, "cost_daily"):
@@ -494,7 +527,8 @@ def cost_by(con: duckdb.DuckDBPyConnection, scope: Scope, column: str, rates: di
         params.append(allocation)
     daily = con.execute(
         f"SELECT {column}, day, sum(cost_usd) FROM cost_daily WHERE {where} "  # noqa: S608 - allow-listed column
-        f"GROUP BY {column}, day ORDER BY {column}, day", params,
+        f"GROUP BY {column}, day ORDER BY {column}, day",
+        params,
     ).fetchall()
     totals: dict[str, Decimal | None] = {}
     for key, day, amount in daily:
@@ -515,7 +549,9 @@ def payments_by(con: duckdb.DuckDBPyConnection, catalog: Catalog, scope: Scope, 
     payments = catalog.section("payments")
     column = _group_column("payments_daily", column)
     where, params = _scope_where(scope)
-    return rows(con, f"""
+    return rows(
+        con,
+        f"""
         SELECT {column} AS key,
                sum(payments) FILTER (WHERE list_contains(?, status)) AS final,
                sum(payments) FILTER (WHERE list_contains(?, status)) AS successful,
@@ -523,8 +559,14 @@ def payments_by(con: duckdb.DuckDBPyConnection, catalog: Catalog, scope: Scope, 
                sum(amount_usd) FILTER (WHERE list_contains(?, status)) AS approved_usd
         FROM payments_daily WHERE {where} AND {_finest()} AND provider = 'mercadopago'
         GROUP BY key ORDER BY final DESC NULLS LAST, key""",  # noqa: S608
-        [payments["final_statuses"], payments["success_statuses"], payments["revenue_statuses"],
-         payments["revenue_statuses"], *params])
+        [
+            payments["final_statuses"],
+            payments["success_statuses"],
+            payments["revenue_statuses"],
+            payments["revenue_statuses"],
+            *params,
+        ],
+    )
 
 
 def rejections(con: duckdb.DuckDBPyConnection, scope: Scope) -> list[dict[str, Any]]:
@@ -532,9 +574,13 @@ def rejections(con: duckdb.DuckDBPyConnection, scope: Scope) -> list[dict[str, A
     if not has_table(con, "payments_daily"):
         return []
     where, params = _scope_where(scope)
-    return rows(con, f"SELECT status_detail AS reason, sum(payments) AS payments FROM payments_daily "  # noqa: S608
-                     f"WHERE {where} AND {_finest()} AND provider = 'mercadopago' AND status = 'rejected' "
-                     "GROUP BY reason ORDER BY payments DESC, reason", params)
+    return rows(
+        con,
+        f"SELECT status_detail AS reason, sum(payments) AS payments FROM payments_daily "  # noqa: S608
+        f"WHERE {where} AND {_finest()} AND provider = 'mercadopago' AND status = 'rejected' "
+        "GROUP BY reason ORDER BY payments DESC, reason",
+        params,
+    )
 
 
 def mercadopago_daily(con: duckdb.DuckDBPyConnection, catalog: Catalog, scope: Scope) -> dict[date, PaymentCounts]:
@@ -546,8 +592,11 @@ def alerts(con: duckdb.DuckDBPyConnection, scope: Scope) -> list[dict[str, Any]]
     """Anomaly alerts of the period from ``alert_history``, newest first; empty when not published."""
     if not has_table(con, "alert_history"):
         return []
-    return rows(con, "SELECT * FROM alert_history WHERE day BETWEEN ? AND ? ORDER BY started_at DESC, alert_id",
-                [scope.start, scope.end])
+    return rows(
+        con,
+        "SELECT * FROM alert_history WHERE day BETWEEN ? AND ? ORDER BY started_at DESC, alert_id",
+        [scope.start, scope.end],
+    )
 
 
 def data_days(con: duckdb.DuckDBPyConnection) -> tuple[date | None, date | None]:

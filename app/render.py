@@ -31,8 +31,12 @@ def table(ctx: PageContext, tbl: Table, empty_key: str = "no_rows", static: bool
         # Short tables show whole; long daily lists scroll.
         st.dataframe(data, hide_index=True, width="stretch", height="content" if len(tbl.display) <= 25 else "auto")
     st.download_button(
-        ctx.t("download_csv"), tbl.csv(), file_name=f"pulso_{tbl.name}_{ctx.scope.start}_{ctx.scope.end}.csv",
-        mime="text/csv", key=f"csv_{tbl.name}", icon=":material/download:",
+        ctx.t("download_csv"),
+        tbl.csv(),
+        file_name=f"pulso_{tbl.name}_{ctx.scope.start}_{ctx.scope.end}.csv",
+        mime="text/csv",
+        key=f"csv_{tbl.name}",
+        icon=":material/download:",
     )
 
 
@@ -60,9 +64,15 @@ def metric(where: Any, card: Card, vs_previous: str) -> None:
     chart widget per card made the overview's first render several seconds slower in the browser
     (docs/benchmarks.md, "Executive view")."""
     box = where.container(border=True)
-    box.metric(card.label, card.value, delta=card.delta, delta_color=card.delta_color,  # type: ignore[arg-type]
-               delta_arrow=card.delta_arrow,  # type: ignore[arg-type]
-               delta_description=vs_previous if card.delta else None, help=card.help)
+    box.metric(
+        card.label,
+        card.value,
+        delta=card.delta,
+        delta_color=card.delta_color,  # type: ignore[arg-type]
+        delta_arrow=card.delta_arrow,  # type: ignore[arg-type]
+        delta_description=vs_previous if card.delta else None,
+        help=card.help,
+    )
     svg = sparkline_svg(card.chart or [])
     if svg:
         # as an image (a data URI): st.html keeps <img> and drops inline <svg>

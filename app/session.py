@@ -31,8 +31,17 @@ LANG_DRAWN_KEY = "pulso_lang_drawn"
 IDENTITY_KEY = "pulso_identity"
 DEFAULT_DAYS = 30
 # Published tables the view reads (ops_hourly is not needed: loading less keeps first render fast).
-TABLES = ("kpi_daily", "slo_daily", "incidents", "cost_daily", "payments_daily", "latency_daily",
-          "alert_history", "fx_daily", "cache_daily")
+TABLES = (
+    "kpi_daily",
+    "slo_daily",
+    "incidents",
+    "cost_daily",
+    "payments_daily",
+    "latency_daily",
+    "alert_history",
+    "fx_daily",
+    "cache_daily",
+)
 
 
 @dataclass
@@ -157,9 +166,17 @@ def memo(manifest: Manifest, name: str, choice: tuple[Any, ...], compute: Any) -
         return result
 
 
-def overview(con: duckdb.DuckDBPyConnection, manifest: Manifest, catalog: Catalog, scope: Scope, language: str,
-             rates: dict[date, Decimal], hidden: tuple[str, ...]) -> tuple[list[views.Card], views.Table]:
+def overview(
+    con: duckdb.DuckDBPyConnection,
+    manifest: Manifest,
+    catalog: Catalog,
+    scope: Scope,
+    language: str,
+    rates: dict[date, Decimal],
+    hidden: tuple[str, ...],
+) -> tuple[list[views.Card], views.Table]:
     """The overview's cards and targets table for one choice, computed once per published state."""
+
     def compute() -> tuple[list[views.Card], views.Table]:
         view = views.View(con, catalog, scope, language, rates, hidden)
         return views.kpi_cards(view), views.targets_table(view)
@@ -223,15 +240,21 @@ def forget_unknown(key: str, ok: Any) -> None:
 
 def _period_ok(value: Any, first: date, last: date) -> bool:
     days = list(value) if isinstance(value, tuple | list) else [value]
-    return (1 <= len(days) <= 2 and all(isinstance(d, date) and not isinstance(d, datetime) and first <= d <= last
-                                        for d in days) and days == sorted(days))
+    return (
+        1 <= len(days) <= 2
+        and all(isinstance(d, date) and not isinstance(d, datetime) and first <= d <= last for d in days)
+        and days == sorted(days)
+    )
 
 
 def language_switch(where: Any) -> str:
     """The language control (also shown on the sign-in page)."""
     forget_unknown("lang", lambda v: _offered(v, LANGUAGES))
     return where.radio(
-        "Idioma / Language", ["es", "en"], key="lang", horizontal=True,
+        "Idioma / Language",
+        ["es", "en"],
+        key="lang",
+        horizontal=True,
         format_func=lambda code: {"es": "Español (AR)", "en": "English"}[code],
     )
 
@@ -243,8 +266,10 @@ def _secrets() -> dict[str, Any]:
         if str(exc).startswith("Error parsing secrets file"):
             # Streamlit found a secrets file it cannot parse: say so (never echoing the parser's text,
             # which could quote a line of the file) instead of treating it as no configuration at all.
-            raise auth.AccessConfigError("the Streamlit secrets file is not valid TOML: fix it or remove it "
-                                         "(access cannot be configured from it)") from None
+            raise auth.AccessConfigError(
+                "the Streamlit secrets file is not valid TOML: fix it or remove it "
+                "(access cannot be configured from it)"
+            ) from None
         return {}  # no secrets.toml at all: the environment may still configure access
 
 
@@ -262,8 +287,7 @@ def preload_frontend() -> None:
         st.table(pd.DataFrame({PRELOAD_TEXT: [PRELOAD_TEXT]}))
         st.download_button(PRELOAD_TEXT, b"", file_name="preload.txt", key="pulso_preload_download", disabled=True)
         st.date_input(PRELOAD_TEXT, value=None, key="pulso_preload_date", disabled=True, label_visibility="hidden")
-        st.selectbox(PRELOAD_TEXT, [PRELOAD_TEXT], key="pulso_preload_select", disabled=True,
-                     label_visibility="hidden")
+        st.selectbox(PRELOAD_TEXT, [PRELOAD_TEXT], key="pulso_preload_select", disabled=True, label_visibility="hidden")
 
 
 def require_identity() -> auth.Identity:
@@ -354,7 +378,9 @@ def _niches_present(con: duckdb.DuckDBPyConnection, catalog: Catalog) -> list[st
 def _countries_present(con: duckdb.DuckDBPyConnection, catalog: Catalog) -> list[str]:
     present = set()
     if has_table(con, "kpi_daily"):
-        present = {r[0] for r in con.execute("SELECT DISTINCT country FROM kpi_daily WHERE country <> 'all'").fetchall()}
+        present = {
+            r[0] for r in con.execute("SELECT DISTINCT country FROM kpi_daily WHERE country <> 'all'").fetchall()
+        }
     return [c.id for c in catalog.countries if c.id in present] or [c.id for c in catalog.live_countries("now")]
 
 
@@ -374,8 +400,12 @@ def build_context(identity: auth.Identity) -> PageContext:
     if not (isinstance(kept, tuple) and len(kept) == 2 and _period_ok(kept, first, last)):
         kept = (default_start, last)
     picked = sb.date_input(
-        t("date_range", language), value=kept, min_value=first, max_value=last,
-        format="DD/MM/YYYY" if language == "es" else "YYYY-MM-DD", key=f"period_{language}",
+        t("date_range", language),
+        value=kept,
+        min_value=first,
+        max_value=last,
+        format="DD/MM/YYYY" if language == "es" else "YYYY-MM-DD",
+        key=f"period_{language}",
     )
     if isinstance(picked, tuple | list):
         start, end = (picked[0], picked[-1]) if picked else (default_start, last)
@@ -389,23 +419,30 @@ def build_context(identity: auth.Identity) -> PageContext:
     # Like the period: one widget per language (labels differ), the choice kept under our own key.
     kept_niche = st.session_state.get("pulso_niche", ALL)
     forget_unknown(f"niche_{language}", lambda v: _offered(v, niches))
-    niche = sb.selectbox(t("niche", language), niches, key=f"niche_{language}",
-                         index=niches.index(kept_niche) if kept_niche in niches else 0,
-                         format_func=lambda n: t("all", language) if n == ALL else niche_names.get(n, n))
+    niche = sb.selectbox(
+        t("niche", language),
+        niches,
+        key=f"niche_{language}",
+        index=niches.index(kept_niche) if kept_niche in niches else 0,
+        format_func=lambda n: t("all", language) if n == ALL else niche_names.get(n, n),
+    )
     countries = [ALL] + _countries_present(con, catalog)
     country_names = {c.id: catalog_name(c, language) for c in catalog.countries}
     kept_country = st.session_state.get("pulso_country", ALL)
     forget_unknown(f"country_{language}", lambda v: _offered(v, countries))
-    country = sb.selectbox(t("country", language), countries, key=f"country_{language}",
-                           index=countries.index(kept_country) if _offered(kept_country, countries) else 0,
-                           format_func=lambda c: t("all", language) if c == ALL else country_names.get(c, c))
+    country = sb.selectbox(
+        t("country", language),
+        countries,
+        key=f"country_{language}",
+        index=countries.index(kept_country) if _offered(kept_country, countries) else 0,
+        format_func=lambda c: t("all", language) if c == ALL else country_names.get(c, c),
+    )
     st.session_state["pulso_niche"], st.session_state["pulso_country"] = niche, country
     # Rates for the previous period too: the cards compare against it in the same currency.
     rates = fx_rates(con, Scope(start, end).previous().start, end)
     currency_options = list(CURRENCIES)
     forget_unknown("currency", lambda v: _offered(v, currency_options))
-    currency = sb.radio(t("currency", language), currency_options, key="currency", horizontal=True,
-                        disabled=not rates)
+    currency = sb.radio(t("currency", language), currency_options, key="currency", horizontal=True, disabled=not rates)
     if not rates:
         currency = "USD"
         sb.caption(t("fx_missing", language))
@@ -437,15 +474,24 @@ def header(ctx: PageContext, title_key: str) -> None:
     published = ctx.manifest.published_at.astimezone(AR_TZ)
     through = ctx.manifest.data.get("data_through")
     complete = ctx.manifest.data.get("complete_through")
-    st.caption(ctx.t(
-        "freshness",
-        published=moment(published, ctx.lang),
-        through=day(date.fromisoformat(through), ctx.lang) if through else ctx.t("no_data"),
-        complete=day(date.fromisoformat(complete), ctx.lang) if complete else ctx.t("no_data"),
-    ))
+    st.caption(
+        ctx.t(
+            "freshness",
+            published=moment(published, ctx.lang),
+            through=day(date.fromisoformat(through), ctx.lang) if through else ctx.t("no_data"),
+            complete=day(date.fromisoformat(complete), ctx.lang) if complete else ctx.t("no_data"),
+        )
+    )
     prev = ctx.scope.previous()
-    st.caption(ctx.t("period_caption", start=day(ctx.scope.start, ctx.lang), end=day(ctx.scope.end, ctx.lang),
-                     pstart=day(prev.start, ctx.lang), pend=day(prev.end, ctx.lang)))
+    st.caption(
+        ctx.t(
+            "period_caption",
+            start=day(ctx.scope.start, ctx.lang),
+            end=day(ctx.scope.end, ctx.lang),
+            pstart=day(prev.start, ctx.lang),
+            pend=day(prev.end, ctx.lang),
+        )
+    )
 
 
 def record_sensitive(ctx: PageContext, page: str, niches: list[str] | set[str]) -> None:

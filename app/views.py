@@ -53,6 +53,8 @@ class StatusText(str):
         obj = super().__new__(cls, text)
         obj.status = status
         return obj
+
+
 RESTRICTED = "__restricted__"
 
 
@@ -150,8 +152,12 @@ def _table(name: str, columns: list[str], display_rows: list[list[Any]], raw_row
     # Statuses are read before the DataFrame is built (pandas stores plain strings, not StatusText).
     status = [[getattr(cell, "status", None) for cell in row] for row in display_rows]
     has_status = any(s for row in status for s in row)
-    return Table(name, pd.DataFrame(display_rows, columns=columns), pd.DataFrame(raw_rows, columns=columns),
-                 pd.DataFrame(status, columns=columns, dtype=object) if has_status else None)
+    return Table(
+        name,
+        pd.DataFrame(display_rows, columns=columns),
+        pd.DataFrame(raw_rows, columns=columns),
+        pd.DataFrame(status, columns=columns, dtype=object) if has_status else None,
+    )
 
 
 def _target_text(view: View, kpi: Kpi, target: Any) -> str:
@@ -177,14 +183,26 @@ def targets_table(view: View) -> Table:
         n, c, _, split = grain(kpi, scope)
         points = last_day[kpi.id]
         point = points[0] if points else DailyPoint(scope.end, None, None, "no_data")
-        now = point.target if point.target is not None else in_currency(
-            cat.target(kpi.id, scope.end, n, c), kpi.unit, scope.end, scope.currency, end_rate)
+        now = (
+            point.target
+            if point.target is not None
+            else in_currency(cat.target(kpi.id, scope.end, n, c), kpi.unit, scope.end, scope.currency, end_rate)
+        )
         # Future phases converted at the last day's rate: the plan is in USD, the future rate unknown.
         m3 = in_currency(cat.target(kpi.id, cat.plan["month_3"], n, c), kpi.unit, scope.end, scope.currency, end_rate)
         m6 = in_currency(cat.target(kpi.id, cat.plan["month_6"], n, c), kpi.unit, scope.end, scope.currency, end_rate)
         grain_text = "" if split else view.t("not_split")
-        shown.append([catalog_name(kpi, view.lang), view.value(point.value, kpi.unit), _target_text(view, kpi, now),
-                      _target_text(view, kpi, m3), _target_text(view, kpi, m6), view.status(point.status), grain_text])
+        shown.append(
+            [
+                catalog_name(kpi, view.lang),
+                view.value(point.value, kpi.unit),
+                _target_text(view, kpi, now),
+                _target_text(view, kpi, m3),
+                _target_text(view, kpi, m6),
+                view.status(point.status),
+                grain_text,
+            ]
+        )
         raw.append([kpi.id, _raw(point.value), _raw(now), _raw(m3), _raw(m6), point.status, grain_text])
     if not any(row[-1] for row in shown):  # every KPI at the requested grain: no need for the column
         columns, shown, raw = columns[:-1], [r[:-1] for r in shown], [r[:-1] for r in raw]
@@ -222,10 +240,15 @@ def kpi_cards(view: View, kpis: list[Kpi] | None = None) -> list[Card]:
         if not fmt.is_missing(current.value) and not fmt.is_missing(previous.value):
             change = fmt.to_decimal(current.value) - fmt.to_decimal(previous.value)  # type: ignore[arg-type]
         points = [float(p.value) for p in series[kpi.id] if not fmt.is_missing(p.value)]
-        rule_key = {"sum": "rule_sum", "last": "rule_last", "max": "rule_max", "payments": "rule_payments",
-                    "revenue_per_cost": "rule_ratio_of_sums", "margin": "rule_ratio_of_sums",
-                    "cache": "rule_cache"}.get(
-            current.rule, "rule_buckets")
+        rule_key = {
+            "sum": "rule_sum",
+            "last": "rule_last",
+            "max": "rule_max",
+            "payments": "rule_payments",
+            "revenue_per_cost": "rule_ratio_of_sums",
+            "margin": "rule_ratio_of_sums",
+            "cache": "rule_cache",
+        }.get(current.rule, "rule_buckets")
         n, c, _, _ = grain(kpi, scope)
         target = in_currency(cat.target(kpi.id, scope.end, n, c), kpi.unit, scope.end, scope.currency, view.rates)
         help_text = view.t(rule_key)
@@ -233,14 +256,21 @@ def kpi_cards(view: View, kpis: list[Kpi] | None = None) -> list[Card]:
             help_text += f" {view.value(current.value, kpi.unit)}."  # the exact amount behind a short card
         if not fmt.is_missing(target):
             help_text += f" {view.t('target_now')}: {_target_text(view, kpi, target)}"
-        cards.append(Card(
-            kpi.id, catalog_name(kpi, view.lang), fmt.kpi_value(current.value, kpi.unit, view.lang, scope.currency, True),
-            fmt.kpi_delta(change, kpi.unit, view.lang, scope.currency, compact=True),
-            # No change is neither good nor bad: grey, whatever the KPI's direction.
-            "off" if change == 0 else ("normal" if kpi.direction == "higher" else "inverse"),
-            "off" if change == 0 else "auto", help_text,
-            points if len(points) >= 2 else None, current.value, previous.value,
-        ))
+        cards.append(
+            Card(
+                kpi.id,
+                catalog_name(kpi, view.lang),
+                fmt.kpi_value(current.value, kpi.unit, view.lang, scope.currency, True),
+                fmt.kpi_delta(change, kpi.unit, view.lang, scope.currency, compact=True),
+                # No change is neither good nor bad: grey, whatever the KPI's direction.
+                "off" if change == 0 else ("normal" if kpi.direction == "higher" else "inverse"),
+                "off" if change == 0 else "auto",
+                help_text,
+                points if len(points) >= 2 else None,
+                current.value,
+                previous.value,
+            )
+        )
     return cards
 
 
@@ -256,11 +286,19 @@ def availability_table(view: View) -> Table:
     for row in availability_by_niche_country(view.con, view.scope.end, view.scope):
         if row["niche"] in view.hidden_niches:
             continue
-        worst = max((row["availability_status"] or "no_data", row["error_budget_status"] or "no_data"),
-                    key=lambda s: ["ok", "no_data", "warn", "breach"].index(s))
-        shown.append([view.niche_name(row["niche"]), view.country_name(row["country"]),
-                      fmt.percent(row["availability"], view.lang, 3), fmt.percent(row["error_budget"], view.lang, 1),
-                      view.status(worst)])
+        worst = max(
+            (row["availability_status"] or "no_data", row["error_budget_status"] or "no_data"),
+            key=lambda s: ["ok", "no_data", "warn", "breach"].index(s),
+        )
+        shown.append(
+            [
+                view.niche_name(row["niche"]),
+                view.country_name(row["country"]),
+                fmt.percent(row["availability"], view.lang, 3),
+                fmt.percent(row["error_budget"], view.lang, 1),
+                view.status(worst),
+            ]
+        )
         raw.append([row["niche"], row["country"], _raw(row["availability"]), _raw(row["error_budget"]), worst])
     return _table("availability", columns, shown, raw)
 
@@ -273,11 +311,26 @@ def incidents_table(view: View) -> Table:
         if row["niche"] in view.hidden_niches:
             continue
         ended = fmt.moment(row["ended_at"], view.lang) if row["ended_at"] else view.t("open")
-        shown.append([fmt.moment(row["started_at"], view.lang), ended, view.niche_name(row["niche"]),
-                      view.country_name(row["country"]), view.region_name(row["region"]),
-                      view.value(row["recovery_minutes"], "minutes") if row["ended_at"] else view.t("open")])
-        raw.append([row["started_at"].isoformat(), row["ended_at"].isoformat() if row["ended_at"] else None,
-                    row["niche"], row["country"], row["region"], _raw(row["recovery_minutes"])])
+        shown.append(
+            [
+                fmt.moment(row["started_at"], view.lang),
+                ended,
+                view.niche_name(row["niche"]),
+                view.country_name(row["country"]),
+                view.region_name(row["region"]),
+                view.value(row["recovery_minutes"], "minutes") if row["ended_at"] else view.t("open"),
+            ]
+        )
+        raw.append(
+            [
+                row["started_at"].isoformat(),
+                row["ended_at"].isoformat() if row["ended_at"] else None,
+                row["niche"],
+                row["country"],
+                row["region"],
+                _raw(row["recovery_minutes"]),
+            ]
+        )
     return _table("incidents", columns, shown, raw)
 
 
@@ -300,10 +353,21 @@ def latency_table(view: View) -> Table:
             status = cat.status("latency_p95_ms", p95, target)
             within = share_within(buckets, country.latency_slo_ms / 1000)
             total = max(count for _, count in buckets)
-            shown.append([catalog_name(region, view.lang), catalog_name(country, view.lang), view.value(p95, "ms"),
-                          _target_text(view, cat.kpi("latency_p95_ms"), target), f"{country.latency_slo_ms} ms",
-                          fmt.percent(within, view.lang, 2), fmt.number(total, view.lang), view.status(status)])
-            raw.append([region.id, country.id, _raw(p95), target, country.latency_slo_ms, _raw(within), int(total), status])
+            shown.append(
+                [
+                    catalog_name(region, view.lang),
+                    catalog_name(country, view.lang),
+                    view.value(p95, "ms"),
+                    _target_text(view, cat.kpi("latency_p95_ms"), target),
+                    f"{country.latency_slo_ms} ms",
+                    fmt.percent(within, view.lang, 2),
+                    fmt.number(total, view.lang),
+                    view.status(status),
+                ]
+            )
+            raw.append(
+                [region.id, country.id, _raw(p95), target, country.latency_slo_ms, _raw(within), int(total), status]
+            )
     return _table("latency", columns, shown, raw)
 
 
@@ -319,7 +383,9 @@ def cost_vs_budget(view: View) -> tuple[Table, list[DailyPoint]]:
     """Daily infra cost against the budget (the catalog target in force that day)."""
     points = kpi_series(view.con, view.catalog, ["infra_cost_usd"], view.scope, view.rates)["infra_cost_usd"]
     columns = [view.t(k) for k in ("day", "cost", "budget", "status")]
-    shown = [[fmt.day(p.day, view.lang), view.money(p.value), view.money(p.target), view.status(p.status)] for p in points]
+    shown = [
+        [fmt.day(p.day, view.lang), view.money(p.value), view.money(p.target), view.status(p.status)] for p in points
+    ]
     raw = [[p.day.isoformat(), _raw(p.value), _raw(p.target), p.status] for p in points]
     return _table("cost_vs_budget", columns, shown, raw), points
 
@@ -339,7 +405,9 @@ def niche_economics(view: View) -> Table:
         cells = []
         for k in kpis:
             kpi = cat.kpi(k)
-            status = cat.status(k, None if values[k] is None else float(values[k]), cat.target(k, view.scope.end, niche))
+            status = cat.status(
+                k, None if values[k] is None else float(values[k]), cat.target(k, view.scope.end, niche)
+            )
             # A period sum is not comparable with a daily target: only rates and latest values get a status.
             rated = bool(kpi.targets) and period_rule(k) != "sum" and not fmt.is_missing(values[k])
             text = view.value(values[k], kpi.unit)
@@ -352,8 +420,9 @@ def niche_economics(view: View) -> Table:
 def cost_by_service(view: View) -> Table:
     """Exact cost per service over the period, with each service's share."""
     totals = cost_by(view.con, view.scope, "service", view.rates)
-    return _share_table(view, "cost_by_service", view.t("service"), {view.service_name(k): v for k, v in totals.items()},
-                        list(totals))
+    return _share_table(
+        view, "cost_by_service", view.t("service"), {view.service_name(k): v for k, v in totals.items()}, list(totals)
+    )
 
 
 def shared_split(view: View) -> Table:
@@ -366,16 +435,18 @@ def shared_split(view: View) -> Table:
             merged[key] = None
         else:
             merged[key] = (merged.get(key) or Decimal(0)) + amount  # type: ignore[operator]
-    return _share_table(view, "shared_split", view.t("niche"), {view.niche_name(k): v for k, v in merged.items()},
-                        list(merged))
+    return _share_table(
+        view, "shared_split", view.t("niche"), {view.niche_name(k): v for k, v in merged.items()}, list(merged)
+    )
 
 
 def allocation_table(view: View) -> Table:
     """Tagged vs shared-split cost over the period (their sum is the infra cost)."""
     totals = cost_by(view.con, view.scope, "allocation", view.rates)
     labels = {"tagged": view.t("tagged"), "shared_split": view.t("shared")}
-    return _share_table(view, "allocation", view.t("charge_category"),
-                        {labels.get(k, k): v for k, v in totals.items()}, list(totals))
+    return _share_table(
+        view, "allocation", view.t("charge_category"), {labels.get(k, k): v for k, v in totals.items()}, list(totals)
+    )
 
 
 def _share_table(view: View, name: str, label: str, amounts: dict[str, Decimal | None], keys: list[str]) -> Table:
@@ -438,8 +509,15 @@ def month6_goals(view: View) -> Table:
         # Status against the target in force today: a month-6 goal not reached yet is not off track.
         now = in_currency(cat.target(kpi.id, scope.end, n, c), kpi.unit, scope.end, scope.currency, end_rate)
         status = cat.status(kpi.id, None if actual is None else float(actual), None if now is None else float(now))
-        shown.append([catalog_name(kpi, view.lang), view.value(actual, kpi.unit), _target_text(view, kpi, goal),
-                      fmt.percent(progress, view.lang, 1), view.status(status)])
+        shown.append(
+            [
+                catalog_name(kpi, view.lang),
+                view.value(actual, kpi.unit),
+                _target_text(view, kpi, goal),
+                fmt.percent(progress, view.lang, 1),
+                view.status(status),
+            ]
+        )
         raw.append([kpi.id, _raw(actual), _raw(goal), _raw(progress), status])
     return _table("month6_goals", columns, shown, raw)
 
@@ -458,8 +536,15 @@ def payments_daily_table(view: View) -> Table:
         c = counts[day]
         target = view.catalog.target("mercadopago_success_ratio", day, view.scope.niche, view.scope.country)
         status = view.catalog.status("mercadopago_success_ratio", c.success_ratio, target)
-        shown.append([fmt.day(day, view.lang), fmt.number(c.final, view.lang), fmt.number(c.successful, view.lang),
-                      fmt.percent(c.success_ratio, view.lang, 2), view.status(status)])
+        shown.append(
+            [
+                fmt.day(day, view.lang),
+                fmt.number(c.final, view.lang),
+                fmt.number(c.successful, view.lang),
+                fmt.percent(c.success_ratio, view.lang, 2),
+                view.status(status),
+            ]
+        )
         raw.append([day.isoformat(), c.final, c.successful, _raw(c.success_ratio), status])
     return _table("mercadopago_daily", columns, shown, raw)
 
@@ -473,8 +558,15 @@ def payments_method_table(view: View) -> Table:
         final, ok = int(row["final"] or 0), int(row["successful"] or 0)
         ratio = ok / final if final else None
         amount = row[amount_key] if row[amount_key] is not None else Decimal(0)
-        shown.append([row["key"], fmt.number(final, view.lang), fmt.number(ok, view.lang),
-                      fmt.percent(ratio, view.lang, 2), view.money(amount)])
+        shown.append(
+            [
+                row["key"],
+                fmt.number(final, view.lang),
+                fmt.number(ok, view.lang),
+                fmt.percent(ratio, view.lang, 2),
+                view.money(amount),
+            ]
+        )
         raw.append([row["key"], final, ok, _raw(ratio), amount])
     return _table("payments_by_method", columns, shown, raw)
 
@@ -496,8 +588,15 @@ def rejections_table(view: View) -> Table:
 # Geography
 # ------------------------------------------------------------------------------------------------
 
-GEO_KPIS = ("latency_p95_ms", "availability_ratio", "peak_concurrent_users", "active_users", "bookings",
-            "revenue_usd", "mercadopago_success_ratio")
+GEO_KPIS = (
+    "latency_p95_ms",
+    "availability_ratio",
+    "peak_concurrent_users",
+    "active_users",
+    "bookings",
+    "revenue_usd",
+    "mercadopago_success_ratio",
+)
 
 
 def geography_table(view: View) -> Table:
@@ -514,8 +613,13 @@ def geography_table(view: View) -> Table:
             values = [period_value(view.con, cat, k.id, region_scope, view.rates).value for k in kpis]
             if all(fmt.is_missing(v) for v in values):
                 continue
-            shown.append([catalog_name(region, view.lang), catalog_name(country, view.lang),
-                          *[view.value(v, k.unit) for v, k in zip(values, kpis, strict=True)]])
+            shown.append(
+                [
+                    catalog_name(region, view.lang),
+                    catalog_name(country, view.lang),
+                    *[view.value(v, k.unit) for v, k in zip(values, kpis, strict=True)],
+                ]
+            )
             raw.append([region.id, country.id, *[_raw(v) for v in values]])
     return _table("geography", columns, shown, raw)
 
@@ -535,8 +639,12 @@ def contributors_text(view: View, value: Any, unit: str) -> str:
     except json.JSONDecodeError:
         return str(value)[:200]
     items = data if isinstance(data, list) else [data]
-    names = {"niche": view.niche_name, "country": view.country_name, "region": view.region_name,
-             "service": view.service_name}
+    names = {
+        "niche": view.niche_name,
+        "country": view.country_name,
+        "region": view.region_name,
+        "service": view.service_name,
+    }
     parts = []
     for item in items[:5]:
         if isinstance(item, dict) and {"dimension", "value", "contribution"} <= set(item):
@@ -547,7 +655,9 @@ def contributors_text(view: View, value: Any, unit: str) -> str:
                 member_text = names[dim](member) if dim in names else member
             label = view.t(dim) if dim in ("niche", "country", "region", "service") else dim
             contribution = item["contribution"]
-            text = f"{label} {member_text}: " + (fmt.kpi_delta(contribution, unit, view.lang, "USD") or view.t("no_data"))
+            text = f"{label} {member_text}: " + (
+                fmt.kpi_delta(contribution, unit, view.lang, "USD") or view.t("no_data")
+            )
             if not fmt.is_missing(item.get("share_of_deviation")):
                 text += f" ({fmt.percent(item['share_of_deviation'], view.lang, 1)})"
             parts.append(text)
@@ -573,13 +683,37 @@ def alerts_table(view: View) -> Table:
             return fmt.kpi_value(x, unit, view.lang, "USD")
 
         state = view.t(row["state"]) if row.get("state") in ("firing", "resolved") else str(row.get("state"))
-        explanation = view.t("alert_text", kpi=name, actual=v(row.get("actual")), expected=v(row.get("expected")),
-                             lower=v(row.get("lower")), upper=v(row.get("upper")),
-                             since=fmt.moment(row.get("started_at"), view.lang))
-        shown.append([fmt.moment(row.get("started_at"), view.lang), name, str(row.get("severity") or "—"), state,
-                      v(row.get("actual")), f"{v(row.get('lower'))} – {v(row.get('upper'))}",
-                      contributors_text(view, row.get("top_contributors"), unit), explanation])
-        raw.append([row["started_at"].isoformat() if row.get("started_at") else None, row.get("kpi"),
-                    row.get("severity"), row.get("state"), _raw(row.get("actual")),
-                    f"{_raw(row.get('lower'))}..{_raw(row.get('upper'))}", row.get("top_contributors"), explanation])
+        explanation = view.t(
+            "alert_text",
+            kpi=name,
+            actual=v(row.get("actual")),
+            expected=v(row.get("expected")),
+            lower=v(row.get("lower")),
+            upper=v(row.get("upper")),
+            since=fmt.moment(row.get("started_at"), view.lang),
+        )
+        shown.append(
+            [
+                fmt.moment(row.get("started_at"), view.lang),
+                name,
+                str(row.get("severity") or "—"),
+                state,
+                v(row.get("actual")),
+                f"{v(row.get('lower'))} – {v(row.get('upper'))}",
+                contributors_text(view, row.get("top_contributors"), unit),
+                explanation,
+            ]
+        )
+        raw.append(
+            [
+                row["started_at"].isoformat() if row.get("started_at") else None,
+                row.get("kpi"),
+                row.get("severity"),
+                row.get("state"),
+                _raw(row.get("actual")),
+                f"{_raw(row.get('lower'))}..{_raw(row.get('upper'))}",
+                row.get("top_contributors"),
+                explanation,
+            ]
+        )
     return _table("alerts", columns, shown, raw)

@@ -84,18 +84,47 @@ def measure_browser(root: Path, typing_s: float = 3.0) -> dict[str, float]:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     password = "bench-password"
-    env = {**os.environ, "PULSO_PUBLISHED": str(root), "PULSO_APP_PASSWORD": password,
-           "PULSO_APP_ACCESS_LOG": str(root.parent / "access.log")}
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(APP), "--server.port", str(port),
-                             "--server.address", "127.0.0.1", "--server.headless", "true"],
-                            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {
+        **os.environ,
+        "PULSO_PUBLISHED": str(root),
+        "PULSO_APP_PASSWORD": password,
+        "PULSO_APP_ACCESS_LOG": str(root.parent / "access.log"),
+    }
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            str(APP),
+            "--server.port",
+            str(port),
+            "--server.address",
+            "127.0.0.1",
+            "--server.headless",
+            "true",
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     base = f"http://127.0.0.1:{port}"
     options = webdriver.ChromeOptions()
     options.binary_location = "/usr/bin/chromium"
     with tempfile.TemporaryDirectory() as profile:
-        for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                     "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                     f"--user-data-dir={profile}", "--window-size=1600,1400"):
+        for flag in (
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={profile}",
+            "--window-size=1600,1400",
+        ):
             options.add_argument(flag)
         driver = None
         try:
@@ -117,9 +146,11 @@ def measure_browser(root: Path, typing_s: float = 3.0) -> dict[str, float]:
             t0 = time.perf_counter()
             button.click()
             # the cards and the targets table (a static table: 21 KPIs, more than 40 cells) on screen
-            script = ("return document.querySelectorAll('[data-testid=stMetric]').length > 10 && "
-                      "document.querySelectorAll('[data-testid=stTable] td').length > 40 && "
-                      "!document.body.innerText.includes('Running...')")
+            script = (
+                "return document.querySelectorAll('[data-testid=stMetric]').length > 10 && "
+                "document.querySelectorAll('[data-testid=stTable] td').length > 40 && "
+                "!document.body.innerText.includes('Running...')"
+            )
             while not driver.execute_script(script):
                 if time.monotonic() > deadline + 60:
                     raise TimeoutError("the overview did not render in the browser")
@@ -144,6 +175,7 @@ def measure_browser(root: Path, typing_s: float = 3.0) -> dict[str, float]:
 
 def write_section(figures: dict[str, Any], path: Path = BENCHMARKS_MD) -> None:
     """Replace (or add) the "## Executive view" section of docs/benchmarks.md, keeping the others."""
+
     def verdict(seconds: float | None) -> str:
         return "" if seconds is None else f" ({'met' if seconds < GOAL_S else 'NOT met'}: goal < {GOAL_S:g} s)"
 
@@ -196,8 +228,11 @@ def run(results: dict[str, Any] | None = None, days: int = 365, browser: bool = 
             con = PublishedReader(root).snapshot()
             count = lambda t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]  # noqa: E731, S608
             figures: dict[str, Any] = {
-                "days": days, "kpi_rows": count("kpi_daily"), "latency_rows": count("latency_daily"),
-                "payment_rows": count("payments_daily"), "publish_s": publish_s,
+                "days": days,
+                "kpi_rows": count("kpi_daily"),
+                "latency_rows": count("latency_daily"),
+                "payment_rows": count("payments_daily"),
+                "publish_s": publish_s,
                 "measured_at": datetime.now(ZoneInfo("UTC")).strftime("%Y-%m-%d %H:%M UTC"),
                 "load_average": ", ".join(f"{x:.1f}" for x in os.getloadavg()),
             }

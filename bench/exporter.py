@@ -53,8 +53,9 @@ def grains(catalog: Catalog, dims: tuple[str, ...]) -> list[tuple[str, str, str]
 _BASE = {"ms": 120.0, "ratio": 0.95, "count": 3.0, "minutes": 4.0, "users": 900.0, "usd": 800.0, "usd_per_usd": 6.0}
 
 
-def synthesize_published(root: Path, days: int = 365, end: date | None = None, catalog: Catalog | None = None,
-                         app_tables: bool = False) -> Manifest:
+def synthesize_published(
+    root: Path, days: int = 365, end: date | None = None, catalog: Catalog | None = None, app_tables: bool = False
+) -> Manifest:
     """Publish a deterministic, contract-shaped store of ``days`` days ending ``end`` (default: today, AR).
 
     ``app_tables`` also publishes what the executive view reads besides (latency_daily, payments_daily,
@@ -64,14 +65,27 @@ def synthesize_published(root: Path, days: int = 365, end: date | None = None, c
     end = end or datetime.now(ZoneInfo(catalog.timezone)).date()
     start = end - timedelta(days=days - 1)
     con = duckdb.connect()
-    con.execute("CREATE TABLE grain (kpi VARCHAR, niche VARCHAR, country VARCHAR, region VARCHAR, unit VARCHAR, base DOUBLE, tgt DOUBLE)")
+    con.execute(
+        "CREATE TABLE grain (kpi VARCHAR, niche VARCHAR, country VARCHAR, region VARCHAR, unit VARCHAR, base DOUBLE, tgt DOUBLE)"
+    )
     rows = []
     for kpi in catalog.kpis:
         for niche, country, region in grains(catalog, kpi.dims):
-            rows.append((kpi.id, niche, country, region, kpi.unit, _BASE.get(kpi.unit, 1.0),
-                         catalog.target(kpi.id, end, niche, country)))
+            rows.append(
+                (
+                    kpi.id,
+                    niche,
+                    country,
+                    region,
+                    kpi.unit,
+                    _BASE.get(kpi.unit, 1.0),
+                    catalog.target(kpi.id, end, niche, country),
+                )
+            )
     con.executemany("INSERT INTO grain VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
-    con.execute("CREATE TABLE days AS SELECT d::DATE AS day FROM range(?::DATE, ?::DATE + 1, INTERVAL 1 DAY) t(d)", [start, end])
+    con.execute(
+        "CREATE TABLE days AS SELECT d::DATE AS day FROM range(?::DATE, ?::DATE + 1, INTERVAL 1 DAY) t(d)", [start, end]
+    )
     # A value that varies by day and grain, always finite; ratios stay in (0, 1].
     con.execute("""
         CREATE TABLE kpi_daily AS
@@ -81,7 +95,9 @@ def synthesize_published(root: Path, days: int = 365, end: date | None = None, c
                unit, tgt AS target, 'ok' AS status
         FROM days, grain""")
     con.execute("CREATE TABLE slo_grain (slo VARCHAR, objective DOUBLE, period_days INTEGER)")
-    con.executemany("INSERT INTO slo_grain VALUES (?, ?, ?)", [(s.id, s.objective, s.period_days) for s in catalog.slos])
+    con.executemany(
+        "INSERT INTO slo_grain VALUES (?, ?, ?)", [(s.id, s.objective, s.period_days) for s in catalog.slos]
+    )
     place = [g for g in grains(catalog, ("niche", "country", "region"))]
     con.execute("CREATE TABLE place (niche VARCHAR, country VARCHAR, region VARCHAR)")
     con.executemany("INSERT INTO place VALUES (?, ?, ?)", place)
@@ -97,28 +113,38 @@ def synthesize_published(root: Path, days: int = 365, end: date | None = None, c
               FROM days, slo_grain, place)""")
     con.execute("CREATE TABLE svc (niche VARCHAR, service VARCHAR, charge_category VARCHAR)")
     cats = catalog.section("cost_allocation")["charge_categories"]
-    con.executemany("INSERT INTO svc VALUES (?, ?, ?)",
-                    [(n.id, s.id, c) for n in catalog.niches for s in catalog.services for c in cats])
+    con.executemany(
+        "INSERT INTO svc VALUES (?, ?, ?)",
+        [(n.id, s.id, c) for n in catalog.niches for s in catalog.services for c in cats],
+    )
     con.execute("""
         CREATE TABLE cost_daily AS
         SELECT day, niche, service, charge_category, 'tagged' AS allocation,
                (CASE WHEN charge_category IN ('credit', 'refund') THEN -1 ELSE 1 END
                 * (hash(day, niche, service, charge_category) % 100000) / 1000.0)::DECIMAL(18,6) AS cost_usd
         FROM days, svc""")
-    con.execute("""
+    con.execute(
+        """
         CREATE TABLE incidents AS
         SELECT day, 'inc-' || strftime(day, '%Y%m%d') AS incident_id, 'barber' AS niche, 'AR' AS country,
                'cordoba' AS region, day::TIMESTAMPTZ + INTERVAL 13 HOUR AS started_at,
                CASE WHEN day = ?::DATE THEN NULL ELSE day::TIMESTAMPTZ + INTERVAL 13 HOUR + INTERVAL 9 MINUTE END AS ended_at,
                CASE WHEN day = ?::DATE THEN NULL ELSE 9.0 END AS recovery_minutes
-        FROM days WHERE dayofyear(day) % 7 = 0 OR day = ?::DATE""", [end, end, end])
+        FROM days WHERE dayofyear(day) % 7 = 0 OR day = ?::DATE""",
+        [end, end, end],
+    )
     names = ["kpi_daily", "slo_daily", "cost_daily", "incidents"]
     if app_tables:
         names += _app_tables(con, catalog)
     all_days = [start + timedelta(days=i) for i in range(days)]
     tables = {t: t for t in names}
-    return publish(con, tables, all_days, Path(root),
-                   {"complete_through": (end - timedelta(days=1)).isoformat(), "data_through": end.isoformat()})
+    return publish(
+        con,
+        tables,
+        all_days,
+        Path(root),
+        {"complete_through": (end - timedelta(days=1)).isoformat(), "data_through": end.isoformat()},
+    )
 
 
 def _app_tables(con: duckdb.DuckDBPyConnection, catalog: Catalog) -> list[str]:
@@ -126,24 +152,38 @@ def _app_tables(con: duckdb.DuckDBPyConnection, catalog: Catalog) -> list[str]:
     in every region, every service); returns their names."""
     con.execute("CREATE TABLE day_index AS SELECT day, row_number() OVER (ORDER BY day) - 1 AS i FROM days")
     con.execute("CREATE TABLE finest (niche VARCHAR, country VARCHAR, region VARCHAR)")
-    con.executemany("INSERT INTO finest VALUES (?, ?, ?)",
-                    [(n.id, r.country, r.id) for n in catalog.niches for r in catalog.regions])
+    con.executemany(
+        "INSERT INTO finest VALUES (?, ?, ?)",
+        [(n.id, r.country, r.id) for n in catalog.niches for r in catalog.regions],
+    )
     con.execute("CREATE TABLE service (id VARCHAR)")
     con.executemany("INSERT INTO service VALUES (?)", [(s.id,) for s in catalog.services])
     con.execute("CREATE TABLE le (le VARCHAR, k INTEGER)")
     bounds = [str(b) for b in catalog.latency_buckets_seconds] + ["+Inf"]
     con.executemany("INSERT INTO le VALUES (?, ?)", [(b, k) for k, b in enumerate(bounds)])
     # Cumulative buckets: share (k+1)/(n-1) of requests under the k-th bound, the last bounds hold them all.
-    con.execute("""
+    con.execute(
+        """
         CREATE TABLE latency_daily AS
         SELECT day, niche, country, region, service.id AS service, le,
                ((1000 + hash(day, niche, region, service.id) % 1000) * least(1.0, (k + 1) / ?))::BIGINT AS requests
-        FROM days, finest, service, le""", [float(len(bounds) - 2)])
+        FROM days, finest, service, le""",
+        [float(len(bounds) - 2)],
+    )
     con.execute("CREATE TABLE pay (method VARCHAR, status VARCHAR, detail VARCHAR)")
-    con.executemany("INSERT INTO pay VALUES (?, ?, ?)", [
-        (m, s, d) for m in ("visa", "master", "debmaster", "account_money")
-        for s, d in (("approved", "accredited"), ("rejected", "cc_rejected_insufficient_amount"),
-                     ("rejected", "cc_rejected_high_risk"), ("pending", "pending_waiting_payment"))])
+    con.executemany(
+        "INSERT INTO pay VALUES (?, ?, ?)",
+        [
+            (m, s, d)
+            for m in ("visa", "master", "debmaster", "account_money")
+            for s, d in (
+                ("approved", "accredited"),
+                ("rejected", "cc_rejected_insufficient_amount"),
+                ("rejected", "cc_rejected_high_risk"),
+                ("pending", "pending_waiting_payment"),
+            )
+        ],
+    )
     con.execute("""
         CREATE TABLE payments_daily AS
         SELECT day, niche, country, region, 'mercadopago' AS provider, method AS payment_method, status,
@@ -230,9 +270,14 @@ def run(results: dict[str, Any] | None = None, scrapes: int = 500, days: int = 3
         con = PublishedReader(root, tables=["kpi_daily", "slo_daily"]).snapshot()
         kpi_rows = con.execute("SELECT count(*) FROM kpi_daily").fetchone()[0]
         slo_rows = con.execute("SELECT count(*) FROM slo_daily").fetchone()[0]
-        figures = {"days": days, "kpi_rows": kpi_rows, "slo_rows": slo_rows, "publish_s": publish_s,
-                   "measured_at": datetime.now(ZoneInfo("UTC")).strftime("%Y-%m-%d %H:%M UTC"),
-                   **measure(root, scrapes)}
+        figures = {
+            "days": days,
+            "kpi_rows": kpi_rows,
+            "slo_rows": slo_rows,
+            "publish_s": publish_s,
+            "measured_at": datetime.now(ZoneInfo("UTC")).strftime("%Y-%m-%d %H:%M UTC"),
+            **measure(root, scrapes),
+        }
     write_section(figures)
     if results is not None:
         results[SECTION.lower()] = figures

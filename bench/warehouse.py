@@ -54,8 +54,11 @@ def ensure_sources(folder: Path, env: dict[str, str], log_dir: Path) -> float | 
     if (folder / "profile.json").is_file():
         return None
     folder.parent.mkdir(parents=True, exist_ok=True)
-    figures = measure([sys.executable, "-m", "pipelines.simulate", "--profile", "m6-year", "--out", str(folder), "--quiet"],
-                      env, log_dir / "simulate.log")
+    figures = measure(
+        [sys.executable, "-m", "pipelines.simulate", "--profile", "m6-year", "--out", str(folder), "--quiet"],
+        env,
+        log_dir / "simulate.log",
+    )
     return figures["wall_s"]
 
 
@@ -77,7 +80,11 @@ def write_section(f: dict[str, Any], path: Path = BENCHMARKS_MD) -> None:
         f"Incremental day / full build = {share:.1%} (goal < {GOAL_INCREMENTAL_SHARE:.0%}: "
         f"{'met' if share < GOAL_INCREMENTAL_SHARE else 'NOT met'}). Warehouse file after both: "
         f"{f['warehouse_gib']} GiB; source files: {f['sources_gib']} GiB ({f['metric_samples']:,} metric samples read).\n"
-        + (f"\nGenerating the sources (not part of the build): {f['simulate_s']:,.0f} s.\n" if f.get("simulate_s") else "")
+        + (
+            f"\nGenerating the sources (not part of the build): {f['simulate_s']:,.0f} s.\n"
+            if f.get("simulate_s")
+            else ""
+        )
         + (f"\n{f['note']}\n" if f.get("note") else "")
     )
     replace_section(body, path)
@@ -89,7 +96,9 @@ def _loaded_samples(path: Path) -> int:
 
     con = duckdb.connect(str(path), read_only=True)
     try:
-        return int(con.execute("SELECT coalesce(sum(rows_read), 0) FROM ops.loads WHERE source = 'metrics'").fetchall()[0][0])
+        return int(
+            con.execute("SELECT coalesce(sum(rows_read), 0) FROM ops.loads WHERE source = 'metrics'").fetchall()[0][0]
+        )
     finally:
         con.close()
 
@@ -113,23 +122,37 @@ def run(results: dict[str, Any] | None = None, days: int | None = None, note: st
     first, last = date.fromisoformat(profile["start"]), date.fromisoformat(profile["end"])
     if days:
         first = max(first, last - timedelta(days=days))
-    env.update({
-        "PULSO_SOURCES": str(sources), "PULSO_WAREHOUSE": str(work / "warehouse.duckdb"),
-        "PULSO_PUBLISHED": str(work / "published"), "PULSO_PSEUDONYM_KEY": "bench-only-key",
-        "PULSO_PARTITION_START": first.isoformat(), "GX_ANALYTICS_ENABLED": "False",
-        "PULSO_SECRETS_DIR": str(work / ".secrets"),
-    })
+    env.update(
+        {
+            "PULSO_SOURCES": str(sources),
+            "PULSO_WAREHOUSE": str(work / "warehouse.duckdb"),
+            "PULSO_PUBLISHED": str(work / "published"),
+            "PULSO_PSEUDONYM_KEY": "bench-only-key",
+            "PULSO_PARTITION_START": first.isoformat(),
+            "GX_ANALYTICS_ENABLED": "False",
+            "PULSO_SECRETS_DIR": str(work / ".secrets"),
+        }
+    )
     build = [sys.executable, "-m", "pipelines.build"]
     full_end = last - timedelta(days=1)
     full = measure([*build, "--start", first.isoformat(), "--end", full_end.isoformat()], env, work / "full.log")
-    incremental = measure([*build, "--start", last.isoformat(), "--end", last.isoformat()], env, work / "incremental.log")
+    incremental = measure(
+        [*build, "--start", last.isoformat(), "--end", last.isoformat()], env, work / "incremental.log"
+    )
     samples = _loaded_samples(work / "warehouse.duckdb")
     figures = {
-        "profile": profile.get("profile", "m6-year"), "full_days": (full_end - first).days + 1,
-        "full_range": f"{first}..{full_end}", "incremental_day": last.isoformat(), "full": full,
-        "incremental": incremental, "warehouse_gib": _size_gib(work / "warehouse.duckdb"),
-        "sources_gib": _size_gib(sources), "metric_samples": int(samples), "simulate_s": simulate_s,
-        "measured_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "note": note,
+        "profile": profile.get("profile", "m6-year"),
+        "full_days": (full_end - first).days + 1,
+        "full_range": f"{first}..{full_end}",
+        "incremental_day": last.isoformat(),
+        "full": full,
+        "incremental": incremental,
+        "warehouse_gib": _size_gib(work / "warehouse.duckdb"),
+        "sources_gib": _size_gib(sources),
+        "metric_samples": int(samples),
+        "simulate_s": simulate_s,
+        "measured_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "note": note,
     }
     write_section(figures)
     if results is not None:

@@ -41,11 +41,18 @@ def datasource_provisioning(prometheus_url: str) -> dict:
     """The Prometheus datasource with the fixed uid every panel references."""
     return {
         "apiVersion": 1,
-        "datasources": [{
-            "name": "Pulso Prometheus", "type": "prometheus", "uid": DATASOURCE_UID, "access": "proxy",
-            "url": prometheus_url, "isDefault": True, "editable": False,
-            "jsonData": {"timeInterval": "15s"},
-        }],
+        "datasources": [
+            {
+                "name": "Pulso Prometheus",
+                "type": "prometheus",
+                "uid": DATASOURCE_UID,
+                "access": "proxy",
+                "url": prometheus_url,
+                "isDefault": True,
+                "editable": False,
+                "jsonData": {"timeInterval": "15s"},
+            }
+        ],
     }
 
 
@@ -53,17 +60,28 @@ def dashboard_provisioning(dashboards_path: str) -> dict:
     """A file provider: dashboards come from code only (no UI edits, no deletions)."""
     return {
         "apiVersion": 1,
-        "providers": [{
-            "name": "pulso", "orgId": 1, "folder": "Pulso", "type": "file", "disableDeletion": True,
-            "allowUiUpdates": False, "updateIntervalSeconds": 60,
-            "options": {"path": dashboards_path, "foldersFromFilesStructure": False},
-        }],
+        "providers": [
+            {
+                "name": "pulso",
+                "orgId": 1,
+                "folder": "Pulso",
+                "type": "file",
+                "disableDeletion": True,
+                "allowUiUpdates": False,
+                "updateIntervalSeconds": 60,
+                "options": {"path": dashboards_path, "foldersFromFilesStructure": False},
+            }
+        ],
     }
 
 
-def generate(out: Path = DEFAULT_OUT, prometheus_url: str = DEFAULT_PROMETHEUS_URL,
-             dashboards_path: str = DEFAULT_DASHBOARDS_PATH, day: date | None = None,
-             catalog: Catalog | None = None) -> list[Path]:
+def generate(
+    out: Path = DEFAULT_OUT,
+    prometheus_url: str = DEFAULT_PROMETHEUS_URL,
+    dashboards_path: str = DEFAULT_DASHBOARDS_PATH,
+    day: date | None = None,
+    catalog: Catalog | None = None,
+) -> list[Path]:
     """Write dashboards and provisioning files under ``out``; returns the paths written."""
     catalog = catalog or load_catalog()
     day = day or datetime.now(ZoneInfo(catalog.timezone)).date()
@@ -77,8 +95,10 @@ def generate(out: Path = DEFAULT_OUT, prometheus_url: str = DEFAULT_PROMETHEUS_U
         path = boards / f"{uid}.json"
         path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         written.append(path)
-    for kind, payload in (("datasources", datasource_provisioning(prometheus_url)),
-                          ("dashboards", dashboard_provisioning(dashboards_path))):
+    for kind, payload in (
+        ("datasources", datasource_provisioning(prometheus_url)),
+        ("dashboards", dashboard_provisioning(dashboards_path)),
+    ):
         path = out / "provisioning" / kind / "pulso.yaml"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(yaml.safe_dump(payload, sort_keys=False), encoding="utf-8")
@@ -90,7 +110,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Generate Pulso's Grafana dashboards and provisioning files")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--prometheus-url", default=DEFAULT_PROMETHEUS_URL)
-    parser.add_argument("--dashboards-path", default=DEFAULT_DASHBOARDS_PATH, help="where Grafana sees <out>/dashboards")
+    parser.add_argument(
+        "--dashboards-path", default=DEFAULT_DASHBOARDS_PATH, help="where Grafana sees <out>/dashboards"
+    )
     parser.add_argument("--as-of", type=date.fromisoformat, default=None, help="day whose targets set the thresholds")
     args = parser.parse_args(argv)
     written = generate(args.out, args.prometheus_url, args.dashboards_path, args.as_of)

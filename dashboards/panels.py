@@ -27,8 +27,15 @@ DATASOURCE = {"type": "prometheus", "uid": DATASOURCE_UID}
 PLACE = ("niche", "country", "region")
 
 # Catalog unit -> Grafana unit of the exporter's base-unit metric.
-GRAFANA_UNITS = {"ms": "s", "minutes": "s", "ratio": "percentunit", "usd": "currencyUSD",
-                 "usd_per_usd": "none", "count": "short", "users": "short"}
+GRAFANA_UNITS = {
+    "ms": "s",
+    "minutes": "s",
+    "ratio": "percentunit",
+    "usd": "currencyUSD",
+    "usd_per_usd": "none",
+    "count": "short",
+    "users": "short",
+}
 
 
 def raw_selector(*extra: str, dims: Sequence[str] = PLACE) -> str:
@@ -77,8 +84,11 @@ def threshold_steps(catalog: Catalog, kpi_id: str, day: date) -> list[dict[str, 
     if target is None:
         return [{"color": "blue", "value": None}]
     if "warn_below" in raw:
-        return [{"color": "red", "value": None}, {"color": "orange", "value": target * factor},
-                {"color": "green", "value": float(raw["warn_below"]) * factor}]
+        return [
+            {"color": "red", "value": None},
+            {"color": "orange", "value": target * factor},
+            {"color": "green", "value": float(raw["warn_below"]) * factor},
+        ]
     margin = kpi.warn_margin
     delta = margin if kpi.unit == "ratio" else abs(target) * margin
     if kpi.direction == "lower":
@@ -104,25 +114,47 @@ def _targets(queries: Iterable[tuple[str, str]], instant: bool = False, fmt: str
 def stat(title: str, expr: str, unit: str, steps: list[dict[str, Any]] | None = None, description: str = "") -> g.Stat:
     """A single published (or live) value; 'No data' rather than a made-up zero when absent."""
     return g.Stat(
-        title=title, description=description or None, dataSource=DATASOURCE, targets=_targets([(expr, "")]),
-        format=unit, reduceCalc="lastNotNull", graphMode="none", noValue="No data",
+        title=title,
+        description=description or None,
+        dataSource=DATASOURCE,
+        targets=_targets([(expr, "")]),
+        format=unit,
+        reduceCalc="lastNotNull",
+        graphMode="none",
+        noValue="No data",
         thresholds=steps or [{"color": "blue", "value": None}],
     )
 
 
-def timeseries(title: str, queries: list[tuple[str, str]], unit: str, steps: list[dict[str, Any]] | None = None,
-               description: str = "") -> g.TimeSeries:
+def timeseries(
+    title: str,
+    queries: list[tuple[str, str]],
+    unit: str,
+    steps: list[dict[str, Any]] | None = None,
+    description: str = "",
+) -> g.TimeSeries:
     return g.TimeSeries(
-        title=title, description=description or None, dataSource=DATASOURCE, targets=_targets(queries), unit=unit,
+        title=title,
+        description=description or None,
+        dataSource=DATASOURCE,
+        targets=_targets(queries),
+        unit=unit,
         thresholds=steps or [{"color": "green", "value": None}],
-        thresholdsStyleMode="line" if steps else "off", legendDisplayMode="table", legendCalcs=["lastNotNull", "max"],
+        thresholdsStyleMode="line" if steps else "off",
+        legendDisplayMode="table",
+        legendCalcs=["lastNotNull", "max"],
     )
 
 
-def table(title: str, queries: list[tuple[str, str]], unit: str, sort_by: str | None = None, description: str = "") -> g.Table:
+def table(
+    title: str, queries: list[tuple[str, str]], unit: str, sort_by: str | None = None, description: str = ""
+) -> g.Table:
     return g.Table(
-        title=title, description=description or None, dataSource=DATASOURCE,
-        targets=_targets(queries, instant=True, fmt="table"), unit=unit,
+        title=title,
+        description=description or None,
+        dataSource=DATASOURCE,
+        targets=_targets(queries, instant=True, fmt="table"),
+        unit=unit,
         sortBy=[g.TableSortByField(displayName=sort_by)] if sort_by else [],
         transformations=[{"id": "organize", "options": {"excludeByName": {"Time": True, "__name__": True}}}],
     )
@@ -130,8 +162,12 @@ def table(title: str, queries: list[tuple[str, str]], unit: str, sort_by: str | 
 
 def heatmap(title: str, expr: str, description: str = "") -> g.Heatmap:
     return g.Heatmap(
-        title=title, description=description or None, dataSource=DATASOURCE,
-        targets=[target(expr, "{{le}}", fmt="heatmap")], dataFormat="tsbuckets", hideZeroBuckets=True,
+        title=title,
+        description=description or None,
+        dataSource=DATASOURCE,
+        targets=[target(expr, "{{le}}", fmt="heatmap")],
+        dataFormat="tsbuckets",
+        hideZeroBuckets=True,
     )
 
 
@@ -178,20 +214,35 @@ def variables(catalog: Catalog, dims: Sequence[str] = PLACE, slo: bool = False) 
         ids = [s.id for s in catalog.slos]
         listing.append(g.Template(name="slo", label="SLO", type="custom", query=",".join(ids), default=ids[0]))
     for d in dims:
-        listing.append(g.Template(
-            name=d, label=d.capitalize(), type="custom", query=",".join(values[d]), includeAll=True,
-            allValue=".*", default="All",
-            options=[{"selected": True, "text": "All", "value": "$__all"}]
-            + [{"selected": False, "text": v, "value": v} for v in values[d]],
-        ))
+        listing.append(
+            g.Template(
+                name=d,
+                label=d.capitalize(),
+                type="custom",
+                query=",".join(values[d]),
+                includeAll=True,
+                allValue=".*",
+                default="All",
+                options=[{"selected": True, "text": "All", "value": "$__all"}]
+                + [{"selected": False, "text": v, "value": v} for v in values[d]],
+            )
+        )
     return g.Templating(list=listing)
 
 
-def dashboard(catalog: Catalog, uid: str, title: str, layout: Layout, templating: g.Templating, tags: list[str],
-              description: str) -> g.Dashboard:
+def dashboard(
+    catalog: Catalog, uid: str, title: str, layout: Layout, templating: g.Templating, tags: list[str], description: str
+) -> g.Dashboard:
     """A dashboard with a fixed uid, shown in Argentina time, not editable (provisioned from code)."""
     return g.Dashboard(
-        uid=uid, title=title, description=description, tags=["pulso", *tags], panels=layout.panels,
-        templating=templating, timezone=catalog.timezone, editable=False, refresh="1m",
+        uid=uid,
+        title=title,
+        description=description,
+        tags=["pulso", *tags],
+        panels=layout.panels,
+        templating=templating,
+        timezone=catalog.timezone,
+        editable=False,
+        refresh="1m",
         time=g.Time("now-24h", "now"),
     ).auto_panel_ids()

@@ -85,7 +85,9 @@ def load_state(con: duckdb.DuckDBPyConnection, manifest: Manifest, catalog: Cata
     Rows whose labels are not catalog values (or whose KPI is unknown) are dropped and counted, so a
     label can never take unbounded values; NaN/Inf values are treated as no data.
     """
-    state = PublishedState(manifest.version, manifest.published_at.timestamp(), str(manifest.data.get("publish_id", "")))
+    state = PublishedState(
+        manifest.version, manifest.published_at.timestamp(), str(manifest.data.get("publish_id", ""))
+    )
     allowed = {
         "niche": set(catalog.niche_ids) | {ALL},
         "country": {c.id for c in catalog.countries} | {ALL},
@@ -112,7 +114,9 @@ def load_state(con: duckdb.DuckDBPyConnection, manifest: Manifest, catalog: Cata
                     continue
                 state.kpis.append((kpi, niche, country, region, _finite(value), _finite(target), status))
     if "slo_daily" in tables:
-        cur = con.execute("SELECT * FROM slo_daily WHERE day = (SELECT max(day) FROM slo_daily) ORDER BY slo, niche, country, region")
+        cur = con.execute(
+            "SELECT * FROM slo_daily WHERE day = (SELECT max(day) FROM slo_daily) ORDER BY slo, niche, country, region"
+        )
         names = [d[0] for d in cur.description]
         slo_ids = {s.id for s in catalog.slos}
         for row in cur.fetchall():
@@ -157,14 +161,24 @@ def build_families(
     return freshness_families(state, now, stale_after, error) + data_families(catalog, state)
 
 
-def freshness_families(state: PublishedState | None, now: float, stale_after: float, error: bool = False) -> list[Metric]:
+def freshness_families(
+    state: PublishedState | None, now: float, stale_after: float, error: bool = False
+) -> list[Metric]:
     """``pulso_up`` and the publish time/age/version families: the part of a scrape that depends on the clock."""
-    up = GaugeMetricFamily("pulso_up", "1 when fresh published data is served; 0 when it is missing, unreadable or stale.")
-    published = GaugeMetricFamily("pulso_published_timestamp_seconds", "When the served data was published (Unix time).")
+    up = GaugeMetricFamily(
+        "pulso_up", "1 when fresh published data is served; 0 when it is missing, unreadable or stale."
+    )
+    published = GaugeMetricFamily(
+        "pulso_published_timestamp_seconds", "When the served data was published (Unix time)."
+    )
     age = GaugeMetricFamily("pulso_published_age_seconds", "Seconds since the served data was published.")
-    through = GaugeMetricFamily("pulso_data_through_timestamp_seconds", "End of the newest published day, Argentina time (Unix time).")
+    through = GaugeMetricFamily(
+        "pulso_data_through_timestamp_seconds", "End of the newest published day, Argentina time (Unix time)."
+    )
     version = GaugeMetricFamily("pulso_published_version", "Manifest version of the served data.")
-    dropped = GaugeMetricFamily("pulso_published_rows_dropped", "Published rows not served: unknown KPI or label values outside the catalog.")
+    dropped = GaugeMetricFamily(
+        "pulso_published_rows_dropped", "Published rows not served: unknown KPI or label values outside the catalog."
+    )
     fresh = False
     if state is not None:
         published.add_metric([], state.published_at)
@@ -186,20 +200,47 @@ def data_families(catalog: Catalog, state: PublishedState | None) -> list[Metric
         m = kpi_metric(kpi)
         kpi_families[kpi.id] = (
             GaugeMetricFamily(m.name, m.help, labels=PLACE),
-            GaugeMetricFamily(m.target_name, f"Target in force for {kpi.name['en']}, same unit as {m.name}.", labels=PLACE),
+            GaugeMetricFamily(
+                m.target_name, f"Target in force for {kpi.name['en']}, same unit as {m.name}.", labels=PLACE
+            ),
             m.factor,
         )
-    status = GaugeMetricFamily("pulso_kpi_status", "1 for the KPI's status (ok, warn, breach, no_data) on the newest published day.",
-                               labels=("kpi", *PLACE, "status"))
+    status = GaugeMetricFamily(
+        "pulso_kpi_status",
+        "1 for the KPI's status (ok, warn, breach, no_data) on the newest published day.",
+        labels=("kpi", *PLACE, "status"),
+    )
     slo_labels = ("slo", *PLACE)
     objective = GaugeMetricFamily("pulso_slo_objective_ratio", "SLO objective (ratio 0-1).", labels=slo_labels)
-    sli = GaugeMetricFamily("pulso_slo_sli_ratio", "SLI over the SLO period ending the newest published day (ratio 0-1, good/total from summed counts).", labels=slo_labels)
-    budget = GaugeMetricFamily("pulso_slo_error_budget_remaining_ratio", "Error budget left over the SLO period (ratio; negative when overspent).", labels=slo_labels)
-    burn = GaugeMetricFamily("pulso_slo_burn_rate", "Error budget burn rate over the window (1 = spending exactly the budget over the period).", labels=(*slo_labels, "window"))
-    exhaustion = GaugeMetricFamily("pulso_slo_error_budget_exhaustion_seconds", f"Seconds until the error budget is spent at the {EXHAUSTION_WINDOW} burn rate (0 when already spent; absent when not burning).", labels=slo_labels)
+    sli = GaugeMetricFamily(
+        "pulso_slo_sli_ratio",
+        "SLI over the SLO period ending the newest published day (ratio 0-1, good/total from summed counts).",
+        labels=slo_labels,
+    )
+    budget = GaugeMetricFamily(
+        "pulso_slo_error_budget_remaining_ratio",
+        "Error budget left over the SLO period (ratio; negative when overspent).",
+        labels=slo_labels,
+    )
+    burn = GaugeMetricFamily(
+        "pulso_slo_burn_rate",
+        "Error budget burn rate over the window (1 = spending exactly the budget over the period).",
+        labels=(*slo_labels, "window"),
+    )
+    exhaustion = GaugeMetricFamily(
+        "pulso_slo_error_budget_exhaustion_seconds",
+        f"Seconds until the error budget is spent at the {EXHAUSTION_WINDOW} burn rate (0 when already spent; absent when not burning).",
+        labels=slo_labels,
+    )
     period = GaugeMetricFamily("pulso_slo_period_seconds", "SLO period in seconds.", labels=slo_labels)
-    cost = GaugeMetricFamily("pulso_cost_usd", "Amortized infra cost of the newest published day in US dollars.", labels=("niche", "service", "charge_category"))
-    incidents_open = GaugeMetricFamily("pulso_incidents_open", "Probe-detected incidents not yet recovered.", labels=PLACE)
+    cost = GaugeMetricFamily(
+        "pulso_cost_usd",
+        "Amortized infra cost of the newest published day in US dollars.",
+        labels=("niche", "service", "charge_category"),
+    )
+    incidents_open = GaugeMetricFamily(
+        "pulso_incidents_open", "Probe-detected incidents not yet recovered.", labels=PLACE
+    )
 
     if state is not None:
         for kpi, niche, country, region, value, target, row_status in state.kpis:
@@ -213,7 +254,11 @@ def data_families(catalog: Catalog, state: PublishedState | None) -> list[Metric
         windows = catalog.raw.get("burn_rate_alerts", {}).get("report_windows", [])
         for record in state.slos:
             labels = [record["slo"], record["niche"], record["country"], record["region"]]
-            for family, column in ((objective, "objective"), (sli, "sli_ratio"), (budget, "error_budget_remaining_ratio")):
+            for family, column in (
+                (objective, "objective"),
+                (sli, "sli_ratio"),
+                (budget, "error_budget_remaining_ratio"),
+            ):
                 value = _finite(record.get(column))
                 if value is not None:
                     family.add_metric(labels, value)
@@ -297,8 +342,11 @@ class PublishedCollector(Collector):
                 self._error = True
             return
         if state.dropped:
-            log.warning("published version %s: %d rows not served (unknown KPI or label outside the catalog)",
-                        state.version, state.dropped)
+            log.warning(
+                "published version %s: %d rows not served (unknown KPI or label outside the catalog)",
+                state.version,
+                state.dropped,
+            )
         with self._lock:
             self._state, self._error = state, False
 

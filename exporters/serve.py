@@ -75,8 +75,9 @@ class ExporterApp:
         return [body]
 
 
-def start(port: int = 0, host: str = "127.0.0.1", root: Path | str | None = None,
-          stale_after_seconds: float | None = None) -> tuple[WSGIServer, threading.Thread]:
+def start(
+    port: int = 0, host: str = "127.0.0.1", root: Path | str | None = None, stale_after_seconds: float | None = None
+) -> tuple[WSGIServer, threading.Thread]:
     """Start serving in a background thread; ``port=0`` picks a free one (``server.server_port``)."""
     kwargs = {} if stale_after_seconds is None else {"stale_after_seconds": stale_after_seconds}
     app = ExporterApp(PublishedCollector(root, **kwargs))

@@ -44,6 +44,7 @@ def source_days() -> tuple[date, date]:
         raise SystemExit(f"no source days found under {sources_root()} (run `make data` or pass --start/--end)")
     return min(found), max(found)
 
+
 def newest_built_day() -> date | None:
     """The newest day with metrics in the warehouse, or None if it has none yet."""
     path = warehouse_path()
@@ -59,6 +60,7 @@ def newest_built_day() -> date | None:
         return None
     finally:
         con.close()
+
 
 DAGSTER_YAML = """# Written by Pulso (pipelines/build.py): one DuckDB writer at a time, no telemetry (network only to loopback).
 concurrency:
@@ -100,10 +102,14 @@ def run(start: date, end: date, quiet: bool = False) -> dg.ExecuteInProcessResul
     return job.execute_in_process(
         instance=instance,
         run_config={"loggers": {"console": {"config": {"log_level": level}}}},
-        tags={"dagster/asset_partition_range_start": start.isoformat(),
-              "dagster/asset_partition_range_end": end.isoformat(), "pulso/kind": "build"},
+        tags={
+            "dagster/asset_partition_range_start": start.isoformat(),
+            "dagster/asset_partition_range_end": end.isoformat(),
+            "pulso/kind": "build",
+        },
         raise_on_error=True,
     )
+
 
 def summary(result: dg.ExecuteInProcessResult) -> list[str]:
     """One line per asset: rows and the load reconciliation, from the materialization metadata."""
@@ -118,24 +124,33 @@ def summary(result: dg.ExecuteInProcessResult) -> list[str]:
         md = {k: v.value for k, v in mat.metadata.items()}
         parts = [f"{key:18s}"]
         if "rows_read" in md:
-            parts.append(f"read {md['rows_read']:>10,} loaded {md['rows_loaded']:>10,} quarantined {md['rows_quarantined']:>6,}")
+            parts.append(
+                f"read {md['rows_read']:>10,} loaded {md['rows_loaded']:>10,} quarantined {md['rows_quarantined']:>6,}"
+            )
         if "dagster/row_count" in md:
             parts.append(f"rows {md['dagster/row_count']:>10,}")
         if key == "published_marts":
-            parts.append(f"manifest v{md.get('manifest_version')} complete_through {md.get('complete_through')} "
-                         f"data_through {md.get('data_through')}")
+            parts.append(
+                f"manifest v{md.get('manifest_version')} complete_through {md.get('complete_through')} "
+                f"data_through {md.get('data_through')}"
+            )
         lines.append("  ".join(parts))
     return lines
+
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--start", type=date.fromisoformat, help="first AR day (default: the sources' first day)")
     parser.add_argument("--end", type=date.fromisoformat, help="last AR day (default: the sources' last day)")
-    parser.add_argument("--incremental", action="store_true",
-                        help="only from the newest day already built to the newest source day")
-    parser.add_argument("--quiet", action="store_true",
-                        help="console shows only warnings and errors (the run's event log keeps everything)")
+    parser.add_argument(
+        "--incremental", action="store_true", help="only from the newest day already built to the newest source day"
+    )
+    parser.add_argument(
+        "--quiet",
+        action="store_true",
+        help="console shows only warnings and errors (the run's event log keeps everything)",
+    )
     args = parser.parse_args(argv)
     first, last = source_days()
     start, end = args.start or first, args.end or last
@@ -151,10 +166,12 @@ def main(argv: list[str] | None = None) -> int:
     result = run(start, end, quiet=args.quiet)
     for line in summary(result):
         print("  " + line)
-    print(f"pulso build: {'ok' if result.success else 'FAILED'} in {time.monotonic() - t0:.1f}s; published tables: "
-          f"{', '.join(PUBLISHED_TABLES)}")
+    print(
+        f"pulso build: {'ok' if result.success else 'FAILED'} in {time.monotonic() - t0:.1f}s; published tables: "
+        f"{', '.join(PUBLISHED_TABLES)}"
+    )
     return 0 if result.success else 1
+
 
 if __name__ == "__main__":
     sys.exit(main())
-

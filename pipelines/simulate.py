@@ -31,7 +31,9 @@ def _canaries(items: list[str]) -> Canaries | None:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or key not in CANARY_KEYS or not value:
-            raise argparse.ArgumentTypeError(f"--canary {item!r}: use KEY=VALUE with KEY one of {', '.join(CANARY_KEYS)}")
+            raise argparse.ArgumentTypeError(
+                f"--canary {item!r}: use KEY=VALUE with KEY one of {', '.join(CANARY_KEYS)}"
+            )
         values[key] = value
     return Canaries(**values)
 
@@ -40,14 +42,24 @@ def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; returns the exit status."""
     parser = argparse.ArgumentParser(prog="python -m pipelines.simulate", description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", required=True, choices=sorted(PROFILES))
-    parser.add_argument("--out", required=True, type=Path, help="folder to write (metrics/, billing/, events/, fx/ ...)")
+    parser.add_argument(
+        "--out", required=True, type=Path, help="folder to write (metrics/, billing/, events/, fx/ ...)"
+    )
     parser.add_argument("--end", type=date.fromisoformat, help="last Argentina day (default: yesterday in Argentina)")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
-    parser.add_argument("--canary", action="append", default=[], metavar="KEY=VALUE",
-                        help=f"plant a known personal value ({', '.join(CANARY_KEYS)}) for privacy tests")
-    parser.add_argument("--before-restatement", action="store_true",
-                        help="write only the first CUR delivery of the restated month")
-    parser.add_argument("--openmetrics", type=Path, help="also write the samples of [--om-start, --om-end) as OpenMetrics")
+    parser.add_argument(
+        "--canary",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"plant a known personal value ({', '.join(CANARY_KEYS)}) for privacy tests",
+    )
+    parser.add_argument(
+        "--before-restatement", action="store_true", help="write only the first CUR delivery of the restated month"
+    )
+    parser.add_argument(
+        "--openmetrics", type=Path, help="also write the samples of [--om-start, --om-end) as OpenMetrics"
+    )
     parser.add_argument("--om-start")
     parser.add_argument("--om-end")
     parser.add_argument("--no-incidents", action="store_true", help="inject no incidents (clean data)")
@@ -59,12 +71,21 @@ def main(argv: list[str] | None = None) -> int:
         canaries = _canaries(args.canary)
     except argparse.ArgumentTypeError as exc:
         parser.error(str(exc))
-    result = simulate(args.profile, args.out, end=args.end, seed=args.seed, canaries=canaries,
-                      restate_billing=not args.before_restatement, progress=not args.quiet,
-                      incidents=not args.no_incidents)
-    print(f"{result.profile}: {result.start}..{result.end} -> {args.out} in {result.seconds:.1f}s "
-          f"({result.metric_rows:,} metric samples, {result.event_stats['lines']:,} event lines, "
-          f"{len(result.incidents)} incidents)")
+    result = simulate(
+        args.profile,
+        args.out,
+        end=args.end,
+        seed=args.seed,
+        canaries=canaries,
+        restate_billing=not args.before_restatement,
+        progress=not args.quiet,
+        incidents=not args.no_incidents,
+    )
+    print(
+        f"{result.profile}: {result.start}..{result.end} -> {args.out} in {result.seconds:.1f}s "
+        f"({result.metric_rows:,} metric samples, {result.event_stats['lines']:,} event lines, "
+        f"{len(result.incidents)} incidents)"
+    )
     if args.openmetrics:
         n = write_openmetrics(args.out, args.openmetrics, args.om_start, args.om_end)
         print(f"OpenMetrics: {n:,} samples -> {args.openmetrics}")

@@ -46,8 +46,10 @@ def published_cost(tmp_path, monkeypatch):
     """60 days of cost in 4 (niche, service) cells with 1 % noise; the last day psychology/web is 4x."""
     rng = random.Random(3)
     con = duckdb.connect(":memory:")
-    con.execute("CREATE TABLE cost_daily (day DATE, niche VARCHAR, service VARCHAR, charge_category VARCHAR, "
-                "allocation VARCHAR, cost_usd DECIMAL(18,6))")
+    con.execute(
+        "CREATE TABLE cost_daily (day DATE, niche VARCHAR, service VARCHAR, charge_category VARCHAR, "
+        "allocation VARCHAR, cost_usd DECIMAL(18,6))"
+    )
     rows = []
     for d in DAYS:
         for (niche, service), base in BASE.items():
@@ -88,8 +90,12 @@ def test_daily_cost_spike_reaches_slack_once_and_is_published(tmp_path, publishe
         assert first_line.startswith("• niche *psychology*: +$") or first_line.startswith("• service *web*: +$")
         assert "secret-token" not in json.dumps(message)
 
-        history = PublishedReader(root).snapshot().execute(
-            "SELECT day, kpi, state, actual, message_ts FROM alert_history").fetchall()
+        history = (
+            PublishedReader(root)
+            .snapshot()
+            .execute("SELECT day, kpi, state, actual, message_ts FROM alert_history")
+            .fetchall()
+        )
         assert len(history) == 1
         day, kpi, state, actual, message_ts = history[0]
         assert (day, kpi, state) == (DAYS[-1], "infra_cost_usd", "firing")
@@ -108,15 +114,31 @@ def test_without_a_webhook_alerts_wait_in_the_outbox(tmp_path, published_cost, m
     from pipelines.defs.alerts.assets import daily_anomalies
 
     monkeypatch.delenv("SLACK_WEBHOOK_URL", raising=False)
-    result = dg.materialize([daily_anomalies], resources={"duckdb": DuckDBResource(database=str(tmp_path / "w.duckdb"))})
+    result = dg.materialize(
+        [daily_anomalies], resources={"duckdb": DuckDBResource(database=str(tmp_path / "w.duckdb"))}
+    )
     meta = result.asset_materializations_for_node("daily_anomalies")[0].metadata
     assert meta["pending"].value == 1
     assert meta["delivery"].value == "SLACK_WEBHOOK_URL not set: messages kept in alerts.outbox"
 
 
 def _anomaly(key: str, scope: dict[str, str], started: datetime, metric: str = "requests") -> Anomaly:
-    return Anomaly(key, metric, {"en": "Traffic", "es": "Tráfico"}, "count", scope, "warning", "up", started, started,
-                   1.0, 1.0, 1.0, 1.0, 0.9)
+    return Anomaly(
+        key,
+        metric,
+        {"en": "Traffic", "es": "Tráfico"},
+        "count",
+        scope,
+        "warning",
+        "up",
+        started,
+        started,
+        1.0,
+        1.0,
+        1.0,
+        1.0,
+        0.9,
+    )
 
 
 def test_collapse_keeps_the_broadest_related_anomaly():
@@ -125,8 +147,11 @@ def test_collapse_keeps_the_broadest_related_anomaly():
     niche = _anomaly("requests|psy", {"niche": "psychology", "region": "all"}, t)
     other_metric = _anomaly("latency|psy", {"niche": "psychology", "region": "all"}, t, metric="latency_p95_ms")
     later = _anomaly("requests|barber", {"niche": "barber", "region": "all"}, t + timedelta(hours=3))
-    assert [a.key for a in collapse_related([total, niche, other_metric, later])] == \
-        ["requests|all", "latency|psy", "requests|barber"]
+    assert [a.key for a in collapse_related([total, niche, other_metric, later])] == [
+        "requests|all",
+        "latency|psy",
+        "requests|barber",
+    ]
 
 
 def _finding(metric: str, scope: dict[str, str], start: datetime) -> Finding:
@@ -137,10 +162,20 @@ def _finding(metric: str, scope: dict[str, str], start: datetime) -> Finding:
 def test_matching_recall_delay_precision_and_false_alerts_per_week(tmp_path):
     t0 = datetime(2026, 9, 15, 13, 37, tzinfo=UTC)
     incidents = [
-        Incident("inc-001", "outage", t0, t0 + timedelta(minutes=29), {"niche": "psychology", "country": "AR",
-                                                                        "region": None, "service": None}),
-        Incident("inc-002", "latency_regression", t0 + timedelta(days=5), t0 + timedelta(days=5, hours=3),
-                 {"niche": None, "country": "AR", "region": "rosario", "service": None}),
+        Incident(
+            "inc-001",
+            "outage",
+            t0,
+            t0 + timedelta(minutes=29),
+            {"niche": "psychology", "country": "AR", "region": None, "service": None},
+        ),
+        Incident(
+            "inc-002",
+            "latency_regression",
+            t0 + timedelta(days=5),
+            t0 + timedelta(days=5, hours=3),
+            {"niche": None, "country": "AR", "region": "rosario", "service": None},
+        ),
     ]
     findings = [
         # Bucket 13:35-13:40 holds the start: known at 13:40, 3 minutes after the outage began.
@@ -148,34 +183,61 @@ def test_matching_recall_delay_precision_and_false_alerts_per_week(tmp_path):
         # Wrong niche: cannot reveal the outage -> a false alert.
         _finding("error_ratio", {"niche": "barber", "country": "all", "region": "all"}, t0),
         # The latency regression seen 20 minutes late in its own region.
-        _finding("latency_p95_ms", {"niche": "all", "country": "AR", "region": "rosario"},
-                 t0 + timedelta(days=5, minutes=15)),
+        _finding(
+            "latency_p95_ms", {"niche": "all", "country": "AR", "region": "rosario"}, t0 + timedelta(days=5, minutes=15)
+        ),
     ]
     report = match(findings, incidents, timedelta(minutes=5), weeks=2.0)
     outage, latency = report["per_type"]["outage"], report["per_type"]["latency_regression"]
     assert (outage["detected"], outage["delays"], outage["within_goal"]) == (1, [timedelta(minutes=3)], 1)
     assert (latency["detected"], latency["delays"], latency["within_goal"]) == (1, [timedelta(minutes=20)], 0)
-    assert report["per_metric"]["error_ratio"] == {"alerts": 2, "true": 1, "false": 1, "precision": 0.5,
-                                                   "false_per_week": 0.5}
-    assert report["false_alerts"] == [{"key": "error_ratio|niche=barber|country=all|region=all",
-                                       "start": "2026-09-15T13:37:00+00:00", "direction": "up", "actual": 2.0,
-                                       "expected": 1.0, "minutes": 0.0}]
-    meta = {"profile": "demo", "days": 90, "incidents": 2, "seed": 7, "series": 3, "seconds": 1.0,
-            "first_day": "2026-08-30", "last_day": "2026-11-27"}
+    assert report["per_metric"]["error_ratio"] == {
+        "alerts": 2,
+        "true": 1,
+        "false": 1,
+        "precision": 0.5,
+        "false_per_week": 0.5,
+    }
+    assert report["false_alerts"] == [
+        {
+            "key": "error_ratio|niche=barber|country=all|region=all",
+            "start": "2026-09-15T13:37:00+00:00",
+            "direction": "up",
+            "actual": 2.0,
+            "expected": 1.0,
+            "minutes": 0.0,
+        }
+    ]
+    meta = {
+        "profile": "demo",
+        "days": 90,
+        "incidents": 2,
+        "seed": 7,
+        "series": 3,
+        "seconds": 1.0,
+        "first_day": "2026-08-30",
+        "last_day": "2026-11-27",
+    }
     text = render(report, meta)
     assert text.startswith("### demo\n")
     assert "| outage | 1 | 1 | 100% | 3 min | 1/1 (goal 15 min) |" in text
     assert "| latency_regression | 1 | 1 | 100% | 20 min | 0/1 (goal 15 min) |" in text
     assert "| outage | error_ratio | 1/1 | 3 min |" in text
     bench = tmp_path / "benchmarks.md"
-    bench.write_text("# Pulso benchmarks\n\n## Warehouse\nkeep me\n\n## Anomaly detection and forecasts\nold\n\n"
-                     "## Exporter\nkeep me too\n", encoding="utf-8")
+    bench.write_text(
+        "# Pulso benchmarks\n\n## Warehouse\nkeep me\n\n## Anomaly detection and forecasts\nold\n\n"
+        "## Exporter\nkeep me too\n",
+        encoding="utf-8",
+    )
     write_section(bench, text)
     out = bench.read_text(encoding="utf-8")
     assert "old" not in out and out.count("keep me") == 2 and "| outage |" in out
     assert out.index("## Warehouse") < out.index("## Anomaly detection") < out.index("## Exporter")
     # Another run (clean, no incidents) adds its own subsection; re-running demo replaces only demo's.
-    clean = render(match([findings[1]], [], timedelta(minutes=5), weeks=2.0), {**meta, "incidents": 0, "clean": True, "seconds": 5.0})
+    clean = render(
+        match([findings[1]], [], timedelta(minutes=5), weeks=2.0),
+        {**meta, "incidents": 0, "clean": True, "seconds": 5.0},
+    )
     assert clean.startswith("### demo, clean (no incidents)\n") and "| error_ratio | 1 | 0 | — | 0.50 |" in clean
     write_section(bench, clean)
     write_section(bench, text.replace("evaluated in 1 s", "evaluated in 2 s"))
@@ -194,7 +256,6 @@ def test_policy_reads_names_and_units_from_the_catalog(tmp_path):
     bad.write_text("metrics:\n  x:\n    kpi: no_such_kpi\n", encoding="utf-8")
     with pytest.raises(ValueError, match="policy.yaml: metric 'x': unknown KPI 'no_such_kpi'"):
         load_policy(Path(bad))
-
 
 
 def test_a_series_confined_to_one_country_gets_that_countrys_calendar():
@@ -224,8 +285,10 @@ def test_a_series_confined_to_one_country_gets_that_countrys_calendar():
     ts, values = local_traffic(56, "America/Santiago", "CL", date(2026, 8, 3))
     region = Series("requests", {"niche": "all", "country": "CL", "region": "santiago"}, ts, values)
     assert scan([region], policy)[0] == []
-    assert len(scan([Series("requests", {"niche": "all", "country": "all", "region": "all"}, ts, values)],
-                    policy)[0]) > 50
+    assert (
+        len(scan([Series("requests", {"niche": "all", "country": "all", "region": "all"}, ts, values)], policy)[0]) > 50
+    )
+
 
 # --- series from the sources and the published store ------------------------------------------------
 
@@ -236,8 +299,10 @@ def _write_metric(root: Path, metric: str, day: date, rows: list[dict]) -> None:
     folder = root / "metrics" / metric / f"date={day.isoformat()}"
     folder.mkdir(parents=True, exist_ok=True)
     labels = ("niche", "country", "region", "service", "route", "code", "le", "group")
-    frame = pl.DataFrame([{**{k: None for k in labels}, **r} for r in rows],
-                         schema={"ts": pl.Datetime("us", "UTC"), **{k: pl.String for k in labels}, "value": pl.Float64})
+    frame = pl.DataFrame(
+        [{**{k: None for k in labels}, **r} for r in rows],
+        schema={"ts": pl.Datetime("us", "UTC"), **{k: pl.String for k in labels}, "value": pl.Float64},
+    )
     frame.write_parquet(folder / "part-0.parquet")
 
 
@@ -253,8 +318,10 @@ def test_operational_series_merge_counts_buckets_and_sessions(tmp_path):
     for m in range(60):
         ts = start + timedelta(minutes=m)
         ok = 30 * (m + 1) if m < 40 else 30 * (m - 39)  # the 200 counter resets at minute 40
-        req += [{**seg, "service": "web", "route": "/", "code": "200", "ts": ts, "value": float(ok)},
-                {**seg, "service": "web", "route": "/", "code": "500", "ts": ts, "value": float(m + 1)}]
+        req += [
+            {**seg, "service": "web", "route": "/", "code": "200", "ts": ts, "value": float(ok)},
+            {**seg, "service": "web", "route": "/", "code": "500", "ts": ts, "value": float(m + 1)},
+        ]
         for le, per_min in (("0.1", 20), ("0.2", 30), ("+Inf", 31)):
             hist.append({**seg, "service": "web", "route": "/", "le": le, "ts": ts, "value": float(per_min * (m + 1))})
         sess.append({**seg, "ts": ts, "value": float(40 + m % 5)})
@@ -283,12 +350,16 @@ def test_published_daily_series_reads_cost_and_kpis(tmp_path):
     from alerts.detection.daily import published_daily_series
 
     con = duckdb.connect(":memory:")
-    con.execute("CREATE TABLE cost_daily AS SELECT CAST(DATE '2026-11-01' + INTERVAL (i) DAY AS DATE) AS day, 'barber' AS niche, "
-                "'web' AS service, 'usage' AS charge_category, 'tagged' AS allocation, "
-                "CAST(100.25 AS DECIMAL(18,6)) AS cost_usd FROM range(3) t(i)")
-    con.execute("CREATE TABLE kpi_daily AS SELECT CAST(DATE '2026-11-01' + INTERVAL (i) DAY AS DATE) AS day, "
-                "'mercadopago_success_ratio' AS kpi, 'all' AS niche, 'all' AS country, 'all' AS region, "
-                "CASE WHEN i = 1 THEN NULL ELSE 0.97 END AS value FROM range(3) t(i)")
+    con.execute(
+        "CREATE TABLE cost_daily AS SELECT CAST(DATE '2026-11-01' + INTERVAL (i) DAY AS DATE) AS day, 'barber' AS niche, "
+        "'web' AS service, 'usage' AS charge_category, 'tagged' AS allocation, "
+        "CAST(100.25 AS DECIMAL(18,6)) AS cost_usd FROM range(3) t(i)"
+    )
+    con.execute(
+        "CREATE TABLE kpi_daily AS SELECT CAST(DATE '2026-11-01' + INTERVAL (i) DAY AS DATE) AS day, "
+        "'mercadopago_success_ratio' AS kpi, 'all' AS niche, 'all' AS country, 'all' AS region, "
+        "CASE WHEN i = 1 THEN NULL ELSE 0.97 END AS value FROM range(3) t(i)"
+    )
     series = {s.key: s for s in published_daily_series(con)}
     assert series["infra_cost_usd|niche=all"].values.tolist() == [100.25, 100.25, 100.25]
     assert series["infra_cost_usd|niche=barber|service=web"].ts[0] == datetime(2026, 11, 1, 3, tzinfo=UTC)
@@ -304,8 +375,9 @@ def test_kpi_forecasts_asset_month_end_cost_and_capacity(tmp_path, monkeypatch):
     as_of = date(2026, 11, 10)
     days = [as_of - timedelta(days=k) for k in range(40, 0, -1)]
     con = duckdb.connect(":memory:")
-    con.execute("CREATE TABLE kpi_daily (day DATE, kpi VARCHAR, niche VARCHAR, country VARCHAR, region VARCHAR, "
-                "value DOUBLE)")
+    con.execute(
+        "CREATE TABLE kpi_daily (day DATE, kpi VARCHAR, niche VARCHAR, country VARCHAR, region VARCHAR, value DOUBLE)"
+    )
     rows = [(d, "infra_cost_usd", "all", "all", "all", 2000.0) for d in days]
     rows += [(d, "peak_concurrent_users", "all", "all", "all", 1000 * math.exp(0.01 * (d - as_of).days)) for d in days]
     con.executemany("INSERT INTO kpi_daily VALUES (?, ?, ?, ?, ?, ?)", rows)

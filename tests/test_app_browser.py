@@ -40,13 +40,34 @@ def server(tmp_path_factory) -> Iterator[str]:
     tmp = tmp_path_factory.mktemp("browser")
     build_store(tmp / "published")
     port = free_port()
-    env = {**os.environ, "PULSO_PUBLISHED": str(tmp / "published"), "PULSO_APP_PASSWORD": PASSWORD,
-           "PULSO_APP_ACCESS_LOG": str(tmp / "access.log"), "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
+    env = {
+        **os.environ,
+        "PULSO_PUBLISHED": str(tmp / "published"),
+        "PULSO_APP_PASSWORD": PASSWORD,
+        "PULSO_APP_ACCESS_LOG": str(tmp / "access.log"),
+        "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false",
+    }
     log = open(tmp / "streamlit.log", "w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app/streamlit_app.py", "--server.port", str(port),
-         "--server.address", "127.0.0.1", "--server.headless", "true", "--server.fileWatcherType", "none"],
-        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            "app/streamlit_app.py",
+            "--server.port",
+            str(port),
+            "--server.address",
+            "127.0.0.1",
+            "--server.headless",
+            "true",
+            "--server.fileWatcherType",
+            "none",
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -79,10 +100,19 @@ def driver(tmp_path_factory):
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}", "--window-size=1600,2300",
-                 "--lang=es-AR"):
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}",
+        "--window-size=1600,2300",
+        "--lang=es-AR",
+    ):
         options.add_argument(flag)
     drv = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     yield drv
@@ -94,7 +124,8 @@ def page_text(driver) -> str:
     # One script call, so an element re-rendered between two reads never goes stale under us.
     return driver.execute_script(
         "return document.body.innerText + '\\n' + Array.from(document.querySelectorAll('[role=gridcell]'))"
-        ".map(e => e.textContent).join('\\n');")
+        ".map(e => e.textContent).join('\\n');"
+    )
 
 
 def wait_for(driver, *needles: str, timeout: float = 30) -> str:
@@ -130,8 +161,16 @@ def test_sign_in_and_every_page_in_a_real_browser(server, driver):
     next(b for b in driver.find_elements(By.TAG_NAME, "button") if b.text == "Iniciar sesión").click()
 
     # Overview: cost over 30 days = 30 x 1000 + 10 x (30+...+59); previous 30 days 34,350.
-    text = wait_for(driver, "US$ 43.350", "+US$ 9.000,00", "93,38 %", "Metas de la estrategia",
-                    "≤ US$ 12.000,00", "● Fuera de meta", "datos hasta 27/11/2026")
+    text = wait_for(
+        driver,
+        "US$ 43.350",
+        "+US$ 9.000,00",
+        "93,38 %",
+        "Metas de la estrategia",
+        "≤ US$ 12.000,00",
+        "● Fuera de meta",
+        "datos hasta 27/11/2026",
+    )
     assert "Sesión: maria" in text
     time.sleep(1.0)  # let the sparklines finish drawing before the screenshot
     artifacts = REPO / "artifacts"

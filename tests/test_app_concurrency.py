@@ -39,16 +39,21 @@ class Publisher(threading.Thread):
     def run(self) -> None:
         con = duckdb.connect()
         frame = kpi_rows()  # noqa: F841 - read by DuckDB below
-        con.execute("CREATE TABLE base AS SELECT day::DATE AS day, kpi, niche, country, region, "
-                    "value::DOUBLE AS value, unit, target::DOUBLE AS target, status FROM frame")
+        con.execute(
+            "CREATE TABLE base AS SELECT day::DATE AS day, kpi, niche, country, region, "
+            "value::DOUBLE AS value, unit, target::DOUBLE AS target, status FROM frame"
+        )
         k = 0
         while not self.stop.is_set():
             k += 1
             try:
                 # The fixture's rule shifted by k (total grain: value + k), built fresh for each publish.
-                con.execute("CREATE OR REPLACE TABLE kpi_daily AS SELECT day, kpi, niche, country, region, "
-                            "CASE WHEN niche = 'all' AND country = 'all' THEN value + ? ELSE value END AS value, "
-                            "unit, target, status FROM base", [k])
+                con.execute(
+                    "CREATE OR REPLACE TABLE kpi_daily AS SELECT day, kpi, niche, country, region, "
+                    "CASE WHEN niche = 'all' AND country = 'all' THEN value + ? ELSE value END AS value, "
+                    "unit, target, status FROM base",
+                    [k],
+                )
                 publish(con, {"kpi_daily": "kpi_daily"}, LAST7, self.root)
                 self.published += 1
                 # Real publishes are minutes apart; back to back with no pause a reader loading the
@@ -80,7 +85,9 @@ def test_reader_snapshots_are_whole_publishes(store):
             con, manifest = reader.snapshot()
             shifts = con.execute(
                 "SELECT DISTINCT round(value - (1000 + 10 * (day - DATE '2026-09-29')), 6) FROM kpi_daily "
-                "WHERE kpi = 'infra_cost_usd' AND niche = 'all' AND day >= ?", [LAST7[0]]).fetchall()
+                "WHERE kpi = 'infra_cost_usd' AND niche = 'all' AND day >= ?",
+                [LAST7[0]],
+            ).fetchall()
             assert len(shifts) == 1, shifts  # one publish's values across all 7 days
             seen.add(shifts[0][0])
     finally:
@@ -107,8 +114,9 @@ def test_pages_render_while_publishing(store):
                 at.switch_page("app_pages/overview.py")
             at.run()
             assert not at.exception, at.exception
-            actual = parse_usd_es(next(r[1] for r in at.table[0].value.to_numpy().tolist()
-                                       if r[0] == "Costo de infraestructura"))
+            actual = parse_usd_es(
+                next(r[1] for r in at.table[0].value.to_numpy().tolist() if r[0] == "Costo de infraestructura")
+            )
             card = parse_usd_es(next(m.value for m in at.metric if m.label == "Costo de infraestructura"))
             k = actual - 1590
             assert card == 10920 + 7 * k, (actual, card)

@@ -38,8 +38,11 @@ HOSTILE = [
 
 def fingerprint(root: Path) -> dict[str, str]:
     """Every file under the published root with its content hash."""
-    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +57,10 @@ def test_query_module_binds_every_filter_value(store, hostile):
     before = fingerprint(store)
     catalog = load_catalog()
     con = PublishedReader(store).read().con
-    counts = {t: con.execute(f'SELECT count(*) FROM "{t}"').fetchall()[0][0]  # noqa: S608 - fixed names
-              for t in ("kpi_daily", "cost_daily", "payments_daily", "incidents", "cache_daily")}
+    counts = {
+        t: con.execute(f'SELECT count(*) FROM "{t}"').fetchall()[0][0]  # noqa: S608 - fixed names
+        for t in ("kpi_daily", "cost_daily", "payments_daily", "incidents", "cache_daily")
+    }
     rates = queries.fx_rates(con, PERIOD.start, PERIOD.end)
     for column in ("niche", "country", "region"):
         # (a region is only published within a country)
@@ -67,7 +72,9 @@ def test_query_module_binds_every_filter_value(store, hostile):
         # and the queries themselves, given the value anyway, match no row: nothing outside the filter
         # (KPIs published by niche, country and region: a KPI without a dimension shows its total)
         assert queries.kpi_series(con, catalog, ["peak_concurrent_users", "cache_hit_ratio"], scope, rates) == {
-            "peak_concurrent_users": [], "cache_hit_ratio": []}
+            "peak_concurrent_users": [],
+            "cache_hit_ratio": [],
+        }
         assert queries.period_value(con, catalog, "peak_concurrent_users", scope, rates).value is None
         assert queries.incidents(con, scope) == []
         assert queries.payments_by(con, catalog, scope, "payment_method") == []
@@ -93,8 +100,13 @@ def test_query_module_binds_every_filter_value(store, hostile):
 def test_scope_check_accepts_catalog_values_and_refuses_odd_types():
     catalog = load_catalog()
     assert checked_scope(PERIOD.with_(niche="barber", country="AR", region="cordoba", currency="ARS"), catalog)
-    for bad in (PERIOD.with_(niche=None), PERIOD.with_(country=["AR"]), PERIOD.with_(currency="EUR' --"),
-                PERIOD.with_(start=PERIOD.end, end=PERIOD.start), PERIOD.with_(start="2026-11-01")):
+    for bad in (
+        PERIOD.with_(niche=None),
+        PERIOD.with_(country=["AR"]),
+        PERIOD.with_(currency="EUR' --"),
+        PERIOD.with_(start=PERIOD.end, end=PERIOD.start),
+        PERIOD.with_(start="2026-11-01"),
+    ):
         with pytest.raises(ScopeError):
             checked_scope(bad, catalog)
 
@@ -110,8 +122,11 @@ def _overview(store: Path, tamper: dict | None = None) -> AppTest:
 
 
 def _shown(at: AppTest) -> str:
-    parts = [str(e.value) for kind in ("title", "caption", "markdown", "error", "warning", "exception")
-             for e in getattr(at, kind)]
+    parts = [
+        str(e.value)
+        for kind in ("title", "caption", "markdown", "error", "warning", "exception")
+        for e in getattr(at, kind)
+    ]
     parts += [f"{m.label}={m.value}|{m.delta}" for m in at.metric]
     parts += [str(v) for df in [*at.dataframe, *at.table] for v in df.value.to_numpy().ravel()]
     return "\n".join(parts)
@@ -126,8 +141,9 @@ def test_tampered_session_filters_fall_back_to_defaults(store, tmp_path, monkeyp
     clean = _overview(store)
     assert not clean.exception and clean.metric
     for hostile in (HOSTILE[0], HOSTILE[1], HOSTILE[5], HOSTILE[7]):
-        tamper = {key: hostile for key in ("pulso_niche", "pulso_country", "niche_es", "country_es", "lang",
-                                           "currency")}
+        tamper = {
+            key: hostile for key in ("pulso_niche", "pulso_country", "niche_es", "country_es", "lang", "currency")
+        }
         tamper.update(pulso_period=(hostile, hostile), period_es=hostile)
         at = _overview(store, tamper)
         assert not at.exception, at.exception

@@ -22,7 +22,9 @@ from tests.fixtures.app.store import build_store, kpi_rows
 
 APP = str(Path(__file__).resolve().parents[1] / "app" / "streamlit_app.py")
 PAGES = ["overview", "reliability", "economics", "growth", "payments", "geography", "alerts"]
-SECRETS = {"pulso": {"password": "shared-Secr3t-pw", "users": {"ana": {"password": "ana-Secr3t-pw", "roles": ["clinical"]}}}}
+SECRETS = {
+    "pulso": {"password": "shared-Secr3t-pw", "users": {"ana": {"password": "ana-Secr3t-pw", "roles": ["clinical"]}}}
+}
 ANA = Identity("ana", ("clinical",))
 LUIS = Identity("luis", ())
 
@@ -78,9 +80,14 @@ def targets(at: AppTest) -> list[list[str]]:
     return at.table[0].value.to_numpy().tolist()
 
 
-def open_app(identity: Identity | None = ANA, lang: str = "es", currency: str = "USD",
-             period: tuple[date, date] | None = (date(2026, 11, 21), date(2026, 11, 27)),
-             niche: str | None = None, page: str = "overview") -> AppTest:
+def open_app(
+    identity: Identity | None = ANA,
+    lang: str = "es",
+    currency: str = "USD",
+    period: tuple[date, date] | None = (date(2026, 11, 21), date(2026, 11, 27)),
+    niche: str | None = None,
+    page: str = "overview",
+) -> AppTest:
     at = AppTest.from_file(APP, default_timeout=30)
     at.secrets.update(SECRETS)
     if identity is not None:
@@ -154,8 +161,9 @@ def test_missing_store_says_which_command_builds_it(env, tmp_path, monkeypatch):
     at.session_state["pulso_identity"] = ANA
     at.run()
     assert not at.exception
-    assert [e.value for e in at.error] == ["Todavía no hay datos publicados. Generalos con `make build` (o `make run`) "
-                                           "y recargá la página."]
+    assert [e.value for e in at.error] == [
+        "Todavía no hay datos publicados. Generalos con `make build` (o `make run`) y recargá la página."
+    ]
     assert str(tmp_path) not in texts(at)
 
 
@@ -173,8 +181,13 @@ def test_overview_in_spanish_usd(env):
     assert m["Usuarios concurrentes pico"] == ("1.590", "+70")
     assert m["Velocidad de escalado"] == ("sin datos", "")
     rows = {r[0]: r for r in targets(at)}
-    assert rows["Costo de infraestructura"][1:6] == ["US$ 1.590,00", "≤ US$ 2.000,00", "≤ US$ 5.000,00",
-                                                    "≤ US$ 12.000,00", "● En camino"]
+    assert rows["Costo de infraestructura"][1:6] == [
+        "US$ 1.590,00",
+        "≤ US$ 2.000,00",
+        "≤ US$ 5.000,00",
+        "≤ US$ 12.000,00",
+        "● En camino",
+    ]
     assert rows["Tiempo de respuesta p95"][1:6] == ["300 ms", "≤ 200 ms", "≤ 150 ms", "≤ 100 ms", "● Fuera de meta"]
     assert rows["Velocidad de escalado"][1] == "sin datos" and rows["Velocidad de escalado"][5] == "● Sin datos"
     assert rows["Ingresos anuales recurrentes"][4] == "≥ US$ 500.000,00"
@@ -214,8 +227,10 @@ def test_every_table_has_a_csv_download(env):
 
 def test_reliability_clinical_sees_psychology_and_is_logged(env):
     at = open_app(page="reliability")
-    assert table(at, 0) == [["Barbería", "Argentina", "99,950 %", "50,0 %", "● En camino"],
-                            ["Psicología", "Argentina", "99,800 %", "50,0 %", "● Fuera de meta"]]
+    assert table(at, 0) == [
+        ["Barbería", "Argentina", "99,950 %", "50,0 %", "● En camino"],
+        ["Psicología", "Argentina", "99,800 %", "50,0 %", "● Fuera de meta"],
+    ]
     assert table(at, 1) == [
         ["27/11/2026 09:00", "abierto", "Barbería", "Argentina", "Córdoba", "abierto"],
         ["25/11/2026 10:50", "25/11/2026 11:02", "Barbería", "Argentina", "Buenos Aires", "12,0 min"],
@@ -244,10 +259,17 @@ def test_without_clinical_role_psychology_detail_is_hidden(env):
 def test_economics_in_both_currencies(env):
     at = open_app(page="economics")
     assert table(at, 1)[0][:3] == ["Barbería", "US$ 6.552,00", "US$ 48.720,00"]  # 0.6 x 10920, 0.6 x 81200
-    assert table(at, 2) == [["Web", "US$ 5.460,00", "50,0 %"], ["API", "US$ 4.060,00", "37,2 %"],
-                            ["Pagos", "US$ 1.400,00", "12,8 %"], ["Total", "US$ 10.920,00", "100,0 %"]]
-    assert table(at, 4) == [["Barbería", "US$ 840,00", "60,0 %"], ["Psicología", "US$ 560,00", "40,0 %"],
-                            ["Total", "US$ 1.400,00", "100,0 %"]]
+    assert table(at, 2) == [
+        ["Web", "US$ 5.460,00", "50,0 %"],
+        ["API", "US$ 4.060,00", "37,2 %"],
+        ["Pagos", "US$ 1.400,00", "12,8 %"],
+        ["Total", "US$ 10.920,00", "100,0 %"],
+    ]
+    assert table(at, 4) == [
+        ["Barbería", "US$ 840,00", "60,0 %"],
+        ["Psicología", "US$ 560,00", "40,0 %"],
+        ["Total", "US$ 1.400,00", "100,0 %"],
+    ]
     at = open_app(page="economics", lang="en", currency="ARS")
     services = {r[0]: r[1] for r in table(at, 2)}
     assert services["Total"] == "ARS 11,530,260.00"
@@ -273,8 +295,11 @@ def test_payments_page(env):
     by_method = {r[0]: r for r in table(at, 1)}
     assert by_method["visa"][1:4] == ["756", "707", "93,52 %"]
     assert by_method["master"][1:4] == ["301", "280", "93,02 %"]
-    assert table(at, 2) == [["cc_rejected_insufficient_amount", "35", "50,0 %"],
-                            ["cc_rejected_high_risk", "21", "30,0 %"], ["cc_rejected_other_reason", "14", "20,0 %"]]
+    assert table(at, 2) == [
+        ["cc_rejected_insufficient_amount", "35", "50,0 %"],
+        ["cc_rejected_high_risk", "21", "30,0 %"],
+        ["cc_rejected_other_reason", "14", "20,0 %"],
+    ]
     at = open_app(page="payments", currency="ARS", lang="en")
     by_method = {r[0]: r for r in table(at, 1)}
     assert by_method["visa"][4] == "ARS 7,000,000.00"  # (90 + 10) x 10,000 ARS x 7 days, exact
@@ -300,21 +325,33 @@ def test_alerts_empty_and_absent_then_published(env, store, tmp_path, monkeypatc
     root = tmp_path / "with-alerts"
     shutil.copytree(store, root)
     con = duckdb.connect()
-    con.execute("CREATE TABLE alert_history AS SELECT DATE '2026-11-26' AS day, 'al-1' AS alert_id, "
-                "'infra_cost_usd' AS kpi, 'ticket' AS severity, 'firing' AS state, "
-                "TIMESTAMPTZ '2026-11-26 15:00:00+00' AS started_at, NULL::TIMESTAMPTZ AS resolved_at, "
-                "1250.5 AS actual, 1000.0 AS expected, 900.0 AS lower, 1100.0 AS upper, "
-                "'[{\"dimension\": \"niche\", \"value\": \"barber\", \"contribution\": 200.5, "
-                "\"share_of_deviation\": 0.8}, {\"dimension\": \"niche\", \"value\": \"psychology\", "
-                "\"contribution\": 50.0, \"share_of_deviation\": 0.2}]' AS top_contributors, '1' AS message_ts")
+    con.execute(
+        "CREATE TABLE alert_history AS SELECT DATE '2026-11-26' AS day, 'al-1' AS alert_id, "
+        "'infra_cost_usd' AS kpi, 'ticket' AS severity, 'firing' AS state, "
+        "TIMESTAMPTZ '2026-11-26 15:00:00+00' AS started_at, NULL::TIMESTAMPTZ AS resolved_at, "
+        "1250.5 AS actual, 1000.0 AS expected, 900.0 AS lower, 1100.0 AS upper, "
+        '\'[{"dimension": "niche", "value": "barber", "contribution": 200.5, '
+        '"share_of_deviation": 0.8}, {"dimension": "niche", "value": "psychology", '
+        '"contribution": 50.0, "share_of_deviation": 0.2}]\' AS top_contributors, \'1\' AS message_ts'
+    )
     publish(con, {"alert_history": "alert_history"}, [date(2026, 11, 26)], root)
     monkeypatch.setenv("PULSO_PUBLISHED", str(root))
     at = open_app(page="alerts", lang="en")
-    explanation = ("Infrastructure cost at US$1,250.50, expected US$1,000.00 (US$900.00 – US$1,100.00) "
-                   "since 2026-11-26 12:00.")
-    assert table(at, 0) == [["2026-11-26 12:00", "Infrastructure cost", "ticket", "firing", "US$1,250.50",
-                             "US$900.00 – US$1,100.00",
-                             "Niche Barber: +US$200.50 (80.0%); Niche Psychology: +US$50.00 (20.0%)", explanation]]
+    explanation = (
+        "Infrastructure cost at US$1,250.50, expected US$1,000.00 (US$900.00 – US$1,100.00) since 2026-11-26 12:00."
+    )
+    assert table(at, 0) == [
+        [
+            "2026-11-26 12:00",
+            "Infrastructure cost",
+            "ticket",
+            "firing",
+            "US$1,250.50",
+            "US$900.00 – US$1,100.00",
+            "Niche Barber: +US$200.50 (80.0%); Niche Psychology: +US$50.00 (20.0%)",
+            explanation,
+        ]
+    ]
     assert explanation in [m.value for m in at.markdown]  # also on the alert's card
     at = open_app(page="alerts", identity=LUIS)  # no clinical role: psychology is not named
     assert "Vertical Barbería: +US$ 200,50 (80,0 %); Vertical 🔒 Restringido: +US$ 50,00 (20,0 %)" in texts(at)
@@ -326,6 +363,7 @@ def test_without_fx_table_money_stays_in_usd(env, store, tmp_path, monkeypatch):
     con = duckdb.connect()
     con.execute("CREATE TABLE fx_daily (day DATE, ars_per_usd DECIMAL(18,6))")
     from tests.fixtures.app.store import DAYS
+
     publish(con, {"fx_daily": "fx_daily"}, DAYS, root)  # no rows: every day dropped
     monkeypatch.setenv("PULSO_PUBLISHED", str(root))
     at = open_app()
@@ -335,16 +373,24 @@ def test_without_fx_table_money_stays_in_usd(env, store, tmp_path, monkeypatch):
 
 
 def test_oidc_sign_in_when_configured(env):
-    auth_section = {"redirect_uri": "http://127.0.0.1:8501/oauth2callback", "cookie_secret": "cookie-Secr3t",
-                    "client_id": "pulso", "client_secret": "client-Secr3t",
-                    "server_metadata_url": "http://127.0.0.1:9/.well-known/openid-configuration"}
+    auth_section = {
+        "redirect_uri": "http://127.0.0.1:8501/oauth2callback",
+        "cookie_secret": "cookie-Secr3t",
+        "client_id": "pulso",
+        "client_secret": "client-Secr3t",
+        "server_metadata_url": "http://127.0.0.1:9/.well-known/openid-configuration",
+    }
     at = AppTest.from_file(APP, default_timeout=30)
-    at.secrets.update({**SECRETS, "auth": auth_section, "pulso": {**SECRETS["pulso"], "roles": {"dra@example.com": ["clinical"]}}})
+    at.secrets.update(
+        {**SECRETS, "auth": auth_section, "pulso": {**SECRETS["pulso"], "roles": {"dra@example.com": ["clinical"]}}}
+    )
     at.user = {"is_logged_in": False}
     at.run()
     assert "Ingresar con SSO" in [b.label for b in at.button] and not data_metrics(at)
     at = AppTest.from_file(APP, default_timeout=30)
-    at.secrets.update({**SECRETS, "auth": auth_section, "pulso": {**SECRETS["pulso"], "roles": {"dra@example.com": ["clinical"]}}})
+    at.secrets.update(
+        {**SECRETS, "auth": auth_section, "pulso": {**SECRETS["pulso"], "roles": {"dra@example.com": ["clinical"]}}}
+    )
     at.user = {"is_logged_in": True, "email": "dra@example.com", "name": "Dra"}
     at.run()
     assert not at.exception
@@ -358,10 +404,12 @@ def test_nan_or_inf_that_slips_into_the_store_reads_as_no_data(env, store, tmp_p
     shutil.copytree(store, root)
     con = duckdb.connect()
     frame = kpi_rows()  # noqa: F841 - read by DuckDB below
-    con.execute("CREATE TABLE kpi_daily AS SELECT day::DATE AS day, kpi, niche, country, region, "
-                "CASE WHEN kpi = 'infra_cost_usd' AND day::DATE = DATE '2026-11-27' THEN 'NaN'::DOUBLE "
-                "     WHEN kpi = 'cache_hit_ratio' THEN 'Infinity'::DOUBLE ELSE value::DOUBLE END AS value, "
-                "unit, target::DOUBLE AS target, status FROM frame")
+    con.execute(
+        "CREATE TABLE kpi_daily AS SELECT day::DATE AS day, kpi, niche, country, region, "
+        "CASE WHEN kpi = 'infra_cost_usd' AND day::DATE = DATE '2026-11-27' THEN 'NaN'::DOUBLE "
+        "     WHEN kpi = 'cache_hit_ratio' THEN 'Infinity'::DOUBLE ELSE value::DOUBLE END AS value, "
+        "unit, target::DOUBLE AS target, status FROM frame"
+    )
     publish(con, {"kpi_daily": "kpi_daily"}, [date(2026, 11, 27)], root)
     monkeypatch.setenv("PULSO_PUBLISHED", str(root))
     at = open_app(lang="en")

@@ -38,14 +38,29 @@ DAYS = [date(2026, 11, 25), date(2026, 11, 26), date(2026, 11, 27)]
 def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("app-pipeline")
     sources = root / "sources"
-    subprocess.run([sys.executable, "-m", "pipelines.simulate", "--profile", "tiny", "--out", str(sources),
-                    "--end", DAYS[-1].isoformat(), "--quiet"], check=True, cwd=REPO)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipelines.simulate",
+            "--profile",
+            "tiny",
+            "--out",
+            str(sources),
+            "--end",
+            DAYS[-1].isoformat(),
+            "--quiet",
+        ],
+        check=True,
+        cwd=REPO,
+    )
     saved = {k: os.environ.get(k) for k in ("PULSO_PUBLISHED", "PULSO_PSEUDONYM_KEY")}
     os.environ["PULSO_PUBLISHED"] = str(root / "published")
     os.environ["PULSO_PSEUDONYM_KEY"] = "app-pipeline-test-key"
     try:
         result = dg.materialize(
-            WAREHOUSE_ASSETS, instance=dg.DagsterInstance.ephemeral(),
+            WAREHOUSE_ASSETS,
+            instance=dg.DagsterInstance.ephemeral(),
             resources={
                 "duckdb": DuckDBResource(database=str(root / "warehouse.duckdb")),
                 "metrics_source": MetricsSourceResource(location=str(sources / "metrics")),
@@ -53,8 +68,10 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
                 "events_source": SourceResource(source="events", location=str(sources / "events")),
                 "fx_source": SourceResource(source="fx", location=str(sources / "fx")),
             },
-            tags={"dagster/asset_partition_range_start": DAYS[0].isoformat(),
-                  "dagster/asset_partition_range_end": DAYS[-1].isoformat()},
+            tags={
+                "dagster/asset_partition_range_start": DAYS[0].isoformat(),
+                "dagster/asset_partition_range_end": DAYS[-1].isoformat(),
+            },
         )
         assert result.success
     finally:
@@ -120,14 +137,27 @@ def test_overview_in_ars_on_a_pipeline_build(built: Path, monkeypatch: pytest.Mo
     assert f"US${sum(cost_usd.values()):,.2f}." in usd["Infrastructure cost"].proto.help
 
 
-def test_period_cache_hit_ratio_is_summed_hits_over_summed_requests(built: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    (hits, requests), = warehouse(
-        built, "SELECT sum(increase) FILTER (WHERE metric = 'cache_hits_total'), "
-               "sum(increase) FILTER (WHERE metric = 'cache_requests_total') FROM staging.metric_counters_hourly "
-               "WHERE day BETWEEN ? AND ?", [DAYS[0], DAYS[-1]])
-    daily = [v for (v,) in warehouse(built, "SELECT value FROM marts.kpi_daily WHERE kpi = 'cache_hit_ratio' AND niche = 'all' "
-                                             "AND country = 'all' AND region = 'all' ORDER BY day")]
+def test_period_cache_hit_ratio_is_summed_hits_over_summed_requests(
+    built: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ((hits, requests),) = warehouse(
+        built,
+        "SELECT sum(increase) FILTER (WHERE metric = 'cache_hits_total'), "
+        "sum(increase) FILTER (WHERE metric = 'cache_requests_total') FROM staging.metric_counters_hourly "
+        "WHERE day BETWEEN ? AND ?",
+        [DAYS[0], DAYS[-1]],
+    )
+    daily = [
+        v
+        for (v,) in warehouse(
+            built,
+            "SELECT value FROM marts.kpi_daily WHERE kpi = 'cache_hit_ratio' AND niche = 'all' "
+            "AND country = 'all' AND region = 'all' ORDER BY day",
+        )
+    ]
     # the tiny profile degrades the cache on its first day, so the last day's ratio is not the period's
     assert kpi_value(daily[-1], "ratio", "en", "USD", True) != kpi_value(hits / requests, "ratio", "en", "USD", True)
     at = open_overview(built, monkeypatch, "USD")
-    assert {m.label: m.value for m in at.metric}["Cache hit rate"] == kpi_value(hits / requests, "ratio", "en", "USD", True)
+    assert {m.label: m.value for m in at.metric}["Cache hit rate"] == kpi_value(
+        hits / requests, "ratio", "en", "USD", True
+    )

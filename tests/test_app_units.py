@@ -50,13 +50,16 @@ def catalog():
 # --- formatting ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("value", "decimals", "es", "en"), [
-    (1234.56, 2, "1.234,56", "1,234.56"),
-    (Decimal("1234567.005"), 2, "1.234.567,01", "1,234,567.01"),  # half-up on the exact decimal
-    (-0.004, 2, "0,00", "0.00"),  # never "-0"
-    (999, 0, "999", "999"),
-    (-1500, 0, "-1.500", "-1,500"),
-])
+@pytest.mark.parametrize(
+    ("value", "decimals", "es", "en"),
+    [
+        (1234.56, 2, "1.234,56", "1,234.56"),
+        (Decimal("1234567.005"), 2, "1.234.567,01", "1,234,567.01"),  # half-up on the exact decimal
+        (-0.004, 2, "0,00", "0.00"),  # never "-0"
+        (999, 0, "999", "999"),
+        (-1500, 0, "-1.500", "-1,500"),
+    ],
+)
 def test_numbers_in_both_languages(value, decimals, es, en):
     assert fmt.number(value, "es", decimals) == es
     assert fmt.number(value, "en", decimals) == en
@@ -81,6 +84,7 @@ def test_money_percent_dates_and_deltas():
     assert fmt.day(date(2026, 11, 27), "en") == "2026-11-27"
     # 02:30 UTC on the 28th is 23:30 on the 27th in Argentina.
     from datetime import UTC
+
     assert fmt.moment(datetime(2026, 11, 28, 2, 30, tzinfo=UTC), "es") == "27/11/2026 23:30"
     assert fmt.kpi_delta(Decimal("-0.0012"), "ratio", "es", "USD") == "-0,12 p.p."
     assert fmt.kpi_delta(490, "usd", "en", "USD") == "+US$490.00"
@@ -96,8 +100,13 @@ def test_every_text_has_both_languages():
 
 # --- sign-in and access log ---------------------------------------------------------------------
 
-SECRETS = {"pulso": {"password": "shared-pw", "users": {"ana": {"password": "ana-pw", "roles": ["clinical"]}},
-                     "roles": {"dra@example.com": ["clinical"]}}}
+SECRETS = {
+    "pulso": {
+        "password": "shared-pw",
+        "users": {"ana": {"password": "ana-pw", "roles": ["clinical"]}},
+        "roles": {"dra@example.com": ["clinical"]},
+    }
+}
 
 
 def test_password_check_accounts_shared_and_wrong():
@@ -126,8 +135,9 @@ def test_malformed_secrets_name_the_entry_not_the_value():
 
 
 def test_oidc_identity_takes_roles_by_email():
-    config = auth.load_access_config({**SECRETS, "auth": {"redirect_uri": "http://127.0.0.1/oauth2callback",
-                                                          "cookie_secret": "x"}}, {})
+    config = auth.load_access_config(
+        {**SECRETS, "auth": {"redirect_uri": "http://127.0.0.1/oauth2callback", "cookie_secret": "x"}}, {}
+    )
     assert config.oidc_enabled
     assert auth.oidc_identity(config, {"is_logged_in": True, "email": "dra@example.com"}).clinical
     assert not auth.oidc_identity(config, {"is_logged_in": True, "email": "x@example.com"}).clinical
@@ -136,12 +146,23 @@ def test_oidc_identity_takes_roles_by_email():
 
 def test_access_log_records_user_page_and_niche_only(tmp_path: Path):
     from datetime import UTC
+
     path = tmp_path / "logs" / "access.log"
-    auth.log_sensitive_view(path, auth.Identity("ana", ("clinical",)), "reliability", ["psychology"],
-                            at=datetime(2026, 11, 27, 15, 0, tzinfo=UTC))
+    auth.log_sensitive_view(
+        path,
+        auth.Identity("ana", ("clinical",)),
+        "reliability",
+        ["psychology"],
+        at=datetime(2026, 11, 27, 15, 0, tzinfo=UTC),
+    )
     auth.log_sensitive_view(path, auth.Identity("ana", ("clinical",)), "economics", ["psychology"])
     lines = [json.loads(x) for x in path.read_text().splitlines()]
-    assert lines[0] == {"at": "2026-11-27T15:00:00+00:00", "user": "ana", "page": "reliability", "niches": ["psychology"]}
+    assert lines[0] == {
+        "at": "2026-11-27T15:00:00+00:00",
+        "user": "ana",
+        "page": "reliability",
+        "niches": ["psychology"],
+    }
     assert [x["page"] for x in lines] == ["reliability", "economics"]
     assert auth.access_log_path({}) == Path("data/app_access.log")
     assert auth.access_log_path({"PULSO_APP_ACCESS_LOG": str(path)}) == path
@@ -167,8 +188,11 @@ def test_every_catalog_kpi_has_a_period_rule(catalog):
 
 def test_fx_forward_fills_the_missing_day(con):
     rates = fx_rates(con, date(2026, 11, 21), date(2026, 11, 23))
-    assert rates == {date(2026, 11, 21): Decimal(1053), date(2026, 11, 22): Decimal(1053),
-                     date(2026, 11, 23): Decimal(1055)}
+    assert rates == {
+        date(2026, 11, 21): Decimal(1053),
+        date(2026, 11, 22): Decimal(1053),
+        date(2026, 11, 23): Decimal(1055),
+    }
 
 
 def test_period_values_merge_never_average(con, catalog):
@@ -194,14 +218,23 @@ def test_cache_hit_ratio_of_a_period_is_summed_hits_over_summed_requests(catalog
     1,001 / 1,004 = 99.70 %: not the mean of the daily ratios (62.5 %) nor the last day's (100 %)."""
     d1, d2 = date(2026, 11, 26), date(2026, 11, 27)
     mem = duckdb.connect()
-    mem.execute("CREATE TABLE cache_daily (day DATE, niche VARCHAR, country VARCHAR, region VARCHAR, hits DOUBLE, requests DOUBLE)")
-    mem.execute("INSERT INTO cache_daily VALUES (?, 'barber', 'AR', 'buenos_aires', 1, 4), "
-                "(?, 'barber', 'AR', 'buenos_aires', 990, 990), (?, 'psychology', 'AR', 'cordoba', 10, 10)",
-                [d1, d2, d2])
-    mem.execute("CREATE TABLE kpi_daily (day DATE, kpi VARCHAR, niche VARCHAR, country VARCHAR, region VARCHAR, "
-                "value DOUBLE, unit VARCHAR, target DOUBLE, status VARCHAR)")
-    mem.execute("INSERT INTO kpi_daily VALUES (?, 'cache_hit_ratio', 'all', 'all', 'all', 0.25, 'ratio', 0.9, 'breach'), "
-                "(?, 'cache_hit_ratio', 'all', 'all', 'all', 1.0, 'ratio', 0.9, 'ok')", [d1, d2])
+    mem.execute(
+        "CREATE TABLE cache_daily (day DATE, niche VARCHAR, country VARCHAR, region VARCHAR, hits DOUBLE, requests DOUBLE)"
+    )
+    mem.execute(
+        "INSERT INTO cache_daily VALUES (?, 'barber', 'AR', 'buenos_aires', 1, 4), "
+        "(?, 'barber', 'AR', 'buenos_aires', 990, 990), (?, 'psychology', 'AR', 'cordoba', 10, 10)",
+        [d1, d2, d2],
+    )
+    mem.execute(
+        "CREATE TABLE kpi_daily (day DATE, kpi VARCHAR, niche VARCHAR, country VARCHAR, region VARCHAR, "
+        "value DOUBLE, unit VARCHAR, target DOUBLE, status VARCHAR)"
+    )
+    mem.execute(
+        "INSERT INTO kpi_daily VALUES (?, 'cache_hit_ratio', 'all', 'all', 'all', 0.25, 'ratio', 0.9, 'breach'), "
+        "(?, 'cache_hit_ratio', 'all', 'all', 'all', 1.0, 'ratio', 0.9, 'ok')",
+        [d1, d2],
+    )
     two_days = Scope(d1, d2)
     value = period_value(mem, catalog, "cache_hit_ratio", two_days, {})
     assert value.value == pytest.approx(1001 / 1004) and value.split
@@ -253,10 +286,17 @@ def test_views_costs_exact_and_growth(con, catalog):
     view = View(con, catalog, PERIOD, "es", rates)
     services = cost_by_service(view).raw
     assert dict(zip(services.iloc[:, 0], services.iloc[:, 1], strict=True)) == {
-        "web": "5460", "api": "4060", "payments": "1400", "total": "10920"}
+        "web": "5460",
+        "api": "4060",
+        "payments": "1400",
+        "total": "10920",
+    }
     split = shared_split(View(con, catalog, PERIOD, "es", rates, hidden_niches=("psychology",))).display
-    assert split.values.tolist() == [["Barbería", "US$ 840,00", "60,0 %"], ["🔒 Restringido", "US$ 560,00", "40,0 %"],
-                                     ["Total", "US$ 1.400,00", "100,0 %"]]
+    assert split.values.tolist() == [
+        ["Barbería", "US$ 840,00", "60,0 %"],
+        ["🔒 Restringido", "US$ 560,00", "40,0 %"],
+        ["Total", "US$ 1.400,00", "100,0 %"],
+    ]
     growth = mom_growth(view)
     assert (growth.last30, growth.previous30) == (50700.0, 32700.0)
     assert float(growth.mom) == pytest.approx(50700 / 32700 - 1)
@@ -287,7 +327,11 @@ def test_filter_on_a_dimension_the_kpi_lacks_shows_the_total_and_says_so(con, ca
 def test_shared_or_untagged_service_is_named(con, catalog):
     view = View(con, catalog, PERIOD, "en", {})
     assert [view.service_name(s) for s in ("web", "payments", "shared", "")] == [
-        "Web", "Payments", "Shared / untagged", "Shared / untagged"]
+        "Web",
+        "Payments",
+        "Shared / untagged",
+        "Shared / untagged",
+    ]
 
 
 def test_sparkline_is_light_svg_scaled_to_its_box():

@@ -16,7 +16,10 @@ def test_dagster_home_gets_one_writer_and_no_telemetry(tmp_path, monkeypatch):
     # An operator's own file is kept; only telemetry is turned off when it does not say.
     path.write_text("run_queue:\n  max_concurrent_runs: 3\n")
     ensure_dagster_home()
-    assert yaml.safe_load(path.read_text()) == {"run_queue": {"max_concurrent_runs": 3}, "telemetry": {"enabled": False}}
+    assert yaml.safe_load(path.read_text()) == {
+        "run_queue": {"max_concurrent_runs": 3},
+        "telemetry": {"enabled": False},
+    }
     path.write_text("telemetry:\n  enabled: true\n")
     ensure_dagster_home()
     assert yaml.safe_load(path.read_text()) == {"telemetry": {"enabled": True}}  # said explicitly: respected

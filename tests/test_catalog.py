@@ -9,11 +9,27 @@ import yaml
 from pipelines.lib.catalog import ALL, CatalogError, load_catalog, parse_catalog
 
 CONTRACT_KPIS = {
-    "latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "availability_ratio",
-    "error_budget_remaining_ratio", "incidents", "mttr_minutes", "scaling_time_minutes",
-    "peak_concurrent_users", "cache_hit_ratio", "db_pool_utilization_ratio", "infra_cost_usd",
-    "revenue_usd", "cost_per_active_user_usd", "revenue_per_infra_usd", "infra_margin_ratio",
-    "mercadopago_success_ratio", "active_users", "bookings", "arr_usd", "psychologists_onboarded",
+    "latency_p50_ms",
+    "latency_p95_ms",
+    "latency_p99_ms",
+    "availability_ratio",
+    "error_budget_remaining_ratio",
+    "incidents",
+    "mttr_minutes",
+    "scaling_time_minutes",
+    "peak_concurrent_users",
+    "cache_hit_ratio",
+    "db_pool_utilization_ratio",
+    "infra_cost_usd",
+    "revenue_usd",
+    "cost_per_active_user_usd",
+    "revenue_per_infra_usd",
+    "infra_margin_ratio",
+    "mercadopago_success_ratio",
+    "active_users",
+    "bookings",
+    "arr_usd",
+    "psychologists_onboarded",
 }
 
 

@@ -43,8 +43,15 @@ def boards(out):
 
 def test_every_dashboard_and_one_per_niche_with_fixed_unique_uids(boards):
     catalog = load_catalog()
-    expected = {"pulso-sre-overview", "pulso-slos", "pulso-latency", "pulso-availability", "pulso-capacity",
-                "pulso-cache-db", "pulso-cost"} | {f"pulso-niche-{n}" for n in catalog.niche_ids}
+    expected = {
+        "pulso-sre-overview",
+        "pulso-slos",
+        "pulso-latency",
+        "pulso-availability",
+        "pulso-capacity",
+        "pulso-cache-db",
+        "pulso-cost",
+    } | {f"pulso-niche-{n}" for n in catalog.niche_ids}
     assert set(boards) == expected
     assert all(board["uid"] == uid for uid, board in boards.items())
     assert len({b["title"] for b in boards.values()}) == len(boards)
@@ -120,8 +127,10 @@ def test_thresholds_and_units_come_from_catalog_targets(boards):
     assert threshold_steps(catalog, "latency_p95_ms", date(2026, 12, 5))[1]["value"] == pytest.approx(0.15)
     # availability: higher is better, ratio margin in absolute points: red < 0.9985 <= orange < 0.999 <= green
     assert threshold_steps(catalog, "availability_ratio", DAY) == [
-        {"color": "red", "value": None}, {"color": "orange", "value": pytest.approx(0.9985)},
-        {"color": "green", "value": 0.999}]
+        {"color": "red", "value": None},
+        {"color": "orange", "value": pytest.approx(0.9985)},
+        {"color": "green", "value": 0.999},
+    ]
     (p95,) = [p for p in panels(boards["pulso-latency"]) if p["title"] == "Response time p95"]
     assert p95["fieldConfig"]["defaults"]["unit"] == "s"
     assert p95["fieldConfig"]["defaults"]["thresholds"]["steps"][1]["value"] == pytest.approx(0.2)
@@ -140,6 +149,7 @@ def test_slo_dashboard_lists_slos_by_budget_left_and_shows_every_alert_window(bo
 
 def test_generate_cli_writes_the_default_layout(tmp_path):
     from dashboards.generate import main
+
     main(["--out", str(tmp_path), "--as-of", "2026-11-28"])
     assert (tmp_path / "provisioning/datasources/pulso.yaml").is_file()
     assert len(list((tmp_path / "dashboards").glob("*.json"))) == 7 + len(load_catalog().niches)

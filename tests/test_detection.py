@@ -15,13 +15,40 @@ from alerts.detection.detector import DetectorConfig, DetectorInputError, detect
 from alerts.detection.explain import contributions_additive, contributions_ratio, cost_impact, rank_dimensions
 
 START = datetime(2026, 8, 3, 3, 0, tzinfo=UTC)  # Monday 00:00 in Buenos Aires (UTC-3)
-DAY_SHAPE = np.array([0.2, 0.15, 0.1, 0.1, 0.1, 0.15, 0.3, 0.5, 0.8, 1.0, 1.0, 1.0,
-                      0.8, 0.7, 0.7, 0.8, 0.9, 1.0, 1.0, 1.0, 0.8, 0.6, 0.4, 0.3])
+DAY_SHAPE = np.array(
+    [
+        0.2,
+        0.15,
+        0.1,
+        0.1,
+        0.1,
+        0.15,
+        0.3,
+        0.5,
+        0.8,
+        1.0,
+        1.0,
+        1.0,
+        0.8,
+        0.7,
+        0.7,
+        0.8,
+        0.9,
+        1.0,
+        1.0,
+        1.0,
+        0.8,
+        0.6,
+        0.4,
+        0.3,
+    ]
+)
 WEEK_SHAPE = np.array([1.0, 1.0, 1.0, 1.0, 1.0, 0.7, 0.4])  # Monday .. Sunday
 
 
-def hourly_traffic(days: int, *, base: float = 1000.0, growth_per_day: float = 0.0, seed: int = 1,
-                   holidays_as_sunday: bool = True) -> tuple[list[datetime], np.ndarray]:
+def hourly_traffic(
+    days: int, *, base: float = 1000.0, growth_per_day: float = 0.0, seed: int = 1, holidays_as_sunday: bool = True
+) -> tuple[list[datetime], np.ndarray]:
     """Requests per hour with Argentina's rhythm: peaks 9-12 and 17-20, quiet weekends, noise 3 %."""
     import holidays as hol
 
@@ -57,14 +84,16 @@ def test_argentine_holiday_is_expected_like_a_sunday():
     # 2026-08-17 (Monday) is a national holiday: Sunday-level traffic must not look like a drop.
     ts, values = hourly_traffic(35)
     result = detect(ts, values, DetectorConfig(direction="down"))
-    holiday = result.filter(pl.col("ts").dt.convert_time_zone("America/Argentina/Buenos_Aires").dt.date()
-                            == date(2026, 8, 17))
+    holiday = result.filter(
+        pl.col("ts").dt.convert_time_zone("America/Argentina/Buenos_Aires").dt.date() == date(2026, 8, 17)
+    )
     assert holiday.height == 24
     assert holiday["anomalous"].sum() == 0
     # Without the holiday calendar the same quiet Monday would be a drop.
     blind = detect(ts, values, DetectorConfig(direction="down", holidays_country="UY"))
-    blind_day = blind.filter(pl.col("ts").dt.convert_time_zone("America/Argentina/Buenos_Aires").dt.date()
-                             == date(2026, 8, 17))
+    blind_day = blind.filter(
+        pl.col("ts").dt.convert_time_zone("America/Argentina/Buenos_Aires").dt.date() == date(2026, 8, 17)
+    )
     assert blind_day["anomalous"].sum() > 0
 
 
@@ -78,12 +107,19 @@ def test_growth_trend_is_followed_not_flagged():
     assert abs(bias - 1) < 0.02
 
 
-
 SHARP_DAY = np.array([0.05] * 8 + [0.35] + [1.0] * 3 + [0.35] * 5 + [1.0] * 3 + [0.35] * 3 + [0.05])
 
 
-def local_traffic(days: int, timezone: str, country: str, first_day: date, *, base: float = 2000.0,
-                  seed: int = 5, rests_on_holidays: bool = True) -> tuple[list[datetime], np.ndarray]:
+def local_traffic(
+    days: int,
+    timezone: str,
+    country: str,
+    first_day: date,
+    *,
+    base: float = 2000.0,
+    seed: int = 5,
+    rests_on_holidays: bool = True,
+) -> tuple[list[datetime], np.ndarray]:
     """Requests per hour with a country's own rhythm: its local clock (DST included) and its holidays
     (as Sundays); night 5 %, daytime 35 %, peaks 9-12 and 17-20 at 100 % (the simulator's sharp edges)."""
     import holidays as hol
@@ -119,7 +155,6 @@ def test_a_country_series_is_judged_by_its_own_clock_and_holidays():
     assert len(starts) > 50
 
 
-
 def test_a_holiday_is_judged_between_its_weekday_and_sunday():
     # A total where half the volume rests on Argentina's holiday (Monday 2026-08-17: Sunday-level) and
     # half works (another country): the holiday lands between a Monday and a Sunday. A Sunday-like
@@ -144,6 +179,7 @@ def test_a_holiday_is_judged_between_its_weekday_and_sunday():
     flagged = detect(ts, broken, cfg.with_overrides(direction="down"))
     assert flagged.filter(pl.col("alert"))["ts"].to_list() == [ts[14 * 24 + 10]]
 
+
 def test_a_young_segment_ramping_after_its_launch_does_not_alert():
     # A segment launched on day 40 of the series (no data before) growing 10 % a day: nothing is judged
     # until 14 days after its own launch, and then the steep trend is expected, not flagged -- including
@@ -161,6 +197,7 @@ def test_a_young_segment_ramping_after_its_launch_does_not_alert():
     assert result["anomalous"].sum() == 0
     scored = result.filter(pl.col("status") == "ok")
     assert ((scored["value"] - scored["expected"]).abs() / scored["expected"]).max() < 0.15
+
 
 def test_one_day_triple_spike_is_flagged_once_with_its_start():
     ts, values = hourly_traffic(42)
@@ -249,8 +286,9 @@ def test_ratio_series_with_identity_transform():
     ts = [START + timedelta(minutes=15 * i) for i in range(21 * 96)]
     errors = 0.001 + 0.0002 * rng.standard_normal(len(ts))
     errors[20 * 96 + 40 : 20 * 96 + 44] = 0.05  # one hour at 5 % errors
-    cfg = DetectorConfig(direction="up", transform="identity", min_abs_change=0.005, min_rel_change=0.5,
-                         min_scale=0.0001)
+    cfg = DetectorConfig(
+        direction="up", transform="identity", min_abs_change=0.005, min_rel_change=0.5, min_scale=0.0001
+    )
     result = detect(ts, errors, cfg)
     assert result.filter(pl.col("alert"))["ts"].to_list() == [ts[20 * 96 + 40]]
 
@@ -277,20 +315,25 @@ def test_additive_contributions_sum_exactly_to_the_deviation():
     # Total bookings expected 1000, actual 1300; baseline shares 50/30/20.
     members = {"barber": (600.0, 0.5), "psychology": (500.0, 0.3), "dentist": (200.0, 0.2)}
     result = contributions_additive(
-        actual={k: v[0] for k, v in members.items()}, baseline_share={k: v[1] for k, v in members.items()},
+        actual={k: v[0] for k, v in members.items()},
+        baseline_share={k: v[1] for k, v in members.items()},
         expected_total=1000.0,
     )
     # barber 600 - 500 = +100, psychology 500 - 300 = +200, dentist 200 - 200 = 0.
     assert [(c.value, c.contribution) for c in result] == [
-        ("psychology", Decimal("200")), ("barber", Decimal("100")), ("dentist", Decimal("0"))]
+        ("psychology", Decimal("200")),
+        ("barber", Decimal("100")),
+        ("dentist", Decimal("0")),
+    ]
     assert sum(c.contribution for c in result) == Decimal("300")
     assert [c.share_of_deviation for c in result] == [Decimal("0.666667"), Decimal("0.333333"), Decimal("0")]
 
 
 def test_ratio_contributions_sum_exactly_to_the_ratio_deviation():
     # Error ratio: cordoba 90 bad of 1000, buenos_aires 10 of 3000; expected ratio 0.005 overall.
-    result = contributions_ratio(bad={"cordoba": 90, "buenos_aires": 10}, total={"cordoba": 1000, "buenos_aires": 3000},
-                                 expected_ratio=0.005)
+    result = contributions_ratio(
+        bad={"cordoba": 90, "buenos_aires": 10}, total={"cordoba": 1000, "buenos_aires": 3000}, expected_ratio=0.005
+    )
     # actual ratio 100/4000 = 0.025; deviation 0.02. cordoba (90 - 5)/4000 = 0.02125, BA (10 - 15)/4000 = -0.00125
     assert result[0].value == "cordoba" and result[0].contribution == Decimal("0.02125")
     assert result[1].contribution == Decimal("-0.00125")
@@ -298,12 +341,14 @@ def test_ratio_contributions_sum_exactly_to_the_ratio_deviation():
 
 
 def test_rank_dimensions_orders_by_contribution_across_dimensions():
-    frame = pl.DataFrame({
-        "niche": ["barber", "barber", "psychology", "psychology"],
-        "region": ["cordoba", "buenos_aires", "cordoba", "buenos_aires"],
-        "actual": [100.0, 100.0, 400.0, 100.0],
-        "baseline": [100.0, 100.0, 100.0, 100.0],
-    })
+    frame = pl.DataFrame(
+        {
+            "niche": ["barber", "barber", "psychology", "psychology"],
+            "region": ["cordoba", "buenos_aires", "cordoba", "buenos_aires"],
+            "actual": [100.0, 100.0, 400.0, 100.0],
+            "baseline": [100.0, 100.0, 100.0, 100.0],
+        }
+    )
     ranked = rank_dimensions(frame, ["niche", "region"], expected_total=400.0)
     assert ranked[0].dimension in {"niche", "region"}
     # psychology (+300) and cordoba (+300) both explain the whole deviation of +300.
@@ -314,8 +359,9 @@ def test_rank_dimensions_orders_by_contribution_across_dimensions():
 
 
 def test_rank_dimensions_is_exact_with_shares_that_do_not_divide_evenly():
-    frame = pl.DataFrame({"service": ["web", "api", "payments"], "actual": [1.0, 1.0, 1.0],
-                          "baseline": [1.0, 1.0, 1.0]})
+    frame = pl.DataFrame(
+        {"service": ["web", "api", "payments"], "actual": [1.0, 1.0, 1.0], "baseline": [1.0, 1.0, 1.0]}
+    )
     ranked = rank_dimensions(frame, ["service"], expected_total=1.0)
     assert sum(c.contribution for c in ranked) == Decimal(3) - Decimal(1)
 
@@ -345,17 +391,41 @@ def test_judge_from_only_scores_the_last_days_with_the_same_result():
 # --- intraday MercadoPago success (alerts/detection/payments.py) -------------------------------------
 
 
-def _pay_line(event_id: str, pid: int, status: str, updated: str, approved: str | None = None,
-              provider: str = "mercadopago", niche: str = "barber", region: str = "cordoba") -> str:
+def _pay_line(
+    event_id: str,
+    pid: int,
+    status: str,
+    updated: str,
+    approved: str | None = None,
+    provider: str = "mercadopago",
+    niche: str = "barber",
+    region: str = "cordoba",
+) -> str:
     import json
 
-    return json.dumps({
-        "event_id": event_id, "type": "payment.updated", "occurred_at": updated, "niche": niche, "country": "AR",
-        "region": region, "user": {"id": "u_1", "name": "Canario Persona", "dni": "99999999"},
-        "payload": {"provider": provider, "payment": {
-            "id": pid, "status": status, "status_detail": "x", "date_created": updated, "date_approved": approved,
-            "date_last_updated": updated, "payer": {"email": "canario@example.com"}}},
-    })
+    return json.dumps(
+        {
+            "event_id": event_id,
+            "type": "payment.updated",
+            "occurred_at": updated,
+            "niche": niche,
+            "country": "AR",
+            "region": region,
+            "user": {"id": "u_1", "name": "Canario Persona", "dni": "99999999"},
+            "payload": {
+                "provider": provider,
+                "payment": {
+                    "id": pid,
+                    "status": status,
+                    "status_detail": "x",
+                    "date_created": updated,
+                    "date_approved": approved,
+                    "date_last_updated": updated,
+                    "payer": {"email": "canario@example.com"},
+                },
+            },
+        }
+    )
 
 
 def test_intraday_payment_decisions_counts_and_trailing_window(tmp_path):
@@ -392,23 +462,37 @@ def test_intraday_payment_decisions_counts_and_trailing_window(tmp_path):
     got = {r["payment_id"]: (r["decided_at"].strftime("%d %H:%M"), r["success"]) for r in dec.iter_rows(named=True)}
     # 1 approved 18:01; 2 rejected 18:05; 4 approved 18:20 (its refund does not move it); 5 approved the
     # 19th (dated by date_approved); 7 rejected 18:40 (first final status); 3 pending and 6 todopago absent.
-    assert got == {"1": ("20 18:01", True), "2": ("20 18:05", False), "4": ("20 18:20", True),
-                   "5": ("19 23:50", True), "7": ("20 18:40", False)}
+    assert got == {
+        "1": ("20 18:01", True),
+        "2": ("20 18:05", False),
+        "4": ("20 18:20", True),
+        "5": ("19 23:50", True),
+        "7": ("20 18:40", False),
+    }
     counts = decision_counts(dec, 15, start=datetime(2026, 11, 20, tzinfo=UTC))
-    rows = {(r["bucket"].strftime("%H:%M"), r["region"]): (r["success"], r["decided"]) for r in counts.iter_rows(named=True)}
-    assert rows == {("18:00", "cordoba"): (1.0, 2.0), ("18:15", "rosario"): (1.0, 1.0), ("18:30", "cordoba"): (0.0, 1.0)}
+    rows = {
+        (r["bucket"].strftime("%H:%M"), r["region"]): (r["success"], r["decided"]) for r in counts.iter_rows(named=True)
+    }
+    assert rows == {
+        ("18:00", "cordoba"): (1.0, 2.0),
+        ("18:15", "rosario"): (1.0, 1.0),
+        ("18:30", "cordoba"): (0.0, 1.0),
+    }
     # Trailing 30 minutes (2 buckets), at least 3 decisions: 18:00 has 2 (no data), 18:15 has 3 (2/3
     # merged across regions, not the mean of 1/2 and 1/1), 18:30 has 1 + 1 = 2 (no data).
     series = build_payment_series(counts, IntradayConfig(step_minutes=15, window_minutes=30, min_decisions=3))
     total = next(s for s in series if s.scope["country"] == "all")
     assert [t.strftime("%H:%M") for t in total.ts] == ["18:00", "18:15", "18:30"]
     assert np.isnan(total.values[0]) and total.values[1] == pytest.approx(2 / 3) and np.isnan(total.values[2])
-    assert {s.key for s in series} == {"mercadopago_success_intraday|niche=all|country=all|region=all",
-                                       "mercadopago_success_intraday|niche=all|country=AR|region=all"}
+    assert {s.key for s in series} == {
+        "mercadopago_success_intraday|niche=all|country=all|region=all",
+        "mercadopago_success_intraday|niche=all|country=AR|region=all",
+    }
     # A thin scope widens its own window up to 45 minutes: 18:30 now reads 18:00-18:45 (2 of 4
     # decisions), 18:15 keeps its 30 minutes (enough), 18:00 has only 2 even so.
-    wide = build_payment_series(counts, IntradayConfig(step_minutes=15, window_minutes=30, min_decisions=3,
-                                                       max_window_minutes=45))
+    wide = build_payment_series(
+        counts, IntradayConfig(step_minutes=15, window_minutes=30, min_decisions=3, max_window_minutes=45)
+    )
     total = next(s for s in wide if s.scope["country"] == "all")
     assert np.isnan(total.values[0]) and total.values[1] == pytest.approx(2 / 3) and total.values[2] == 0.5
 

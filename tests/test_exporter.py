@@ -28,48 +28,69 @@ def hand_made_warehouse(p95_total_ms: float = 180.0) -> duckdb.DuckDBPyConnectio
     con = duckdb.connect()
     con.execute("""CREATE TABLE kpi_daily (day DATE, kpi VARCHAR, niche VARCHAR, country VARCHAR, region VARCHAR,
                    value DOUBLE, unit VARCHAR, target DOUBLE, status VARCHAR)""")
-    con.executemany("INSERT INTO kpi_daily VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", [
-        (D1, "latency_p95_ms", "all", "all", "all", 999.0, "ms", 200.0, "breach"),
-        (D2, "latency_p95_ms", "all", "all", "all", p95_total_ms, "ms", 200.0, "ok"),
-        (D2, "latency_p95_ms", "barber", "AR", "cordoba", 250.0, "ms", 200.0, "breach"),
-        (D2, "availability_ratio", "all", "all", "all", 0.9995, "ratio", 0.999, "ok"),
-        (D2, "infra_cost_usd", "barber", "all", "all", 1234.5, "usd", 2000.0, "ok"),
-        (D2, "revenue_per_infra_usd", "all", "all", "all", 6.5, "usd_per_usd", 5.0, "ok"),
-        (D2, "mttr_minutes", "all", "all", "all", 12.0, "minutes", 15.0, "ok"),
-        (D2, "bookings", "all", "all", "all", None, "count", None, "no_data"),
-        (D2, "peak_concurrent_users", "all", "all", "all", float("nan"), "users", 1400.0, "no_data"),
-        # Not served: a KPI the catalog does not know, and a label value outside the catalog.
-        (D2, "made_up_kpi", "all", "all", "all", 1.0, "count", None, "ok"),
-        (D2, "bookings", "u_1234", "AR", "cordoba", 3.0, "count", None, "ok"),
-    ])
+    con.executemany(
+        "INSERT INTO kpi_daily VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            (D1, "latency_p95_ms", "all", "all", "all", 999.0, "ms", 200.0, "breach"),
+            (D2, "latency_p95_ms", "all", "all", "all", p95_total_ms, "ms", 200.0, "ok"),
+            (D2, "latency_p95_ms", "barber", "AR", "cordoba", 250.0, "ms", 200.0, "breach"),
+            (D2, "availability_ratio", "all", "all", "all", 0.9995, "ratio", 0.999, "ok"),
+            (D2, "infra_cost_usd", "barber", "all", "all", 1234.5, "usd", 2000.0, "ok"),
+            (D2, "revenue_per_infra_usd", "all", "all", "all", 6.5, "usd_per_usd", 5.0, "ok"),
+            (D2, "mttr_minutes", "all", "all", "all", 12.0, "minutes", 15.0, "ok"),
+            (D2, "bookings", "all", "all", "all", None, "count", None, "no_data"),
+            (D2, "peak_concurrent_users", "all", "all", "all", float("nan"), "users", 1400.0, "no_data"),
+            # Not served: a KPI the catalog does not know, and a label value outside the catalog.
+            (D2, "made_up_kpi", "all", "all", "all", 1.0, "count", None, "ok"),
+            (D2, "bookings", "u_1234", "AR", "cordoba", 3.0, "count", None, "ok"),
+        ],
+    )
     con.execute("""CREATE TABLE slo_daily (day DATE, slo VARCHAR, niche VARCHAR, country VARCHAR, region VARCHAR,
                    objective DOUBLE, period_days INTEGER, good BIGINT, total BIGINT, sli_ratio DOUBLE,
                    error_budget_remaining_ratio DOUBLE, burn_rate_1h DOUBLE, burn_rate_6h DOUBLE,
                    burn_rate_1d DOUBLE, burn_rate_3d DOUBLE)""")
-    con.executemany("INSERT INTO slo_daily VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
-        (D1, "availability", "all", "all", "all", 0.999, 30, 1, 1, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0),
-        (D2, "availability", "all", "all", "all", 0.999, 30, 999250, 1000000, 0.99925, 0.25, 2.0, 1.5, 0.5, 0.75),
-        (D2, "availability", "psychology", "AR", "mendoza", 0.999, 30, 989, 1000, 0.989, -10.0, 4.0, 3.0, 2.0, 1.0),
-        (D2, "latency", "all", "all", "all", 0.95, 30, 1000, 1000, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0),
-    ])
+    con.executemany(
+        "INSERT INTO slo_daily VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            (D1, "availability", "all", "all", "all", 0.999, 30, 1, 1, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0),
+            (D2, "availability", "all", "all", "all", 0.999, 30, 999250, 1000000, 0.99925, 0.25, 2.0, 1.5, 0.5, 0.75),
+            (D2, "availability", "psychology", "AR", "mendoza", 0.999, 30, 989, 1000, 0.989, -10.0, 4.0, 3.0, 2.0, 1.0),
+            (D2, "latency", "all", "all", "all", 0.95, 30, 1000, 1000, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0),
+        ],
+    )
     con.execute("""CREATE TABLE cost_daily (day DATE, niche VARCHAR, service VARCHAR, charge_category VARCHAR,
                    allocation VARCHAR, cost_usd DECIMAL(18,6))""")
-    con.executemany("INSERT INTO cost_daily VALUES (?, ?, ?, ?, ?, ?)", [
-        (D1, "barber", "api", "usage", "tagged", "99.000000"),
-        (D2, "barber", "api", "usage", "tagged", "10.500000"),
-        (D2, "barber", "api", "usage", "shared_split", "2.250001"),
-        (D2, "barber", "api", "credit", "tagged", "-1.500000"),
-        # Shared (untagged) cost and a service tag outside the catalog are kept, under bounded names.
-        (D2, "barber", "shared", "usage", "shared_split", "4.000000"),
-        (D2, "barber", None, "usage", "shared_split", "0.500000"),
-        (D2, "barber", "legacy-batch", "fee", "tagged", "0.250000"),
-    ])
+    con.executemany(
+        "INSERT INTO cost_daily VALUES (?, ?, ?, ?, ?, ?)",
+        [
+            (D1, "barber", "api", "usage", "tagged", "99.000000"),
+            (D2, "barber", "api", "usage", "tagged", "10.500000"),
+            (D2, "barber", "api", "usage", "shared_split", "2.250001"),
+            (D2, "barber", "api", "credit", "tagged", "-1.500000"),
+            # Shared (untagged) cost and a service tag outside the catalog are kept, under bounded names.
+            (D2, "barber", "shared", "usage", "shared_split", "4.000000"),
+            (D2, "barber", None, "usage", "shared_split", "0.500000"),
+            (D2, "barber", "legacy-batch", "fee", "tagged", "0.250000"),
+        ],
+    )
     con.execute("""CREATE TABLE incidents (day DATE, incident_id VARCHAR, niche VARCHAR, country VARCHAR,
                    region VARCHAR, started_at TIMESTAMPTZ, ended_at TIMESTAMPTZ, recovery_minutes DOUBLE)""")
-    con.executemany("INSERT INTO incidents VALUES (?, ?, ?, ?, ?, ?, ?, ?)", [
-        (D2, "i1", "barber", "AR", "rosario", datetime(2026, 11, 27, 12, tzinfo=UTC), None, None),
-        (D2, "i2", "barber", "AR", "rosario", datetime(2026, 11, 27, 9, tzinfo=UTC), datetime(2026, 11, 27, 9, 7, tzinfo=UTC), 7.0),
-    ])
+    con.executemany(
+        "INSERT INTO incidents VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            (D2, "i1", "barber", "AR", "rosario", datetime(2026, 11, 27, 12, tzinfo=UTC), None, None),
+            (
+                D2,
+                "i2",
+                "barber",
+                "AR",
+                "rosario",
+                datetime(2026, 11, 27, 9, tzinfo=UTC),
+                datetime(2026, 11, 27, 9, 7, tzinfo=UTC),
+                7.0,
+            ),
+        ],
+    )
     return con
 
 
@@ -83,7 +104,8 @@ def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         text = response.read().decode()
     return {
         (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text) for s in family.samples
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
     }
 
 
@@ -125,10 +147,19 @@ def test_serves_newest_day_in_base_units_with_targets_and_status(tmp_path, serve
     assert m[("pulso_infra_cost_usd", place("barber"))] == 1234.5
     assert m[("pulso_revenue_per_infra_usd_ratio", place())] == 6.5
     status = {k[1]: v for k, v in m.items() if k[0] == "pulso_kpi_status"}
-    assert status[tuple(sorted({**dict(place("barber", "AR", "cordoba")), "kpi": "latency_p95_ms", "status": "breach"}.items()))] == 1.0
+    assert (
+        status[
+            tuple(
+                sorted({**dict(place("barber", "AR", "cordoba")), "kpi": "latency_p95_ms", "status": "breach"}.items())
+            )
+        ]
+        == 1.0
+    )
     # NULL and NaN values are no data: no sample (never NaN), but the status row is there.
     assert not any(k[0] in ("pulso_bookings", "pulso_peak_concurrent_users") for k in m)
-    assert m[("pulso_kpi_status", tuple(sorted({**dict(place()), "kpi": "bookings", "status": "no_data"}.items())))] == 1.0
+    assert (
+        m[("pulso_kpi_status", tuple(sorted({**dict(place()), "kpi": "bookings", "status": "no_data"}.items())))] == 1.0
+    )
     # The unknown KPI and the out-of-catalog label value are dropped and counted, never served.
     assert m[("pulso_published_rows_dropped", ())] == 2.0
     assert not any("u_1234" in str(k) for k in m)
@@ -142,12 +173,19 @@ def test_serves_slo_budget_burn_and_time_to_exhaustion(tmp_path, served):
     assert m[("pulso_slo_sli_ratio", total)] == 0.99925
     assert m[("pulso_slo_error_budget_remaining_ratio", total)] == 0.25
     assert m[("pulso_slo_period_seconds", total)] == 30 * 86400
-    burn = {dict(k[1])["window"]: v for k, v in m.items() if k[0] == "pulso_slo_burn_rate" and dict(k[1])["niche"] == "all" and dict(k[1])["slo"] == "availability"}
+    burn = {
+        dict(k[1])["window"]: v
+        for k, v in m.items()
+        if k[0] == "pulso_slo_burn_rate" and dict(k[1])["niche"] == "all" and dict(k[1])["slo"] == "availability"
+    }
     assert burn == {"1h": 2.0, "6h": 1.5, "1d": 0.5, "3d": 0.75}
     # 25% of the budget left, burning 0.5 budgets per 30 days -> 0.5 periods = 15 days.
     assert m[("pulso_slo_error_budget_exhaustion_seconds", total)] == 15 * 86400
     # Overspent: 0 seconds; not burning (latency, burn 0): no sample rather than Inf.
-    assert m[("pulso_slo_error_budget_exhaustion_seconds", place("psychology", "AR", "mendoza", slo="availability"))] == 0.0
+    assert (
+        m[("pulso_slo_error_budget_exhaustion_seconds", place("psychology", "AR", "mendoza", slo="availability"))]
+        == 0.0
+    )
     assert ("pulso_slo_error_budget_exhaustion_seconds", place(slo="latency")) not in m
 
 
@@ -267,8 +305,11 @@ def test_cached_exposition_serves_exactly_what_the_collector_collects(tmp_path):
     app = ExporterApp(PublishedCollector(tmp_path, clock=now))
 
     def samples(text: str) -> dict:
-        return {(s.name, tuple(sorted(s.labels.items()))): s.value
-                for f in text_string_to_metric_families(text) for s in f.samples}
+        return {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for f in text_string_to_metric_families(text)
+            for s in f.samples
+        }
 
     plain = samples(generate_latest(registry).decode())
     assert samples(app.render().decode()) == plain == samples(app.render().decode())
@@ -295,15 +336,24 @@ def test_label_values_stay_within_the_catalog_whatever_is_published(tmp_path, se
     con = hand_made_warehouse()
     unknown = ["dentist_not_declared", "'; DROP TABLE kpi_daily; --", "ñandú 🦀", "x" * 10_000]
     for value in unknown:
-        con.execute("INSERT INTO kpi_daily VALUES (?, 'bookings', ?, 'AR', 'cordoba', 1, 'count', NULL, 'ok'), "
-                    "(?, 'bookings', 'barber', 'AR', ?, 1, 'count', NULL, 'ok'), "
-                    "(?, 'bookings', 'barber', ?, 'all', 1, 'count', NULL, 'ok')", [D2, value, D2, value, D2, value])
-        con.execute("INSERT INTO slo_daily VALUES (?, 'availability', ?, 'AR', 'cordoba', 0.999, 30, 1, 1, 1, 1, 0, 0, 0, 0)",
-                    [D2, value])
-        con.execute("INSERT INTO cost_daily VALUES (?, ?, 'api', 'usage', 'tagged', 1), (?, 'barber', ?, 'usage', 'tagged', 1)",
-                    [D2, value, D2, value])
-        con.execute("INSERT INTO incidents VALUES (?, ?, 'barber', 'AR', ?, ?, NULL, NULL)",
-                    [D2, f"i-{len(value)}", value, datetime(2026, 11, 27, 10, tzinfo=UTC)])
+        con.execute(
+            "INSERT INTO kpi_daily VALUES (?, 'bookings', ?, 'AR', 'cordoba', 1, 'count', NULL, 'ok'), "
+            "(?, 'bookings', 'barber', 'AR', ?, 1, 'count', NULL, 'ok'), "
+            "(?, 'bookings', 'barber', ?, 'all', 1, 'count', NULL, 'ok')",
+            [D2, value, D2, value, D2, value],
+        )
+        con.execute(
+            "INSERT INTO slo_daily VALUES (?, 'availability', ?, 'AR', 'cordoba', 0.999, 30, 1, 1, 1, 1, 0, 0, 0, 0)",
+            [D2, value],
+        )
+        con.execute(
+            "INSERT INTO cost_daily VALUES (?, ?, 'api', 'usage', 'tagged', 1), (?, 'barber', ?, 'usage', 'tagged', 1)",
+            [D2, value, D2, value],
+        )
+        con.execute(
+            "INSERT INTO incidents VALUES (?, ?, 'barber', 'AR', ?, ?, NULL, NULL)",
+            [D2, f"i-{len(value)}", value, datetime(2026, 11, 27, 10, tzinfo=UTC)],
+        )
     publish(con, TABLES, [D1, D2], tmp_path)
     m = scrape(served(tmp_path))
     allowed = {

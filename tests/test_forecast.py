@@ -35,6 +35,7 @@ def test_exact_growth_with_weekly_rhythm_and_holiday_is_forecast_exactly():
 
     def truth(d: date) -> float:
         import holidays
+
         wd = 6 if d in holidays.country_holidays("AR", years=d.year) else d.weekday()
         return 1000 * math.exp(0.01 * (d - start).days) * WEEK[wd]
 
@@ -73,8 +74,9 @@ def test_month_end_cost_is_actual_to_date_plus_forecast_in_exact_decimals():
 def test_month_end_interval_contains_the_truth_on_noisy_growth():
     rng = np.random.default_rng(9)
     ds = days_from(date(2026, 8, 1), 122)
-    cost = [Decimal(str(round(2000 * math.exp(0.004 * k) * (1 + 0.03 * rng.standard_normal()), 6)))
-            for k in range(len(ds))]
+    cost = [
+        Decimal(str(round(2000 * math.exp(0.004 * k) * (1 + 0.03 * rng.standard_normal()), 6))) for k in range(len(ds))
+    ]
     result = backtest_month_end(ds, cost)
     assert set(result["month"].unique()) == {"2026-08", "2026-09", "2026-10", "2026-11"}
     # Every day after the 1st of each complete month, once 14 days of history exist (August from the 15th).
@@ -105,10 +107,16 @@ def test_kpi_target_crossing_day_from_a_linear_decline():
     # warn margin, so it breaches below 0.88: 0.9505 - 0.001 h < 0.88 first at h = 71.
     ds = days_from(date(2026, 9, 1), 40)
     start = ds[-1] + timedelta(days=1)
-    frame = pl.DataFrame({
-        "day": ds, "kpi": ["cache_hit_ratio"] * 40, "niche": ["all"] * 40, "country": ["all"] * 40,
-        "region": ["all"] * 40, "value": [0.9505 - 0.001 * (d - start).days for d in ds],
-    })
+    frame = pl.DataFrame(
+        {
+            "day": ds,
+            "kpi": ["cache_hit_ratio"] * 40,
+            "niche": ["all"] * 40,
+            "country": ["all"] * 40,
+            "region": ["all"] * 40,
+            "value": [0.9505 - 0.001 * (d - start).days for d in ds],
+        }
+    )
     out = kpi_target_crossings(frame).row(0, named=True)
     assert out["kpi"] == "cache_hit_ratio" and out["status_now"] == "ok"
     assert out["value_now"] == pytest.approx(0.9505, abs=1e-12)
@@ -131,7 +139,9 @@ def _known_noise(n: int, seed: int, sigma: float = 0.05) -> tuple[list[date], li
     """Weekly rhythm x 0.2 %/day growth x log-normal day noise of known sigma."""
     rng = np.random.default_rng(seed)
     ds = days_from(date(2025, 1, 1), n)
-    return ds, [3000 * WEEK[d.weekday()] * math.exp(0.002 * k + sigma * rng.standard_normal()) for k, d in enumerate(ds)]
+    return ds, [
+        3000 * WEEK[d.weekday()] * math.exp(0.002 * k + sigma * rng.standard_normal()) for k, d in enumerate(ds)
+    ]
 
 
 def test_conformal_multiplier_is_the_rank_quantile():
@@ -151,7 +161,7 @@ def test_daily_interval_is_calibrated_to_nominal_coverage_on_known_noise():
     for origin in range(120, 393, 10):
         fc = forecast_days(ds[:origin], values[:origin], horizon_days=7, holidays_country=None)
         model = fit_daily(ds[:origin], values[:origin], ds[origin], holidays_country=None)
-        for d, lo, hi, v in zip(fc["day"], fc["lower"], fc["upper"], values[origin:origin + 7], strict=True):
+        for d, lo, hi, v in zip(fc["day"], fc["lower"], fc["upper"], values[origin : origin + 7], strict=True):
             calibrated += lo <= v <= hi
             _, nlo, nhi = model.predict(d)
             normal += nlo <= v <= nhi

@@ -40,8 +40,13 @@ from pipelines.lib.kpis.staging import build_event_staging
 
 #: ``PULSO_FUZZ_SCALE=20`` multiplies every example count (a deeper run; the suite uses 1).
 SCALE = int(os.environ.get("PULSO_FUZZ_SCALE", "1"))
-FAST = settings(max_examples=150 * SCALE, deadline=None, derandomize=True, database=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FAST = settings(
+    max_examples=150 * SCALE,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 SQL = settings(FAST, max_examples=50 * SCALE)
 MARTS = settings(FAST, max_examples=10 * SCALE)
 
@@ -52,8 +57,14 @@ REGIONS = [(r.country, r.id) for r in CATALOG.regions]
 NICHES = [n.id for n in CATALOG.live_niches(CATALOG.phase_on(D1))]
 BOUNDS = [*CATALOG.latency_buckets_seconds, math.inf]
 POOL = float(CATALOG.section("capacity")["db_pool_size"])
-INPUTS = ("staging.metric_counters_hourly", "staging.metric_gauges_minutely", "staging.cost_items_daily",
-          "staging.fx_daily", "staging.payments_final", "psychology.payments_final")
+INPUTS = (
+    "staging.metric_counters_hourly",
+    "staging.metric_gauges_minutely",
+    "staging.cost_items_daily",
+    "staging.fx_daily",
+    "staging.payments_final",
+    "psychology.payments_final",
+)
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +86,7 @@ def _hour(day: date, h: int) -> datetime:
 
 
 # --- histograms --------------------------------------------------------------------------------------
+
 
 @st.composite
 def histograms(draw: st.DrawFn, bounds: list[float] | None = None) -> list[tuple[float, float]]:
@@ -98,8 +110,9 @@ quantiles = st.lists(st.floats(0, 1, allow_nan=False), min_size=1, max_size=6)
 def _sql_quantiles(con: duckdb.DuckDBPyConnection, rows: list[tuple[str, float, float]], qs: list[float]) -> dict:
     """quantile_sql over ``rows`` of (key, le, requests): {key: [value per q]}."""
     con.execute("CREATE OR REPLACE TEMP TABLE _h (k VARCHAR, le VARCHAR, requests DOUBLE)")
-    con.executemany("INSERT INTO _h VALUES (?, ?, ?)",
-                    [(k, "+Inf" if math.isinf(b) else repr(b), c) for k, b, c in rows])
+    con.executemany(
+        "INSERT INTO _h VALUES (?, ?, ?)", [(k, "+Inf" if math.isinf(b) else repr(b), c) for k, b, c in rows]
+    )
     names = {f"q{i}": q for i, q in enumerate(qs)}
     out = con.execute(f"SELECT k, {', '.join(names)} FROM ({quantile_sql('_h', ['k'], names)}) ORDER BY k").fetchall()  # noqa: S608
     return {r[0]: list(r[1:]) for r in out}
@@ -136,10 +149,14 @@ def test_sql_percentile_equals_the_python_reference(con, hist: list[tuple[float,
 
 
 @SQL
-@given(parts=st.lists(histograms(BOUNDS[:4] + [math.inf]), min_size=2, max_size=5), qs=quantiles,
-       seed=st.integers(0, 2**32 - 1))
-def test_merging_histograms_is_associative_and_order_independent(con, parts: list[list[tuple[float, float]]],
-                                                                 qs: list[float], seed: int) -> None:
+@given(
+    parts=st.lists(histograms(BOUNDS[:4] + [math.inf]), min_size=2, max_size=5),
+    qs=quantiles,
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_merging_histograms_is_associative_and_order_independent(
+    con, parts: list[list[tuple[float, float]]], qs: list[float], seed: int
+) -> None:
     def merge(a: list[tuple[float, float]], b: list[tuple[float, float]]) -> list[tuple[float, float]]:
         return [(x[0], x[1] + y[1]) for x, y in zip(a, b, strict=True)]
 
@@ -184,20 +201,39 @@ def metric_inputs(draw: st.DrawFn) -> dict[str, list[tuple]]:
             for h in draw(st.lists(st.integers(0, 23), max_size=3, unique=True)):
                 hs = _hour(day, h)
                 ok, bad = draw(st.integers(0, 500)), draw(st.integers(0, 50))
-                counters += [(day, hs, "http_requests_total", niche, country, region, service, "200", None, None, float(ok)),
-                             (day, hs, "http_requests_total", niche, country, region, service, "503", None, None, float(bad))]
+                counters += [
+                    (day, hs, "http_requests_total", niche, country, region, service, "200", None, None, float(ok)),
+                    (day, hs, "http_requests_total", niche, country, region, service, "503", None, None, float(bad)),
+                ]
                 for b, c in draw(histograms(BOUNDS)):
                     le = "+Inf" if math.isinf(b) else repr(b)
-                    counters.append((day, hs, "http_request_duration_seconds_bucket", niche, country, region, service,
-                                     None, le, None, c))
+                    counters.append(
+                        (
+                            day,
+                            hs,
+                            "http_request_duration_seconds_bucket",
+                            niche,
+                            country,
+                            region,
+                            service,
+                            None,
+                            le,
+                            None,
+                            c,
+                        )
+                    )
                 requests = draw(st.integers(0, 300))
                 hits = draw(st.integers(0, requests))
-                counters += [(day, hs, "cache_requests_total", niche, country, region, None, None, None, None, float(requests)),
-                             (day, hs, "cache_hits_total", niche, country, region, None, None, None, None, float(hits))]
+                counters += [
+                    (day, hs, "cache_requests_total", niche, country, region, None, None, None, None, float(requests)),
+                    (day, hs, "cache_hits_total", niche, country, region, None, None, None, None, float(hits)),
+                ]
     for day in DAYS:
         for m in draw(st.lists(st.integers(0, 1439), max_size=3, unique=True)):
             ts = warehouse.day_bounds_utc(day)[0] + timedelta(minutes=m)
-            gauges.append((day, ts, "db_connections_in_use", None, None, None, None, float(draw(st.integers(0, int(POOL))))))
+            gauges.append(
+                (day, ts, "db_connections_in_use", None, None, None, None, float(draw(st.integers(0, int(POOL)))))
+            )
     return {"counters": counters, "gauges": gauges}
 
 
@@ -212,17 +248,33 @@ def payment_rows(draw: st.DrawFn, max_size: int = 8) -> list[tuple]:
         cents = draw(st.integers(0, 10**10))  # up to 100 M (ARS or USD) per payment
         refunded = draw(st.one_of(st.just(0), st.integers(0, cents)))
         status = draw(st.sampled_from(CATALOG.section("payments")["statuses"]))
-        rows.append((f"p{i}", niche, country, region, draw(st.sampled_from(["mercadopago", "todopago"])), "visa",
-                     "credit_card", status, "x", draw(st.sampled_from(["ARS", "ARS", "USD", "ars", "BRL", None])),
-                     Decimal(cents).scaleb(-2), Decimal(refunded).scaleb(-2), _hour(day, 15), day,
-                     status in CATALOG.section("payments")["final_statuses"]))
+        rows.append(
+            (
+                f"p{i}",
+                niche,
+                country,
+                region,
+                draw(st.sampled_from(["mercadopago", "todopago"])),
+                "visa",
+                "credit_card",
+                status,
+                "x",
+                draw(st.sampled_from(["ARS", "ARS", "USD", "ars", "BRL", None])),
+                Decimal(cents).scaleb(-2),
+                Decimal(refunded).scaleb(-2),
+                _hour(day, 15),
+                day,
+                status in CATALOG.section("payments")["final_statuses"],
+            )
+        )
     return rows
 
 
 # Rates from 0.5 to 10,000 ARS per USD (DECIMAL(18,6)). Far outside (a rate of 0.000001) a day's USD sum
 # passes DECIMAL(18,6)'s 12 integer digits and the mart build fails with a conversion error (docs/reliability.md 6).
-fx_rates = st.dictionaries(st.sampled_from(DAYS), st.integers(500_000, 10**10).map(lambda m: Decimal(m).scaleb(-6)),
-                           max_size=2)
+fx_rates = st.dictionaries(
+    st.sampled_from(DAYS), st.integers(500_000, 10**10).map(lambda m: Decimal(m).scaleb(-6)), max_size=2
+)
 
 
 def _insert(con: duckdb.DuckDBPyConnection, table: str, rows: list[tuple]) -> None:
@@ -245,9 +297,14 @@ RATIOS_0_1 = ("availability_ratio", "cache_hit_ratio", "db_pool_utilization_rati
 
 
 @MARTS
-@given(metrics=metric_inputs(), pays=payment_rows(), rates=fx_rates,
-       costs=st.lists(st.tuples(st.sampled_from(DAYS), st.sampled_from([None, "shared", *NICHES]),
-                                st.integers(0, 10**10)), max_size=4))
+@given(
+    metrics=metric_inputs(),
+    pays=payment_rows(),
+    rates=fx_rates,
+    costs=st.lists(
+        st.tuples(st.sampled_from(DAYS), st.sampled_from([None, "shared", *NICHES]), st.integers(0, 10**10)), max_size=4
+    ),
+)
 def test_every_ratio_kpi_is_within_0_1_or_null_on_a_zero_denominator(con, metrics, pays, rates, costs) -> None:
     _reset(con)
     _insert(con, "staging.metric_counters_hourly", metrics["counters"])
@@ -291,10 +348,17 @@ def test_every_ratio_kpi_is_within_0_1_or_null_on_a_zero_denominator(con, metric
 
 # --- shared-cost split -------------------------------------------------------------------------------
 
-cost_items = st.lists(st.tuples(
-    st.sampled_from(DAYS), st.sampled_from([None, "shared", "Shared", *NICHES, "not_in_catalog"]),
-    st.sampled_from([None, "api", "web"]), st.sampled_from(["usage", "credit", "tax"]),
-    st.integers(-(10**12), 10**12)), min_size=1, max_size=8)
+cost_items = st.lists(
+    st.tuples(
+        st.sampled_from(DAYS),
+        st.sampled_from([None, "shared", "Shared", *NICHES, "not_in_catalog"]),
+        st.sampled_from([None, "api", "web"]),
+        st.sampled_from(["usage", "credit", "tax"]),
+        st.integers(-(10**12), 10**12),
+    ),
+    min_size=1,
+    max_size=8,
+)
 traffic = st.dictionaries(st.tuples(st.sampled_from(DAYS), st.sampled_from(NICHES)), st.integers(0, 10**7), max_size=6)
 
 
@@ -303,12 +367,20 @@ traffic = st.dictionaries(st.tuples(st.sampled_from(DAYS), st.sampled_from(NICHE
 def test_shared_cost_split_sums_exactly_and_each_part_is_its_share(con, items, requests) -> None:
     _reset(con)
     _insert(con, "staging.cost_items_daily", items)
-    _insert(con, "staging.metric_counters_hourly", [
-        (d, _hour(d, 12), "http_requests_total", n, "AR", "cordoba", "web", "200", None, None, float(v))
-        for (d, n), v in requests.items()])
+    _insert(
+        con,
+        "staging.metric_counters_hourly",
+        [
+            (d, _hour(d, 12), "http_requests_total", n, "AR", "cordoba", "web", "200", None, None, float(v))
+            for (d, n), v in requests.items()
+        ],
+    )
     build_cost_daily(con, DAYS)
-    out = con.execute("SELECT day, niche, service, charge_category, allocation, cost_usd FROM marts.cost_daily "
-                      "WHERE day IN (SELECT unnest($d::DATE[]))", {"d": DAYS}).fetchall()
+    out = con.execute(
+        "SELECT day, niche, service, charge_category, allocation, cost_usd FROM marts.cost_daily "
+        "WHERE day IN (SELECT unnest($d::DATE[]))",
+        {"d": DAYS},
+    ).fetchall()
     micros = Decimal("0.000001")
     shared_values = {"shared"}
     for day in DAYS:
@@ -329,15 +401,21 @@ def test_shared_cost_split_sums_exactly_and_each_part_is_its_share(con, items, r
             else:
                 tagged[(niche, service or "shared", category)] += m
         for (service, category), amount in shared.items():
-            parts = {r[1]: r[5] for r in out if r[0] == day and r[2] == service and r[3] == category
-                     and r[4] == "shared_split"}
+            parts = {
+                r[1]: r[5]
+                for r in out
+                if r[0] == day and r[2] == service and r[3] == category and r[4] == "shared_split"
+            }
             assert sum(parts.values()) == amount * micros  # the split sums exactly to the shared amount
             for niche, w in weights.items():
                 exact = Fraction(amount * w, wsum)  # this niche's exact share, in micro-dollars
                 assert abs(Fraction(parts.get(niche, Decimal(0)) / micros) - exact) < 1, (niche, parts, exact)
         for (niche, service, category), amount in tagged.items():
-            got = [r[5] for r in out if r[0] == day and r[1] == niche and r[2] == service and r[3] == category
-                   and r[4] == "tagged"]
+            got = [
+                r[5]
+                for r in out
+                if r[0] == day and r[1] == niche and r[2] == service and r[3] == category and r[4] == "tagged"
+            ]
             assert got == [amount * micros]  # tagged cost lands whole on its niche, never split
 
 
@@ -352,6 +430,7 @@ def test_spreading_a_line_item_over_days_keeps_every_micro_dollar(amount: int, s
 
 # --- ARS → USD per day -------------------------------------------------------------------------------
 
+
 def _half_away(numerator: int, denominator: int) -> int:
     """numerator / denominator rounded half away from zero, in integers."""
     q, r = divmod(abs(numerator), denominator)
@@ -365,11 +444,15 @@ def test_ars_to_usd_is_exact_per_payment_and_day(con, pays, rates) -> None:
     _payments(con, pays)
     _fx(con, rates)
     build_payments_daily(con, DAYS)
-    out = {r[:8]: r[8:] for r in con.execute(
-        "SELECT day, niche, country, region, provider, payment_method, status, status_detail, payments, amount_ars, "
-        "amount_usd FROM marts.payments_daily").fetchall()}
+    out = {
+        r[:8]: r[8:]
+        for r in con.execute(
+            "SELECT day, niche, country, region, provider, payment_method, status, status_detail, payments, amount_ars, "
+            "amount_usd FROM marts.payments_daily"
+        ).fetchall()
+    }
     expected: dict[tuple, list] = defaultdict(lambda: [0, 0, 0])  # payments, ars cents | None, usd micros | None
-    for (_, niche, country, region, provider, method, _, status, detail, currency, amount, refunded, _, day, _) in pays:
+    for _, niche, country, region, provider, method, _, status, detail, currency, amount, refunded, _, day, _ in pays:
         key = (day, niche, country, region, provider, method, status, detail)
         cents = int((amount - refunded) * 100)
         rate = rates.get(day)

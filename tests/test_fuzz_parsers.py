@@ -68,24 +68,66 @@ DAY = date(2026, 11, 2)
 #: Cheap properties (pure parsing) and properties that load a warehouse per example.
 #: ``PULSO_FUZZ_SCALE=20`` multiplies every example count (a deeper run; the suite uses 1).
 SCALE = int(os.environ.get("PULSO_FUZZ_SCALE", "1"))
-FAST = settings(max_examples=120 * SCALE, deadline=None, derandomize=True, database=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FAST = settings(
+    max_examples=120 * SCALE,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 LOADS = settings(FAST, max_examples=30 * SCALE)
 
 # Values that broke or could break a parser: numbers out of range, non-finite, dates at the calendar's
 # edges (UTC conversion overflows), wrong JSON shapes, control characters, huge digits.
 HOSTILE_TEXT = [
-    "", " ", "NULL", "null", "abc", "1e400", "-1e400", "1e-400", "NaN", "nan", "Infinity", "-Infinity",
-    "99999999999999999999999", "-0", "-5", "0.0000000001", "1,5", " 1 ", "0x10", "1_000",
-    "0001-01-01T00:00:00+05:00", "9999-12-31T23:59:59-05:00", "0001-01-01T00:00:00Z", "2026-13-45T00:00:00Z",
-    "2026-11-02T10:00:00", "2026-11-02", "[1, 2]", '{"a": 1}', '{"a":', "\x00", "\u202e", "🙂", "\r\n", '"',
+    "",
+    " ",
+    "NULL",
+    "null",
+    "abc",
+    "1e400",
+    "-1e400",
+    "1e-400",
+    "NaN",
+    "nan",
+    "Infinity",
+    "-Infinity",
+    "99999999999999999999999",
+    "-0",
+    "-5",
+    "0.0000000001",
+    "1,5",
+    " 1 ",
+    "0x10",
+    "1_000",
+    "0001-01-01T00:00:00+05:00",
+    "9999-12-31T23:59:59-05:00",
+    "0001-01-01T00:00:00Z",
+    "2026-13-45T00:00:00Z",
+    "2026-11-02T10:00:00",
+    "2026-11-02",
+    "[1, 2]",
+    '{"a": 1}',
+    '{"a":',
+    "\x00",
+    "\u202e",
+    "🙂",
+    "\r\n",
+    '"',
 ]
 hostile_text = st.one_of(st.sampled_from(HOSTILE_TEXT), st.text(max_size=20))
-json_scalars = st.one_of(st.none(), st.booleans(), st.integers(min_value=-(10**30), max_value=10**30),
-                         st.floats(allow_nan=False, allow_infinity=False), hostile_text)
-json_values = st.recursive(json_scalars, lambda inner: st.one_of(st.lists(inner, max_size=3),
-                                                                  st.dictionaries(st.text(max_size=8), inner, max_size=3)),
-                           max_leaves=8)
+json_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(10**30), max_value=10**30),
+    st.floats(allow_nan=False, allow_infinity=False),
+    hostile_text,
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=8), inner, max_size=3)),
+    max_leaves=8,
+)
 
 
 @pytest.fixture(scope="module")
@@ -112,6 +154,7 @@ def _folder(files: dict[str, bytes]) -> tempfile.TemporaryDirectory:
 
 # --- mutations of valid files ------------------------------------------------------------------------
 
+
 @st.composite
 def byte_mutations(draw: st.DrawFn, base: bytes) -> bytes:
     """``base`` with a few random edits: bytes flipped, inserted or deleted, a cut, a line repeated."""
@@ -124,7 +167,7 @@ def byte_mutations(draw: st.DrawFn, base: bytes) -> bytes:
         elif op == "insert":
             data[at:at] = draw(st.binary(min_size=1, max_size=8))
         elif op == "delete":
-            del data[at:at + draw(st.integers(1, 16))]
+            del data[at : at + draw(st.integers(1, 16))]
         elif op == "truncate":
             del data[at:]
         elif op == "dup_line":
@@ -218,16 +261,39 @@ def test_fx_wrong_values_are_quarantined_and_counted(con, mutated: tuple[bytes, 
 
 # --- events JSON lines -------------------------------------------------------------------------------
 
+
 def _event(i: int, kind: str = "booking.created", niche: str = "barber") -> dict[str, Any]:
-    ev = {"event_id": f"e{i}", "type": kind, "occurred_at": "2026-11-02T15:00:00.000Z", "niche": niche,
-          "country": "AR", "region": "buenos_aires", "user": {"id": f"u{i}", "name": "Ana", "email": "a@example.com"},
-          "payload": {"booking_id": f"b{i}", "professional_id": "p1", "scheduled_for": "2026-11-03T15:00:00.000Z",
-                      "price_ars": 15000.5, "channel": "web"}}
+    ev = {
+        "event_id": f"e{i}",
+        "type": kind,
+        "occurred_at": "2026-11-02T15:00:00.000Z",
+        "niche": niche,
+        "country": "AR",
+        "region": "buenos_aires",
+        "user": {"id": f"u{i}", "name": "Ana", "email": "a@example.com"},
+        "payload": {
+            "booking_id": f"b{i}",
+            "professional_id": "p1",
+            "scheduled_for": "2026-11-03T15:00:00.000Z",
+            "price_ars": 15000.5,
+            "channel": "web",
+        },
+    }
     if kind == "payment.updated":
-        ev["payload"] = {"provider": "mercadopago", "payment": {
-            "id": f"pay{i}", "status": "approved", "status_detail": "accredited", "transaction_amount": 15000.5,
-            "transaction_amount_refunded": 0, "currency_id": "ARS", "date_created": "2026-11-02T15:00:00.000Z",
-            "date_approved": "2026-11-02T15:00:01.000Z", "date_last_updated": "2026-11-02T15:00:01.000Z"}}
+        ev["payload"] = {
+            "provider": "mercadopago",
+            "payment": {
+                "id": f"pay{i}",
+                "status": "approved",
+                "status_detail": "accredited",
+                "transaction_amount": 15000.5,
+                "transaction_amount_refunded": 0,
+                "currency_id": "ARS",
+                "date_created": "2026-11-02T15:00:00.000Z",
+                "date_approved": "2026-11-02T15:00:01.000Z",
+                "date_last_updated": "2026-11-02T15:00:01.000Z",
+            },
+        }
     return ev
 
 
@@ -242,8 +308,11 @@ def _paths(obj: Any, prefix: tuple = ()) -> list[tuple]:
 @st.composite
 def mutated_event(draw: st.DrawFn, i: int = 0) -> bytes:
     """A valid event with fields replaced by values of any JSON type, or removed."""
-    ev = _event(i, draw(st.sampled_from(("booking.created", "payment.updated", "session.started"))),
-                draw(st.sampled_from(("barber", "psychology"))))
+    ev = _event(
+        i,
+        draw(st.sampled_from(("booking.created", "payment.updated", "session.started"))),
+        draw(st.sampled_from(("barber", "psychology"))),
+    )
     for _ in range(draw(st.integers(0, 3))):
         path = draw(st.sampled_from(_paths(ev)))
         parent = ev
@@ -260,9 +329,12 @@ def mutated_event(draw: st.DrawFn, i: int = 0) -> bytes:
     return json.dumps(ev).encode()
 
 
-event_lines = st.one_of(mutated_event(), st.binary(max_size=60),
-                        mutated_event().flatmap(lambda b: byte_mutations(b)),
-                        st.sampled_from([b'{"price_ars": 1e400}', b"[]", b"null", b'"x"', b"NaN", b"{}" * 3]))
+event_lines = st.one_of(
+    mutated_event(),
+    st.binary(max_size=60),
+    mutated_event().flatmap(lambda b: byte_mutations(b)),
+    st.sampled_from([b'{"price_ars": 1e400}', b"[]", b"null", b'"x"', b"NaN", b"{}" * 3]),
+)
 
 
 @pytest.fixture(scope="module")
@@ -313,8 +385,11 @@ def test_event_file_loads_every_line_or_quarantines_it(con, lines: list[bytes], 
         assert result.reconciled, result
         if not (gz and cut):  # every non-blank line is a row read
             assert result.rows_read == sum(1 for ln in text.split(b"\n") if ln.strip())
-        stored = con.execute("SELECT (SELECT count(*) FROM raw.events WHERE arrival_day = $d) + "
-                             "(SELECT count(*) FROM psychology.events WHERE arrival_day = $d)", {"d": DAY}).fetchall()[0][0]
+        stored = con.execute(
+            "SELECT (SELECT count(*) FROM raw.events WHERE arrival_day = $d) + "
+            "(SELECT count(*) FROM psychology.events WHERE arrival_day = $d)",
+            {"d": DAY},
+        ).fetchall()[0][0]
         # rows loaded = stored + duplicates (the same event_id twice is accounted for, not stored twice)
         assert stored == result.rows_loaded - result.duplicates
         reasons = con.execute("SELECT source_file, reason FROM quarantine.rows OFFSET ?", [before]).fetchall()
@@ -355,8 +430,9 @@ def _check_billing(parse: Callable[..., BillingParse], data: bytes, rows_written
 
 
 def _parquet_of(csv_bytes: bytes, wrong_types: dict[str, pa.Array] | None = None) -> bytes:
-    table = _replace(pa.Table.from_pylist(list(csv.DictReader(io.StringIO(csv_bytes.decode())))),
-                     list((wrong_types or {}).items()))
+    table = _replace(
+        pa.Table.from_pylist(list(csv.DictReader(io.StringIO(csv_bytes.decode())))), list((wrong_types or {}).items())
+    )
     buf = io.BytesIO()
     pq.write_table(table, buf)
     return buf.getvalue()
@@ -386,28 +462,53 @@ _FOCUS_OVERFLOW = FOCUS.replace(b"2026-11-01T00:00:00Z", b"0001-01-01T00:00:00+0
 
 @FAST
 @given(mutated=st.one_of(csv_cell_mutations(FOCUS), csv_cell_mutations(FOCUS_10)))
-@example(mutated=(_FOCUS_OVERFLOW, list(csv.reader(io.StringIO(_FOCUS_OVERFLOW.decode())))[1:]))  # crashed: OverflowError
+@example(
+    mutated=(_FOCUS_OVERFLOW, list(csv.reader(io.StringIO(_FOCUS_OVERFLOW.decode())))[1:])
+)  # crashed: OverflowError
 def test_focus_wrong_values_become_rejects(mutated: tuple[bytes, list[list[str]]]) -> None:
     data, rows = mutated
     _check_billing(parse_focus, data, sum(1 for r in rows if r))
 
 
 _ROWS = 9  # data rows of the FOCUS 1.2 fixture
-wrong_columns = st.sampled_from([
-    pa.array([1] * _ROWS, pa.int64()), pa.array([1.5] * _ROWS, pa.float64()), pa.array([True] * _ROWS),
-    pa.array([None] * _ROWS, pa.null()), pa.array([[1, 2]] * _ROWS, pa.list_(pa.int64())),
-    pa.array([{"k": "v"}] * _ROWS), pa.array([datetime(2026, 11, 2, tzinfo=UTC)] * _ROWS, pa.timestamp("us", "UTC")),
-    pa.array([date(2026, 11, 2)] * _ROWS, pa.date32()), pa.array([b"\xff"] * _ROWS, pa.binary()),
-    pa.array([[("niche", "barber")]] * _ROWS, pa.map_(pa.string(), pa.string())),
-    pa.array([float("nan")] * _ROWS), pa.array([10**18] * _ROWS, pa.int64()),
-])
+wrong_columns = st.sampled_from(
+    [
+        pa.array([1] * _ROWS, pa.int64()),
+        pa.array([1.5] * _ROWS, pa.float64()),
+        pa.array([True] * _ROWS),
+        pa.array([None] * _ROWS, pa.null()),
+        pa.array([[1, 2]] * _ROWS, pa.list_(pa.int64())),
+        pa.array([{"k": "v"}] * _ROWS),
+        pa.array([datetime(2026, 11, 2, tzinfo=UTC)] * _ROWS, pa.timestamp("us", "UTC")),
+        pa.array([date(2026, 11, 2)] * _ROWS, pa.date32()),
+        pa.array([b"\xff"] * _ROWS, pa.binary()),
+        pa.array([[("niche", "barber")]] * _ROWS, pa.map_(pa.string(), pa.string())),
+        pa.array([float("nan")] * _ROWS),
+        pa.array([10**18] * _ROWS, pa.int64()),
+    ]
+)
 
 
 @FAST
-@given(column=st.sampled_from(["BilledCost", "EffectiveCost", "ListCost", "ChargeCategory", "ChargePeriodStart",
-                               "ChargePeriodEnd", "BillingCurrency", "ServiceName", "ProviderName", "Tags",
-                               "BillingPeriodStart", "ChargeSubcategory"]),
-       values=wrong_columns)
+@given(
+    column=st.sampled_from(
+        [
+            "BilledCost",
+            "EffectiveCost",
+            "ListCost",
+            "ChargeCategory",
+            "ChargePeriodStart",
+            "ChargePeriodEnd",
+            "BillingCurrency",
+            "ServiceName",
+            "ProviderName",
+            "Tags",
+            "BillingPeriodStart",
+            "ChargeSubcategory",
+        ]
+    ),
+    values=wrong_columns,
+)
 @example(column="Tags", values=pa.array([[1, 2]] * _ROWS, pa.list_(pa.int64())))  # crashed: dict() of a list of ints
 def test_focus_parquet_columns_of_any_type(column: str, values: pa.Array) -> None:
     data = _parquet_of(FOCUS, {column: values})
@@ -416,10 +517,17 @@ def test_focus_parquet_columns_of_any_type(column: str, values: pa.Array) -> Non
 
 
 @LOADS
-@given(files=st.lists(st.tuples(st.sampled_from(["legacy/a.csv", "focus/b.csv", "focus/c.csv.gz", "focus/d.parquet"]),
-                                st.one_of(byte_mutations(FOCUS), csv_cell_mutations(LEGACY).map(lambda m: m[0]),
-                                          st.binary(max_size=100))),
-                      min_size=1, max_size=3, unique_by=lambda f: f[0]))
+@given(
+    files=st.lists(
+        st.tuples(
+            st.sampled_from(["legacy/a.csv", "focus/b.csv", "focus/c.csv.gz", "focus/d.parquet"]),
+            st.one_of(byte_mutations(FOCUS), csv_cell_mutations(LEGACY).map(lambda m: m[0]), st.binary(max_size=100)),
+        ),
+        min_size=1,
+        max_size=3,
+        unique_by=lambda f: f[0],
+    )
+)
 def test_billing_folder_load_reconciles(con, files: list[tuple[str, bytes]]) -> None:
     con.execute("DELETE FROM raw.billing_line_items")
     with _folder({k: (gzip.compress(v, mtime=0) if k.endswith(".gz") else v) for k, v in files}) as root:
@@ -432,6 +540,7 @@ def test_billing_folder_load_reconciles(con, files: list[tuple[str, bytes]]) -> 
 
 # --- metric Parquet files ----------------------------------------------------------------------------
 
+
 def _metric_day_file(frame: pl.DataFrame | pa.Table) -> bytes:
     buf = io.BytesIO()
     pq.write_table(frame.to_arrow() if isinstance(frame, pl.DataFrame) else frame, buf)
@@ -439,33 +548,60 @@ def _metric_day_file(frame: pl.DataFrame | pa.Table) -> bytes:
 
 
 _START = warehouse.day_bounds_utc(DAY)[0]
-VALID_METRIC = pl.DataFrame({
-    "ts": [_START + timedelta(minutes=m) for m in range(4)], "niche": ["barber"] * 4, "country": ["AR"] * 4,
-    "region": ["cordoba"] * 4, "service": ["web"] * 4, "route": ["/"] * 4, "code": ["200"] * 4, "le": [None] * 4,
-    "group": [None] * 4, "value": [0.0, 5.0, 2.0, 9.0],
-}, schema=SAMPLE_SCHEMA)
+VALID_METRIC = pl.DataFrame(
+    {
+        "ts": [_START + timedelta(minutes=m) for m in range(4)],
+        "niche": ["barber"] * 4,
+        "country": ["AR"] * 4,
+        "region": ["cordoba"] * 4,
+        "service": ["web"] * 4,
+        "route": ["/"] * 4,
+        "code": ["200"] * 4,
+        "le": [None] * 4,
+        "group": [None] * 4,
+        "value": [0.0, 5.0, 2.0, 9.0],
+    },
+    schema=SAMPLE_SCHEMA,
+)
 
 
-metric_columns = st.sampled_from([
-    ("value", pa.array(["1.5", "abc", None, "2"])), ("value", pa.array([1, 2, 3, 4])),
-    ("value", pa.array([True, False, None, True])), ("value", pa.array([float("nan"), float("inf"), -1.0, 2.0])),
-    ("value", pa.array([None] * 4, pa.null())), ("ts", pa.array([1, 2, 3, 4])), ("ts", pa.array(["a", "b", None, "d"])),
-    ("ts", pa.array([None, None, None, None], pa.timestamp("us", "UTC"))),
-    ("ts", pa.array([datetime(2026, 11, 2, 4, m) for m in range(4)], pa.timestamp("ms"))),
-    ("niche", pa.array([1, 2, 3, 4])), ("le", pa.array([0.1, 0.5, None, float("inf")])),
-    ("code", pa.array([[1], [2], [], None], pa.list_(pa.int64()))), ("extra", pa.array(["x"] * 4)),
-])
+metric_columns = st.sampled_from(
+    [
+        ("value", pa.array(["1.5", "abc", None, "2"])),
+        ("value", pa.array([1, 2, 3, 4])),
+        ("value", pa.array([True, False, None, True])),
+        ("value", pa.array([float("nan"), float("inf"), -1.0, 2.0])),
+        ("value", pa.array([None] * 4, pa.null())),
+        ("ts", pa.array([1, 2, 3, 4])),
+        ("ts", pa.array(["a", "b", None, "d"])),
+        ("ts", pa.array([None, None, None, None], pa.timestamp("us", "UTC"))),
+        ("ts", pa.array([datetime(2026, 11, 2, 4, m) for m in range(4)], pa.timestamp("ms"))),
+        ("niche", pa.array([1, 2, 3, 4])),
+        ("le", pa.array([0.1, 0.5, None, float("inf")])),
+        ("code", pa.array([[1], [2], [], None], pa.list_(pa.int64()))),
+        ("extra", pa.array(["x"] * 4)),
+    ]
+)
 
 
 @LOADS
-@given(data=st.one_of(st.binary(max_size=200), byte_mutations(_metric_day_file(VALID_METRIC)),
-                      st.lists(metric_columns, min_size=1, max_size=3).map(
-                          lambda cols: _metric_day_file(_replace(VALID_METRIC.to_arrow(), cols)))),
-       metric=st.sampled_from(["http_requests_total", "active_sessions"]))
-@example(data=_metric_day_file(_replace(VALID_METRIC.to_arrow(), [("value", pa.array(["1.5", "abc", None, "2"]))])),
-         metric="http_requests_total")  # crashed: polars cast error, file not named
-@example(data=_metric_day_file(VALID_METRIC.with_columns(pl.col("ts") + timedelta(days=3))),
-         metric="active_sessions")  # samples of another day in this day's file: were silently never loaded
+@given(
+    data=st.one_of(
+        st.binary(max_size=200),
+        byte_mutations(_metric_day_file(VALID_METRIC)),
+        st.lists(metric_columns, min_size=1, max_size=3).map(
+            lambda cols: _metric_day_file(_replace(VALID_METRIC.to_arrow(), cols))
+        ),
+    ),
+    metric=st.sampled_from(["http_requests_total", "active_sessions"]),
+)
+@example(
+    data=_metric_day_file(_replace(VALID_METRIC.to_arrow(), [("value", pa.array(["1.5", "abc", None, "2"]))])),
+    metric="http_requests_total",
+)  # crashed: polars cast error, file not named
+@example(
+    data=_metric_day_file(VALID_METRIC.with_columns(pl.col("ts") + timedelta(days=3))), metric="active_sessions"
+)  # samples of another day in this day's file: were silently never loaded
 @example(data=FLATBUFFER_DAMAGE, metric="http_requests_total")  # pyarrow refuses its footer, polars reads it:
 #                                                               the limits were skipped (deep run)
 def test_metric_file_loads_or_is_quarantined_by_name(con, data: bytes, metric: str) -> None:
@@ -483,6 +619,7 @@ def test_metric_file_loads_or_is_quarantined_by_name(con, data: bytes, metric: s
 
 
 # --- Prometheus query_range answers (a real HTTP server on loopback) -----------------------------------
+
 
 class _Answers:
     """What the loopback server answers next: (status, body) per POST, the last one repeated."""
@@ -527,16 +664,29 @@ def _matrix(result: Any) -> bytes:
 
 _T0 = _START.timestamp()
 series_labels = st.one_of(
-    st.fixed_dictionaries({"__name__": st.just("http_requests_total"), "niche": st.sampled_from(["barber", "psychology"]),
-                           "code": st.sampled_from(["200", "500"])}),
-    json_values)
-sample_points = st.lists(st.one_of(
-    st.tuples(st.integers(0, 3).map(lambda m: _T0 + 60 * m), st.sampled_from(["1", "2.5", "NaN", "+Inf", "-1", "x", ""])),
-    json_values), max_size=4)
+    st.fixed_dictionaries(
+        {
+            "__name__": st.just("http_requests_total"),
+            "niche": st.sampled_from(["barber", "psychology"]),
+            "code": st.sampled_from(["200", "500"]),
+        }
+    ),
+    json_values,
+)
+sample_points = st.lists(
+    st.one_of(
+        st.tuples(
+            st.integers(0, 3).map(lambda m: _T0 + 60 * m), st.sampled_from(["1", "2.5", "NaN", "+Inf", "-1", "x", ""])
+        ),
+        json_values,
+    ),
+    max_size=4,
+)
 prometheus_bodies = st.one_of(
     st.binary(max_size=80),
-    st.lists(st.one_of(st.fixed_dictionaries({"metric": series_labels, "values": sample_points}), json_values),
-             max_size=3).map(_matrix),
+    st.lists(
+        st.one_of(st.fixed_dictionaries({"metric": series_labels, "values": sample_points}), json_values), max_size=3
+    ).map(_matrix),
     json_values.map(lambda v: json.dumps(v).encode()),
     json_values.map(lambda v: json.dumps({"status": "success", "data": v}).encode()),
     json_values.map(lambda v: json.dumps({"status": "error", "errorType": v, "error": v}).encode()),
@@ -547,7 +697,9 @@ prometheus_bodies = st.one_of(
 @given(status=st.sampled_from([200, 200, 200, 400, 422]), body=prometheus_bodies, fresh=prometheus_bodies)
 @example(status=200, body=b"[]", fresh=b"[]")  # crashed: a JSON array has no .get
 @example(status=200, body=_matrix([{"metric": {}, "values": [[1e300, "1"]]}]), fresh=_matrix([]))
-def test_prometheus_answer_gives_samples_or_a_named_error(prometheus_stub, status: int, body: bytes, fresh: bytes) -> None:
+def test_prometheus_answer_gives_samples_or_a_named_error(
+    prometheus_stub, status: int, body: bytes, fresh: bytes
+) -> None:
     url, answers = prometheus_stub
     answers.queue = [(status, body), (status, fresh)]
     source = PrometheusSource(url, PrometheusClient(url, max_retries=0, timeout_seconds=5))
@@ -579,7 +731,8 @@ CATALOG_PATHS = _catalog_paths(VALID_CATALOG)
 yaml_values = st.recursive(
     st.one_of(json_scalars, st.dates(), st.just(float("nan")), st.just(float("inf"))),
     lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=8), inner, max_size=3)),
-    max_leaves=6)
+    max_leaves=6,
+)
 
 
 @st.composite
@@ -620,8 +773,17 @@ def test_catalog_builds_or_raises_catalog_error(data: Any) -> None:
         assert str(exc)
         return
     # a catalog that builds has well-formed ids everywhere
-    assert all(isinstance(x.id, str) and x.id for x in (*catalog.niches, *catalog.countries, *catalog.regions,
-                                                          *catalog.services, *catalog.kpis, *catalog.slos))
+    assert all(
+        isinstance(x.id, str) and x.id
+        for x in (
+            *catalog.niches,
+            *catalog.countries,
+            *catalog.regions,
+            *catalog.services,
+            *catalog.kpis,
+            *catalog.slos,
+        )
+    )
 
 
 @FAST

@@ -50,9 +50,18 @@ FOCUS_ROWS = 9
 
 
 def event_line(i: int) -> bytes:
-    return json.dumps({"event_id": f"e{i}", "type": "booking.created", "occurred_at": "2026-11-02T15:00:00.000Z",
-                       "niche": "barber", "country": "AR", "region": "cordoba", "user": {"id": f"u{i}"},
-                       "payload": {"booking_id": f"b{i}", "price_ars": 1000.5}}).encode()
+    return json.dumps(
+        {
+            "event_id": f"e{i}",
+            "type": "booking.created",
+            "occurred_at": "2026-11-02T15:00:00.000Z",
+            "niche": "barber",
+            "country": "AR",
+            "region": "cordoba",
+            "user": {"id": f"u{i}"},
+            "payload": {"booking_id": f"b{i}", "price_ars": 1000.5},
+        }
+    ).encode()
 
 
 def gzip_bomb(line: bytes, expanded: int) -> bytes:
@@ -97,7 +106,9 @@ def con() -> duckdb.DuckDBPyConnection:
 
 
 def quarantined(con: duckdb.DuckDBPyConnection) -> list[tuple]:
-    return con.execute("SELECT source_file, row_number, reason FROM quarantine.rows ORDER BY source_file, row_number").fetchall()
+    return con.execute(
+        "SELECT source_file, row_number, reason FROM quarantine.rows ORDER BY source_file, row_number"
+    ).fetchall()
 
 
 def write(root: Path, key: str, data: bytes) -> Path:
@@ -108,6 +119,7 @@ def write(root: Path, key: str, data: bytes) -> Path:
 
 
 # --- limits configuration ------------------------------------------------------------------------------
+
 
 def test_limits_come_from_one_place_with_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
     assert limits.current() == limits.Limits()  # defaults when nothing is set
@@ -124,6 +136,7 @@ def test_limits_come_from_one_place_with_environment_overrides(monkeypatch: pyte
 
 # --- a file past the size limit ------------------------------------------------------------------------
 
+
 def test_file_past_the_size_limit_is_refused_without_being_read(tmp_path: Path, con, monkeypatch, warm) -> None:
     monkeypatch.setenv("PULSO_MAX_FILE_BYTES", "1M")
     folder = f"date={DAY.isoformat()}"
@@ -134,9 +147,11 @@ def test_file_past_the_size_limit_is_refused_without_being_read(tmp_path: Path, 
     storage = LocalStorage(tmp_path)
     result, peak = python_peak(lambda: load_events_day(con, storage, DAY, key=KEY))
     assert (result.rows_read, result.rows_loaded, result.rows_quarantined) == (4, 3, 1) and result.reconciled
-    (where, row, reason), = quarantined(con)
+    ((where, row, reason),) = quarantined(con)
     assert where == storage.describe(f"{folder}/part-0000.jsonl") and row is None
-    assert reason == f"{where}: file ({limits.human(len(big))}) exceeds the limit of 1 MiB (PULSO_MAX_FILE_BYTES); refused"
+    assert (
+        reason == f"{where}: file ({limits.human(len(big))}) exceeds the limit of 1 MiB (PULSO_MAX_FILE_BYTES); refused"
+    )
     assert con.execute("SELECT count(*) FROM raw.events").fetchall() == [(3,)]  # the good file landed
     print(f"file past the limit: Python peak {peak / MiB:.2f} MiB")
     assert peak < 4 * MiB  # never read: at most the limit, far below the 18 MB file
@@ -152,7 +167,7 @@ def test_s3_object_past_the_size_limit_is_refused(s3_env: str, tmp_path: Path, m
     ensure_billing_tables(con)
     result = load_billing_files(con, storage)
     assert (result.rows_read, result.rows_loaded, result.rows_quarantined) == (FOCUS_ROWS + 1, FOCUS_ROWS, 1)
-    (where, _, reason), = quarantined(con)
+    ((where, _, reason),) = quarantined(con)
     assert where == "s3://hostile/billing/focus/huge.csv"
     assert reason.startswith("s3://hostile/billing/focus/huge.csv: file (") and "PULSO_MAX_FILE_BYTES" in reason
     with pytest.raises(InputTooLarge, match="exceeds the limit of 1 MiB"):
@@ -161,6 +176,7 @@ def test_s3_object_past_the_size_limit_is_refused(s3_env: str, tmp_path: Path, m
 
 # --- gzip bombs ------------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def events_bomb() -> bytes:
     bomb = gzip_bomb(event_line(7), 256 * MiB)
@@ -168,8 +184,9 @@ def events_bomb() -> bytes:
     return bomb
 
 
-def test_event_gzip_bomb_is_refused_in_bounded_chunks(tmp_path: Path, con, monkeypatch, events_bomb: bytes,
-                                                      warm) -> None:
+def test_event_gzip_bomb_is_refused_in_bounded_chunks(
+    tmp_path: Path, con, monkeypatch, events_bomb: bytes, warm
+) -> None:
     monkeypatch.setenv("PULSO_MAX_EXPANDED_BYTES", "8M")
     folder = f"date={DAY.isoformat()}"
     write(tmp_path, f"{folder}/part-0000.jsonl.gz", events_bomb)  # ... expanding to 256 MiB
@@ -177,7 +194,7 @@ def test_event_gzip_bomb_is_refused_in_bounded_chunks(tmp_path: Path, con, monke
     storage = LocalStorage(tmp_path)
     result, peak = python_peak(lambda: load_events_day(con, storage, DAY, key=KEY))
     assert (result.rows_read, result.rows_loaded, result.rows_quarantined) == (3, 2, 1) and result.reconciled
-    (where, _, reason), = quarantined(con)
+    ((where, _, reason),) = quarantined(con)
     assert reason == f"{where}: gzip content exceeds the limit of 8 MiB (PULSO_MAX_EXPANDED_BYTES); refused"
     assert where.endswith("part-0000.jsonl.gz")
     assert con.execute("SELECT event_id FROM raw.events ORDER BY 1").fetchall() == [("e1",), ("e2",)]
@@ -192,7 +209,7 @@ def test_billing_csv_gzip_bomb_is_refused(tmp_path: Path, con, monkeypatch, warm
     storage = LocalStorage(tmp_path)
     result, peak = python_peak(lambda: load_billing_files(con, storage))
     assert (result.rows_read, result.rows_loaded, result.rows_quarantined) == (FOCUS_ROWS + 1, FOCUS_ROWS, 1)
-    (where, _, reason), = quarantined(con)
+    ((where, _, reason),) = quarantined(con)
     assert where == storage.describe("focus/bomb.csv.gz")
     assert reason == f"{where}: gzip content exceeds the limit of 4 MiB (PULSO_MAX_EXPANDED_BYTES); refused"
     print(f"billing gzip bomb: Python peak {peak / MiB:.2f} MiB")
@@ -207,6 +224,7 @@ def _csv_bomb(expanded: int) -> bytes:
 
 # --- one JSON line of many MB ----------------------------------------------------------------------------
 
+
 def test_a_line_of_many_mb_is_quarantined_unparsed(tmp_path: Path, con, monkeypatch) -> None:
     monkeypatch.setenv("PULSO_MAX_LINE_BYTES", "64K")
     huge = json.loads(event_line(9))
@@ -217,40 +235,60 @@ def test_a_line_of_many_mb_is_quarantined_unparsed(tmp_path: Path, con, monkeypa
     storage = LocalStorage(tmp_path)
     result = load_events_day(con, storage, DAY, key=KEY)
     assert (result.rows_read, result.rows_loaded, result.rows_quarantined) == (3, 2, 1) and result.reconciled
-    (where, row, reason), = quarantined(con)
+    ((where, row, reason),) = quarantined(con)
     assert (where, row) == (storage.describe(key), 2)
-    assert reason == f"{where}: line 2 ({limits.human(len(line))}) exceeds the limit of 64 KiB (PULSO_MAX_LINE_BYTES); refused"
-    stored = con.execute("SELECT \"row\" FROM quarantine.rows").fetchall()[0][0]
+    assert (
+        reason
+        == f"{where}: line 2 ({limits.human(len(line))}) exceeds the limit of 64 KiB (PULSO_MAX_LINE_BYTES); refused"
+    )
+    stored = con.execute('SELECT "row" FROM quarantine.rows').fetchall()[0][0]
     assert len(stored) < 100 and "xxxx" not in stored  # the quarantine does not keep the 20 MB line
     assert con.execute("SELECT event_id FROM raw.events ORDER BY 1").fetchall() == [("e1",), ("e2",)]
 
 
 # --- thousands of columns ----------------------------------------------------------------------------------
 
+
 def test_csv_with_thousands_of_columns_is_refused(tmp_path: Path, con) -> None:
     header, *rows = FOCUS.decode().splitlines()
-    wide = ",".join([header, *(f"x_{i}" for i in range(10_000))]) + "\n" + "\n".join(
-        r + "," * 10_000 for r in rows) + "\n"
+    wide = (
+        ",".join([header, *(f"x_{i}" for i in range(10_000))]) + "\n" + "\n".join(r + "," * 10_000 for r in rows) + "\n"
+    )
     write(tmp_path, "focus/wide.csv", wide.encode())
     write(tmp_path, "focus/good.csv", FOCUS)
     storage = LocalStorage(tmp_path)
     result = load_billing_files(con, storage)
     assert (result.rows_read, result.rows_loaded, result.rows_quarantined) == (FOCUS_ROWS + 1, FOCUS_ROWS, 1)
-    (where, _, reason), = quarantined(con)
+    ((where, _, reason),) = quarantined(con)
     n = len(header.split(",")) + 10_000
-    assert reason == f"{where}: column count ({n:,} columns) exceeds the limit of 2,000 columns (PULSO_MAX_COLUMNS); refused"
+    assert (
+        reason
+        == f"{where}: column count ({n:,} columns) exceeds the limit of 2,000 columns (PULSO_MAX_COLUMNS); refused"
+    )
     fx = tmp_path / "fx"
-    write(fx, "ars_usd.csv", ("date,ars_per_usd," + ",".join(f"c{i}" for i in range(5_000)) + "\n2026-11-02,1000\n").encode())
+    write(
+        fx,
+        "ars_usd.csv",
+        ("date,ars_per_usd," + ",".join(f"c{i}" for i in range(5_000)) + "\n2026-11-02,1000\n").encode(),
+    )
     with pytest.raises(InputTooLarge, match=r"ars_usd\.csv: column count \(5,002 columns\) exceeds the limit"):
         load_fx(con, LocalStorage(fx))
 
 
 # --- Parquet with absurd row counts / row groups ------------------------------------------------------------
 
+
 def metric_frame(n: int, day: date = DAY) -> pl.DataFrame:
     start = warehouse.day_bounds_utc(day)[0]
-    return pl.DataFrame({"ts": [start + timedelta(minutes=i % 1440) for i in range(n)], "niche": ["barber"] * n,
-                         "country": ["AR"] * n, "region": ["cordoba"] * n, "value": [1.0] * n})
+    return pl.DataFrame(
+        {
+            "ts": [start + timedelta(minutes=i % 1440) for i in range(n)],
+            "niche": ["barber"] * n,
+            "country": ["AR"] * n,
+            "region": ["cordoba"] * n,
+            "value": [1.0] * n,
+        }
+    )
 
 
 def test_parquet_with_too_many_row_groups_is_refused_before_decoding(tmp_path: Path, con, monkeypatch) -> None:
@@ -262,9 +300,11 @@ def test_parquet_with_too_many_row_groups_is_refused_before_decoding(tmp_path: P
     reader = FileMetricsReader(LocalStorage(tmp_path))
     result = load_metrics_day(con, reader, DAY)
     assert result.reconciled and result.rows_quarantined == 1 and result.rows_loaded == 3
-    (where, _, reason), = quarantined(con)
-    assert reason == (f"{where}: Parquet row group count (250 row groups) exceeds the limit of 50 row groups "
-                      "(PULSO_MAX_PARQUET_ROW_GROUPS); refused")
+    ((where, _, reason),) = quarantined(con)
+    assert reason == (
+        f"{where}: Parquet row group count (250 row groups) exceeds the limit of 50 row groups "
+        "(PULSO_MAX_PARQUET_ROW_GROUPS); refused"
+    )
     assert where == reader.describe("active_sessions", DAY)
 
 
@@ -273,8 +313,12 @@ def parquet_bomb(path: Path, rows: int) -> None:
     ``rows`` x 16+ bytes once decoded."""
     start = warehouse.day_bounds_utc(DAY)[0]
     batch = 1_000_000
-    table = pa.table({"ts": pa.array(np.full(batch, int(start.timestamp() * 1e6), dtype="int64"), pa.timestamp("us", "UTC")),
-                      "value": pa.array(np.ones(batch))})
+    table = pa.table(
+        {
+            "ts": pa.array(np.full(batch, int(start.timestamp() * 1e6), dtype="int64"), pa.timestamp("us", "UTC")),
+            "value": pa.array(np.ones(batch)),
+        }
+    )
     with pq.ParquetWriter(path, table.schema) as writer:
         for _ in range(rows // batch):
             writer.write_table(table, row_group_size=batch)
@@ -321,11 +365,16 @@ def test_bombs_keep_the_process_memory_bounded(tmp_path: Path, events_bomb: byte
     write(bomb, f"events/date={DAY}/part-0000.jsonl.gz", events_bomb)
     env = {**os.environ, "PULSO_MAX_EXPANDED_BYTES": "8M", "PYTHONPATH": str(Path(__file__).parents[1])}
     env.pop("PULSO_MAX_PARQUET_ROWS", None)  # the default limit (50 M rows)
-    done = subprocess.run([sys.executable, "-c", CHILD, str(tmp_path)], capture_output=True, text=True, env=env,
-                          timeout=300, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD, str(tmp_path)], capture_output=True, text=True, env=env, timeout=300, check=False
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     out = json.loads(done.stdout.strip().splitlines()[-1])
-    assert out["metrics"][2] == 1 and "60,000,000 rows" in out["metrics"][3][0] and "PULSO_MAX_PARQUET_ROWS" in out["metrics"][3][0]
+    assert (
+        out["metrics"][2] == 1
+        and "60,000,000 rows" in out["metrics"][3][0]
+        and "PULSO_MAX_PARQUET_ROWS" in out["metrics"][3][0]
+    )
     assert out["metrics"][0] == out["metrics"][1] + out["metrics"][2]
     assert out["events"][:3] == [1, 0, 1] and "PULSO_MAX_EXPANDED_BYTES" in out["events"][3][0]
     grown = out["after_mib"] - out["baseline_mib"]
@@ -340,8 +389,10 @@ def test_parquet_rows_limit_names_the_file(tmp_path: Path, con, monkeypatch) -> 
     reader = FileMetricsReader(LocalStorage(tmp_path))
     result = load_metrics_day(con, reader, DAY)
     assert (result.rows_read, result.rows_loaded, result.rows_quarantined) == (1, 0, 1)
-    assert quarantined(con)[0][2] == (f"{reader.describe('active_sessions', DAY)}: Parquet row count (1,440 rows) "
-                                      "exceeds the limit of 1,000 rows (PULSO_MAX_PARQUET_ROWS); refused")
+    assert quarantined(con)[0][2] == (
+        f"{reader.describe('active_sessions', DAY)}: Parquet row count (1,440 rows) "
+        "exceeds the limit of 1,000 rows (PULSO_MAX_PARQUET_ROWS); refused"
+    )
 
 
 def test_parquet_limits_hold_when_pyarrow_cannot_read_the_footer(tmp_path: Path, con, monkeypatch) -> None:
@@ -356,5 +407,7 @@ def test_parquet_limits_hold_when_pyarrow_cannot_read_the_footer(tmp_path: Path,
     reader = FileMetricsReader(LocalStorage(tmp_path))
     result = load_metrics_day(con, reader, DAY)
     assert (result.rows_read, result.rows_loaded, result.rows_quarantined) == (1, 0, 1)
-    assert quarantined(con)[0][2] == (f"{reader.describe('http_requests_total', DAY)}: Parquet row count (4 rows) "
-                                      "exceeds the limit of 3 rows (PULSO_MAX_PARQUET_ROWS); refused")
+    assert quarantined(con)[0][2] == (
+        f"{reader.describe('http_requests_total', DAY)}: Parquet row count (4 rows) "
+        "exceeds the limit of 3 rows (PULSO_MAX_PARQUET_ROWS); refused"
+    )

@@ -29,9 +29,10 @@ TOTAL = "|niche=all|country=all|region=all"
 def _write(root: Path, metric: str, rows: list[dict]) -> None:
     folder = root / "metrics" / metric / f"date={DAY.isoformat()}"
     folder.mkdir(parents=True, exist_ok=True)
-    pl.DataFrame([{**{k: None for k in LABELS}, **r} for r in rows],
-                 schema={"ts": pl.Datetime("us", "UTC"), **{k: pl.String for k in LABELS}, "value": pl.Float64},
-                 ).write_parquet(folder / "part-0.parquet")
+    pl.DataFrame(
+        [{**{k: None for k in LABELS}, **r} for r in rows],
+        schema={"ts": pl.Datetime("us", "UTC"), **{k: pl.String for k in LABELS}, "value": pl.Float64},
+    ).write_parquet(folder / "part-0.parquet")
 
 
 @pytest.fixture
@@ -46,9 +47,11 @@ def source(tmp_path: Path) -> Path:
     for m in range(20):
         ts = START + timedelta(minutes=m)
         ok_a = 10 * (m + 1) if m < 12 else 10 * (m - 11)
-        req += [{**A, "service": "web", "route": "/", "code": "200", "ts": ts, "value": float(ok_a)},
-                {**A, "service": "web", "route": "/", "code": "500", "ts": ts, "value": float(m + 1)},
-                {**B, "service": "api", "route": "/api", "code": "200", "ts": ts, "value": float(20 * (m + 1))}]
+        req += [
+            {**A, "service": "web", "route": "/", "code": "200", "ts": ts, "value": float(ok_a)},
+            {**A, "service": "web", "route": "/", "code": "500", "ts": ts, "value": float(m + 1)},
+            {**B, "service": "api", "route": "/api", "code": "200", "ts": ts, "value": float(20 * (m + 1))},
+        ]
         for cell, service, per_min in ((A, "web", (10, 11, 11)), (B, "api", (2, 19, 20))):
             for le, n in zip(("0.1", "0.5", "+Inf"), per_min, strict=True):
                 hist.append({**cell, "service": service, "route": "/", "le": le, "ts": ts, "value": float(n * (m + 1))})
@@ -60,17 +63,23 @@ def source(tmp_path: Path) -> Path:
 
 
 def _tables(con: duckdb.DuckDBPyConnection) -> dict[str, list[tuple]]:
-    return {t: con.execute(f"SELECT * EXCLUDE (day) FROM {t} ORDER BY ALL").fetchall()  # noqa: S608
-            for t in (ops_store.COUNTS, ops_store.LATENCY, ops_store.PEAKS)}
+    return {
+        t: con.execute(f"SELECT * EXCLUDE (day) FROM {t} ORDER BY ALL").fetchall()  # noqa: S608
+        for t in (ops_store.COUNTS, ops_store.LATENCY, ops_store.PEAKS)
+    }
 
 
 def test_counts_merged_p95_and_peak_sessions_by_hand(source):
     con = duckdb.connect(":memory:")
     result = ops_store.update(con, FileMetricsReader(LocalStorage(source)), [DAY], START + timedelta(minutes=22))
     assert result.buckets == 4 and result.days == (DAY,)
-    rows = {(r[0].astimezone(UTC), r[2]): r[4:] for r in con.execute(
-        f"SELECT bucket, niche, region, country, requests, errors, cache_hits, cache_requests, sessions_peak "  # noqa: S608
-        f"FROM {ops_store.COUNTS}").fetchall()}
+    rows = {
+        (r[0].astimezone(UTC), r[2]): r[4:]
+        for r in con.execute(
+            f"SELECT bucket, niche, region, country, requests, errors, cache_hits, cache_requests, sessions_peak "  # noqa: S608
+            f"FROM {ops_store.COUNTS}"
+        ).fetchall()
+    }
     b1 = START + timedelta(minutes=5)
     # Bucket 0 has no increase for its first minute (no earlier sample): 4 x (10 + 1) and 4 x 20.
     assert rows[(START, "cordoba")] == (44.0, 4.0, 0.0, 0.0, 34.0)
@@ -79,8 +88,12 @@ def test_counts_merged_p95_and_peak_sessions_by_hand(source):
     # Bucket 2 holds A's reset (minute 12): still +10 a minute.
     assert rows[(START + timedelta(minutes=10), "cordoba")] == (55.0, 5.0, 0.0, 0.0, 34.0)
     # Peak concurrent users: the highest per-minute *sum* (A + B = 80 every minute), not 34 + 50.
-    peaks = {(r[0].astimezone(UTC), r[1], r[3]): r[4] for r in con.execute(
-        f"SELECT bucket, niche, country, region, concurrent_users FROM {ops_store.PEAKS}").fetchall()}  # noqa: S608
+    peaks = {
+        (r[0].astimezone(UTC), r[1], r[3]): r[4]
+        for r in con.execute(
+            f"SELECT bucket, niche, country, region, concurrent_users FROM {ops_store.PEAKS}"  # noqa: S608
+        ).fetchall()
+    }  # noqa: S608
     assert peaks[(b1, "all", "all")] == 80.0
     assert peaks[(b1, "barber", "all")] == 34.0 and peaks[(b1, "all", "rosario")] == 50.0
 
@@ -112,18 +125,24 @@ def test_incremental_updates_read_only_new_buckets_and_match_a_full_build(source
     direct = {s.key: s for s in build_series(load_operational(reader, [DAY], 5), 5)}
     assert stored.keys() == direct.keys()
     for key, s in stored.items():
-        np.testing.assert_allclose(s.values, direct[key].values[:len(s.values)], rtol=1e-12, err_msg=key)
+        np.testing.assert_allclose(s.values, direct[key].values[: len(s.values)], rtol=1e-12, err_msg=key)
 
 
 def test_prune_and_settled_until():
     con = duckdb.connect(":memory:")
     ops_store.ensure_tables(con)
-    con.execute(f"INSERT INTO {ops_store.COUNTS} VALUES ('2026-10-01', '2026-10-01 12:00+00', 'barber', 'AR', "  # noqa: S608
-                "'cordoba', 1, 0, 0, 0, 1), ('2026-11-01', '2026-11-01 12:00+00', 'barber', 'AR', 'cordoba', 1, 0, 0, 0, 1)")
+    con.execute(
+        f"INSERT INTO {ops_store.COUNTS} VALUES ('2026-10-01', '2026-10-01 12:00+00', 'barber', 'AR', "  # noqa: S608
+        "'cordoba', 1, 0, 0, 0, 1), ('2026-11-01', '2026-11-01 12:00+00', 'barber', 'AR', 'cordoba', 1, 0, 0, 0, 1)"
+    )
     assert ops_store.prune(con, date(2026, 10, 15)) == 1
     assert con.execute(f"SELECT count(*) FROM {ops_store.COUNTS}").fetchall()[0][0] == 1  # noqa: S608
-    assert ops_store.settled_until(datetime(2026, 11, 2, 3, 16, 59, tzinfo=UTC), 5) == datetime(2026, 11, 2, 3, 10, tzinfo=UTC)
-    assert ops_store.settled_until(datetime(2026, 11, 2, 3, 17, tzinfo=UTC), 5) == datetime(2026, 11, 2, 3, 15, tzinfo=UTC)
+    assert ops_store.settled_until(datetime(2026, 11, 2, 3, 16, 59, tzinfo=UTC), 5) == datetime(
+        2026, 11, 2, 3, 10, tzinfo=UTC
+    )
+    assert ops_store.settled_until(datetime(2026, 11, 2, 3, 17, tzinfo=UTC), 5) == datetime(
+        2026, 11, 2, 3, 15, tzinfo=UTC
+    )
 
 
 def test_ops_5m_asset_materialized_twice_is_identical(source, tmp_path):
@@ -131,7 +150,10 @@ def test_ops_5m_asset_materialized_twice_is_identical(source, tmp_path):
     from pipelines.defs.sources.resources import MetricsSourceResource
 
     db = tmp_path / "warehouse.duckdb"
-    resources = {"duckdb": DuckDBResource(database=str(db)), "metrics_source": MetricsSourceResource(location=str(source))}
+    resources = {
+        "duckdb": DuckDBResource(database=str(db)),
+        "metrics_source": MetricsSourceResource(location=str(source)),
+    }
     instance = dg.DagsterInstance.ephemeral()
     first = dg.materialize([ops_5m], partition_key=DAY.isoformat(), resources=resources, instance=instance)
     assert first.success
@@ -161,26 +183,47 @@ def test_operational_job_reads_the_table_and_the_day_s_payments(tmp_path, monkey
     now = datetime.now(UTC)
     today = ar_day(now)
     first = (now - timedelta(minutes=60)).replace(second=0, microsecond=0)  # the last hour (may span AR midnight)
-    rows = [{**A, "service": "web", "route": "/", "code": "200", "ts": first + timedelta(minutes=m), "value": 10.0 * m}
-            for m in range(int((now - first).total_seconds() // 60))]
+    rows = [
+        {**A, "service": "web", "route": "/", "code": "200", "ts": first + timedelta(minutes=m), "value": 10.0 * m}
+        for m in range(int((now - first).total_seconds() // 60))
+    ]
     for day in {ar_day(r["ts"]) for r in rows}:
         folder = tmp_path / "metrics" / "http_requests_total" / f"date={day.isoformat()}"
         folder.mkdir(parents=True)
         lo, hi = day_bounds_utc(day)
-        pl.DataFrame([{**{k: None for k in LABELS}, **r} for r in rows if lo <= r["ts"] < hi],
-                     schema={"ts": pl.Datetime("us", "UTC"), **{k: pl.String for k in LABELS}, "value": pl.Float64},
-                     ).write_parquet(folder / "part-0.parquet")
+        pl.DataFrame(
+            [{**{k: None for k in LABELS}, **r} for r in rows if lo <= r["ts"] < hi],
+            schema={"ts": pl.Datetime("us", "UTC"), **{k: pl.String for k in LABELS}, "value": pl.Float64},
+        ).write_parquet(folder / "part-0.parquet")
     events = tmp_path / "events" / f"date={now.date().isoformat()}"
     events.mkdir(parents=True)
     at = (now - timedelta(minutes=40)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
-    lines = [json.dumps({"event_id": f"e{k}", "type": "payment.updated", "occurred_at": at, **A,
-                         "payload": {"provider": "mercadopago", "payment": {
-                             "id": k, "status": "approved" if k % 4 else "rejected", "date_approved": at if k % 4 else None,
-                             "date_last_updated": at}}}) for k in range(12)]
+    lines = [
+        json.dumps(
+            {
+                "event_id": f"e{k}",
+                "type": "payment.updated",
+                "occurred_at": at,
+                **A,
+                "payload": {
+                    "provider": "mercadopago",
+                    "payment": {
+                        "id": k,
+                        "status": "approved" if k % 4 else "rejected",
+                        "date_approved": at if k % 4 else None,
+                        "date_last_updated": at,
+                    },
+                },
+            }
+        )
+        for k in range(12)
+    ]
     (events / "part-0000.jsonl.gz").write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
-    resources = {"duckdb": DuckDBResource(database=str(tmp_path / "w.duckdb")),
-                 "metrics_source": MetricsSourceResource(location=str(tmp_path / "metrics")),
-                 "events_source": SourceResource(source="events", location=str(tmp_path / "events"))}
+    resources = {
+        "duckdb": DuckDBResource(database=str(tmp_path / "w.duckdb")),
+        "metrics_source": MetricsSourceResource(location=str(tmp_path / "metrics")),
+        "events_source": SourceResource(source="events", location=str(tmp_path / "events")),
+    }
     result = dg.materialize([ops_5m, operational_anomalies], partition_key=today.isoformat(), resources=resources)
     assert result.success
     stored = result.asset_materializations_for_node("ops_5m")[0].metadata
@@ -200,10 +243,14 @@ def test_samples_landing_after_their_bucket_was_stored_are_counted_by_the_next_u
     for metric_dir in source.iterdir():
         path = metric_dir / f"date={DAY.isoformat()}" / "part-0.parquet"
         frame = pl.read_parquet(path)
-        is_late = ((pl.col("region") == "rosario") & (pl.col("ts") >= START + timedelta(minutes=5))
-                   & (pl.col("ts") < START + timedelta(minutes=10)))
+        is_late = (
+            (pl.col("region") == "rosario")
+            & (pl.col("ts") >= START + timedelta(minutes=5))
+            & (pl.col("ts") < START + timedelta(minutes=10))
+        )
         frame.filter(~is_late).write_parquet(path)
         complete[path] = frame
+
     def reader() -> FileMetricsReader:  # one per run, as the job makes it (a reader caches what it read)
         return FileMetricsReader(LocalStorage(source))
 

@@ -84,13 +84,22 @@ def build_published(tmp: Path) -> tuple[Path, str]:
     pipeline shows up in its own tests rather than as a failure of Prometheus/dashboards here.
     """
     published = tmp / "published"
-    env = {**os.environ, "PULSO_SOURCES": str(tmp / "sources"), "PULSO_WAREHOUSE": str(tmp / "warehouse.duckdb"),
-           "PULSO_PUBLISHED": str(published), "GX_ANALYTICS_ENABLED": "False"}
+    env = {
+        **os.environ,
+        "PULSO_SOURCES": str(tmp / "sources"),
+        "PULSO_WAREHOUSE": str(tmp / "warehouse.duckdb"),
+        "PULSO_PUBLISHED": str(published),
+        "GX_ANALYTICS_ENABLED": "False",
+    }
     env.pop("DAGSTER_HOME", None)
     try:
-        for cmd in (["-m", "pipelines.simulate", "--profile", "tiny", "--out", str(tmp / "sources"), "--quiet"],
-                    ["-m", "pipelines.build"]):
-            subprocess.run([sys.executable, *cmd], cwd=ROOT, env=env, check=True, capture_output=True, text=True, timeout=600)
+        for cmd in (
+            ["-m", "pipelines.simulate", "--profile", "tiny", "--out", str(tmp / "sources"), "--quiet"],
+            ["-m", "pipelines.build"],
+        ):
+            subprocess.run(
+                [sys.executable, *cmd], cwd=ROOT, env=env, check=True, capture_output=True, text=True, timeout=600
+            )
         if (published / "_manifest.json").is_file():
             return published, "pipelines.build --profile tiny"
         problem = "pipelines.build published nothing"
@@ -123,15 +132,22 @@ def stack(tmp_path_factory):
     om = tmp / "history.om"
     assert write_openmetrics("tiny", om, end - HISTORY, end + timedelta(minutes=1)) > 0
     data = tmp / "tsdb"
-    subprocess.run([PROMTOOL, "tsdb", "create-blocks-from", "openmetrics", str(om), str(data)],
-                   check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [PROMTOOL, "tsdb", "create-blocks-from", "openmetrics", str(om), str(data)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     published, store = build_published(tmp)
     rules = tmp / "rules"
     generate_rules(rules)
     procs = []
     exporter = subprocess.Popen(
         [sys.executable, "-m", "exporters.serve", "--host", "127.0.0.1", "--port", "0", "--published", str(published)],
-        cwd=ROOT, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     procs.append(exporter)
     try:
@@ -140,16 +156,28 @@ def stack(tmp_path_factory):
         assert match, f"exporter did not start: {line}"
         exporter_port = int(match.group(1))
         config = tmp / "prometheus.yml"
-        config.write_text(yaml.safe_dump({
-            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-            "rule_files": [str(p) for p in sorted((rules / "prometheus").glob("*.rules.yml"))],
-            "scrape_configs": [{"job_name": "pulso", "static_configs": [{"targets": [f"127.0.0.1:{exporter_port}"]}]}],
-        }))
+        config.write_text(
+            yaml.safe_dump(
+                {
+                    "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+                    "rule_files": [str(p) for p in sorted((rules / "prometheus").glob("*.rules.yml"))],
+                    "scrape_configs": [
+                        {"job_name": "pulso", "static_configs": [{"targets": [f"127.0.0.1:{exporter_port}"]}]}
+                    ],
+                }
+            )
+        )
         port = free_port()
         prometheus = subprocess.Popen(
-            [PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={data}",
-             f"--web.listen-address=127.0.0.1:{port}", "--storage.tsdb.retention.time=30d"],
-            stdout=subprocess.DEVNULL, stderr=open(tmp / "prometheus.log", "w"),
+            [
+                PROMETHEUS,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={data}",
+                f"--web.listen-address=127.0.0.1:{port}",
+                "--storage.tsdb.retention.time=30d",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=open(tmp / "prometheus.log", "w"),
         )
         procs.append(prometheus)
         base = f"http://127.0.0.1:{port}"
@@ -164,7 +192,9 @@ def stack(tmp_path_factory):
         wait_for(ready, "Prometheus to be ready")
         # One scrape of the exporter and one evaluation of the rules.
         wait_for(lambda: api(base, "/api/v1/query", query="pulso_up == 1")["data"]["result"], "a pulso_up scrape")
-        wait_for(lambda: api(base, "/api/v1/query", query="slo:sli_error:ratio_rate5m")["data"]["result"], "rule evaluation")
+        wait_for(
+            lambda: api(base, "/api/v1/query", query="slo:sli_error:ratio_rate5m")["data"]["result"], "rule evaluation"
+        )
         yield {"base": base, "rules": rules, "catalog": catalog, "tmp": tmp, "store": store}
     finally:
         for proc in reversed(procs):
@@ -177,14 +207,28 @@ def stack(tmp_path_factory):
 
 def test_every_rule_loads_healthy_and_every_rule_expression_parses(stack):
     base = stack["base"]
-    groups = wait_for(lambda: [g for g in api(base, "/api/v1/rules")["data"]["groups"]
-                               if all(r.get("lastEvaluation", "").startswith("20") and not r["lastEvaluation"].startswith("0001")
-                                      for r in g["rules"])], "every rule group evaluated")
+    groups = wait_for(
+        lambda: [
+            g
+            for g in api(base, "/api/v1/rules")["data"]["groups"]
+            if all(
+                r.get("lastEvaluation", "").startswith("20") and not r["lastEvaluation"].startswith("0001")
+                for r in g["rules"]
+            )
+        ],
+        "every rule group evaluated",
+    )
     loaded = [r for g in groups for r in g["rules"]]
-    generated = [r for p in sorted((stack["rules"] / "prometheus").glob("*.rules.yml"))
-                 for g in yaml.safe_load(p.read_text())["groups"] for r in g["rules"]]
+    generated = [
+        r
+        for p in sorted((stack["rules"] / "prometheus").glob("*.rules.yml"))
+        for g in yaml.safe_load(p.read_text())["groups"]
+        for r in g["rules"]
+    ]
     assert len(loaded) == len(generated) == 42
-    assert all(r["health"] == "ok" for r in loaded), [(r["name"], r.get("lastError")) for r in loaded if r["health"] != "ok"]
+    assert all(r["health"] == "ok" for r in loaded), [
+        (r["name"], r.get("lastError")) for r in loaded if r["health"] != "ok"
+    ]
     for rule in generated:
         answer = api(base, "/api/v1/query", query=rule["expr"])
         assert answer["status"] == "success", (rule.get("record") or rule.get("alert"), answer)
@@ -193,7 +237,9 @@ def test_every_rule_loads_healthy_and_every_rule_expression_parses(stack):
 def test_recording_rules_produce_every_window_from_the_raw_history(stack):
     base = stack["base"]
     for window in ("5m", "30m", "1h", "2h", "6h", "1d", "3d", "30d"):
-        result = api(base, "/api/v1/query", query=f'slo:sli_error:ratio_rate{window}{{slo="availability"}}')["data"]["result"]
+        result = api(base, "/api/v1/query", query=f'slo:sli_error:ratio_rate{window}{{slo="availability"}}')["data"][
+            "result"
+        ]
         assert result, window
         assert all(0.0 <= float(s["value"][1]) <= 1.0 for s in result), window
     budget = api(base, "/api/v1/query", query='slo:error_budget_remaining:ratio{slo="latency"}')["data"]["result"]
@@ -205,15 +251,21 @@ def test_every_dashboard_panel_query_parses_and_returns_data(stack, tmp_path):
     base = stack["base"]
     # The simulated profile only has traffic for the niches live now; a niche launching later has a
     # dashboard whose live (raw-metric) panels are rightly empty until it has traffic.
-    with_traffic = {s["metric"]["niche"] for s in
-                    api(base, "/api/v1/query", query="count by (niche) (http_requests_total)")["data"]["result"]}
-    published_niches = {s["metric"]["niche"] for s in
-                        api(base, "/api/v1/query", query='count by (niche) (pulso_kpi_status{niche!="all"})')["data"]["result"]}
+    with_traffic = {
+        s["metric"]["niche"]
+        for s in api(base, "/api/v1/query", query="count by (niche) (http_requests_total)")["data"]["result"]
+    }
+    published_niches = {
+        s["metric"]["niche"]
+        for s in api(base, "/api/v1/query", query='count by (niche) (pulso_kpi_status{niche!="all"})')["data"]["result"]
+    }
     assert with_traffic and published_niches
     # A KPI whose newest published value is NULL (e.g. recovery time on a day without incidents) is
     # rightly "No data": the exporter serves its status no_data and no value.
-    no_data = {(s["metric"]["kpi"], s["metric"]["niche"], s["metric"]["country"], s["metric"]["region"]) for s in
-               api(base, "/api/v1/query", query='pulso_kpi_status{status="no_data"}')["data"]["result"]}
+    no_data = {
+        (s["metric"]["kpi"], s["metric"]["niche"], s["metric"]["country"], s["metric"]["region"])
+        for s in api(base, "/api/v1/query", query='pulso_kpi_status{status="no_data"}')["data"]["result"]
+    }
     metric_kpi = {kpi_metric(k).name: k.id for k in stack["catalog"].kpis}
     empty, failed, checked = [], [], 0
     for board_file in sorted((tmp_path / "dashboards").glob("*.json")):
@@ -239,8 +291,15 @@ def test_every_dashboard_panel_query_parses_and_returns_data(stack, tmp_path):
 
 def test_a_niche_added_to_the_catalog_gets_dashboard_rules_and_exporter_series(tmp_path, monkeypatch):
     data = yaml.safe_load((ROOT / "pipelines/catalog.yaml").read_text())
-    data["niches"].append({"id": "nails", "name": {"es": "Uñas", "en": "Nails"}, "launch": "now",
-                           "peak_hours": [[10, 19]], "sensitive": False})
+    data["niches"].append(
+        {
+            "id": "nails",
+            "name": {"es": "Uñas", "en": "Nails"},
+            "launch": "now",
+            "peak_hours": [[10, 19]],
+            "sensitive": False,
+        }
+    )
     copy = tmp_path / "catalog.yaml"
     copy.write_text(yaml.safe_dump(data, allow_unicode=True))
     monkeypatch.setenv("PULSO_CATALOG", str(copy))
@@ -259,19 +318,39 @@ def test_a_niche_added_to_the_catalog_gets_dashboard_rules_and_exporter_series(t
     generate_rules(tmp_path / "alerts", catalog_path=str(copy))
     test_file = tmp_path / "alerts/prometheus/nails_test.yml"
     series = 'http_requests_total{niche="nails",country="AR",region="cordoba",service="web",route="/",code="%s"}'
-    test_file.write_text(yaml.safe_dump({
-        "rule_files": ["slo.rules.yml"], "evaluation_interval": "1m",
-        "tests": [{"interval": "1m",
-                   "input_series": [{"series": series % "200", "values": "0+600x30 18000x10"},
-                                    {"series": series % "503", "values": "0x30 600+600x10"}],
-                   "promql_expr_test": [{
-                       "expr": 'ALERTS{alertname="AvailabilityBudgetBurn",alertstate="firing",severity="page"}',
-                       "eval_time": "35m",
-                       "exp_samples": [{"labels": 'ALERTS{alertname="AvailabilityBudgetBurn",alertstate="firing",'
-                                                  'severity="page",slo="availability",niche="nails",country="AR",region="cordoba"}',
-                                        "value": 1}]}]}],
-    }))
-    result = subprocess.run([PROMTOOL, "test", "rules", test_file.name], cwd=test_file.parent, capture_output=True, text=True)
+    test_file.write_text(
+        yaml.safe_dump(
+            {
+                "rule_files": ["slo.rules.yml"],
+                "evaluation_interval": "1m",
+                "tests": [
+                    {
+                        "interval": "1m",
+                        "input_series": [
+                            {"series": series % "200", "values": "0+600x30 18000x10"},
+                            {"series": series % "503", "values": "0x30 600+600x10"},
+                        ],
+                        "promql_expr_test": [
+                            {
+                                "expr": 'ALERTS{alertname="AvailabilityBudgetBurn",alertstate="firing",severity="page"}',
+                                "eval_time": "35m",
+                                "exp_samples": [
+                                    {
+                                        "labels": 'ALERTS{alertname="AvailabilityBudgetBurn",alertstate="firing",'
+                                        'severity="page",slo="availability",niche="nails",country="AR",region="cordoba"}',
+                                        "value": 1,
+                                    }
+                                ],
+                            }
+                        ],
+                    }
+                ],
+            }
+        )
+    )
+    result = subprocess.run(
+        [PROMTOOL, "test", "rules", test_file.name], cwd=test_file.parent, capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
     # Exporter: the published rows of the new niche are served under the new catalog...
@@ -282,7 +361,12 @@ def test_a_niche_added_to_the_catalog_gets_dashboard_rules_and_exporter_series(t
     assert any(s.name == "pulso_cost_usd" and s.labels["niche"] == "nails" for s in served)
     # ...and dropped (counted, never served as an unbounded label) under the bundled catalog.
     bundled = load_catalog(ROOT / "pipelines/catalog.yaml")
-    old = {s.name: s for f in PublishedCollector(published, catalog=bundled).collect() for s in f.samples if not s.labels}
+    old = {
+        s.name: s for f in PublishedCollector(published, catalog=bundled).collect() for s in f.samples if not s.labels
+    }
     assert old["pulso_published_rows_dropped"].value > 0
-    assert not any(s.labels.get("niche") == "nails" for f in PublishedCollector(published, catalog=bundled).collect()
-                   for s in f.samples)
+    assert not any(
+        s.labels.get("niche") == "nails"
+        for f in PublishedCollector(published, catalog=bundled).collect()
+        for s in f.samples
+    )

@@ -31,7 +31,9 @@ def test_nothing_published_is_a_clear_error(tmp_path):
 
 
 def test_publish_writes_hive_layout_and_reader_sees_it(tmp_path):
-    manifest = publish(warehouse(1), {"kpi_daily": "marts.kpi_daily"}, [D1, D2, D3], tmp_path, {"complete_through": "2026-11-27"})
+    manifest = publish(
+        warehouse(1), {"kpi_daily": "marts.kpi_daily"}, [D1, D2, D3], tmp_path, {"complete_through": "2026-11-27"}
+    )
     assert manifest.version == 1
     assert sorted(p.relative_to(tmp_path).parts[:2] for p in tmp_path.glob("kpi_daily/*/*.parquet")) == [
         ("kpi_daily", f"day={d.isoformat()}") for d in (D1, D2, D3)
@@ -50,7 +52,9 @@ def test_republishing_a_day_replaces_only_that_day_and_removes_old_files(tmp_pat
     publish(warehouse(5), {"kpi_daily": "marts.kpi_daily"}, [D2], tmp_path)
     con = PublishedReader(tmp_path).snapshot()
     assert con.execute("SELECT day, sum(value) FROM kpi_daily GROUP BY day ORDER BY day").fetchall() == [
-        (D1, 2.0), (D2, 10.0), (D3, 2.0)
+        (D1, 2.0),
+        (D2, 10.0),
+        (D3, 2.0),
     ]
     assert {p.name for p in tmp_path.glob("kpi_daily/day=2026-11-25/*.parquet")} == before
     assert len(list(tmp_path.glob("kpi_daily/day=2026-11-26/*.parquet"))) == 1
@@ -142,7 +146,9 @@ def test_read_returns_the_manifest_the_connection_was_loaded_from_across_publish
         while not stop.is_set():
             try:
                 con, manifest = reader.read()
-                pairs.append((manifest.version, con.cursor().execute("SELECT max(value) FROM kpi_daily").fetchall()[0][0]))
+                pairs.append(
+                    (manifest.version, con.cursor().execute("SELECT max(value) FROM kpi_daily").fetchall()[0][0])
+                )
             except BaseException as exc:  # noqa: BLE001 - any failure is the finding
                 errors.append(exc)
                 return

@@ -33,8 +33,10 @@ def _kpi_rows(day: date) -> list[tuple]:
 
 def _kpi_table(con: duckdb.DuckDBPyConnection, rows: list[tuple]) -> None:
     con.execute("CREATE SCHEMA IF NOT EXISTS marts")
-    con.execute("CREATE OR REPLACE TABLE marts.kpi_daily (day DATE, kpi VARCHAR, niche VARCHAR, country VARCHAR, "
-                "region VARCHAR, value DOUBLE, unit VARCHAR, target DOUBLE, status VARCHAR)")
+    con.execute(
+        "CREATE OR REPLACE TABLE marts.kpi_daily (day DATE, kpi VARCHAR, niche VARCHAR, country VARCHAR, "
+        "region VARCHAR, value DOUBLE, unit VARCHAR, target DOUBLE, status VARCHAR)"
+    )
     con.executemany("INSERT INTO marts.kpi_daily VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
 
 
@@ -46,9 +48,13 @@ def con() -> duckdb.DuckDBPyConnection:
 def test_every_suite_lists_catalog_values() -> None:
     suites = {s.name: s for s in all_suites()}
     assert {s.asset for s in all_suites()} == {"raw_metrics", "raw_billing", "raw_events", "raw_fx", "kpi_daily"}
-    statuses = next(e for e in suites["raw_events_payments_quality"].expectations if e.kind == "in_set" and e.column == "status").args["values"]
+    statuses = next(
+        e for e in suites["raw_events_payments_quality"].expectations if e.kind == "in_set" and e.column == "status"
+    ).args["values"]
     assert statuses == load_catalog().section("payments")["statuses"]
-    kpis = next(e for e in suites["kpi_daily_quality"].expectations if e.kind == "in_set" and e.column == "kpi").args["values"]
+    kpis = next(e for e in suites["kpi_daily_quality"].expectations if e.kind == "in_set" and e.column == "kpi").args[
+        "values"
+    ]
     assert len(kpis) == 21
 
 
@@ -79,11 +85,18 @@ def _corrupt(rows: list[tuple], kpi: str, **changes) -> list[tuple]:
         (lambda r: _corrupt(r, "bookings", unit="usd"), "true unit_matches_catalog: 1 of 21 rows fail"),
         (lambda r: _corrupt(r, "bookings", status="no_data"), "true no_data_iff_null: 1 of 21 rows fail"),
         (lambda r: _corrupt(r, "bookings", status="great"), "in_set status: 1 of 21 rows fail (e.g. great)"),
-        (lambda r: [*r, (DAY, "bookings", "dentistt", "AR", ALL, 1.0, "count", None, "ok")],
-         "in_set niche: 1 of 22 rows fail (e.g. dentistt)"),
+        (
+            lambda r: [*r, (DAY, "bookings", "dentistt", "AR", ALL, 1.0, "count", None, "ok")],
+            "in_set niche: 1 of 22 rows fail (e.g. dentistt)",
+        ),
         (lambda r: [*r, r[0]], "unique (day, kpi, niche, country, region): 2 of 22 rows fail"),
-        (lambda r: [*(x for x in r if x[1] != "arr_usd"), (DAY, "arr_usd", "barber", ALL, ALL, 1.0, "usd", None, "ok")],
-         "true every_kpi_at_total_grain: 21 of 21 rows fail"),  # arr_usd only per niche, not at the total
+        (
+            lambda r: [
+                *(x for x in r if x[1] != "arr_usd"),
+                (DAY, "arr_usd", "barber", ALL, ALL, 1.0, "usd", None, "ok"),
+            ],
+            "true every_kpi_at_total_grain: 21 of 21 rows fail",
+        ),  # arr_usd only per niche, not at the total
     ],
 )
 def test_corrupted_kpi_daily_fails_with_the_reason(con, mutate, expected: str) -> None:
@@ -99,8 +112,7 @@ def test_schema_drift_and_staleness_fail(con) -> None:
     con.execute("ALTER TABLE marts.kpi_daily ALTER value TYPE VARCHAR")
     outcome = run_suite(con, suite_for("kpi_daily"), date(2026, 11, 25))
     assert "marts.kpi_daily: column value is VARCHAR, expected DOUBLE" in outcome.failures
-    assert ("marts.kpi_daily: stale: newest day is 2026-11-20, more than 2 days before 2026-11-25"
-            in outcome.failures)
+    assert "marts.kpi_daily: stale: newest day is 2026-11-20, more than 2 days before 2026-11-25" in outcome.failures
 
 
 def test_missing_table_fails(con) -> None:
@@ -118,8 +130,10 @@ def _billing_table(con: duckdb.DuckDBPyConnection, frames, audit: tuple[int, int
 
     items = pl.concat(frames)  # noqa: F841 - read by DuckDB's replacement scan below
     con.execute("CREATE OR REPLACE TABLE raw.billing_line_items AS SELECT * FROM items")
-    con.execute("CREATE OR REPLACE TABLE ops.loads (source VARCHAR, scope VARCHAR, rows_read BIGINT, "
-                "rows_loaded BIGINT, rows_quarantined BIGINT, files BIGINT, warnings VARCHAR[], loaded_at TIMESTAMPTZ)")
+    con.execute(
+        "CREATE OR REPLACE TABLE ops.loads (source VARCHAR, scope VARCHAR, rows_read BIGINT, "
+        "rows_loaded BIGINT, rows_quarantined BIGINT, files BIGINT, warnings VARCHAR[], loaded_at TIMESTAMPTZ)"
+    )
     con.execute("INSERT INTO ops.loads VALUES ('billing', '2023-11', ?, ?, ?, 1, [], ?)", [*audit, datetime.now(UTC)])
 
 
@@ -133,11 +147,15 @@ def test_raw_billing_passes_then_fails_on_duplicates_currency_sign_and_reconcili
     focus = parse_focus((FIXTURES / "focus-1.2-multi-provider.csv").read_bytes(), "focus.csv").line_items
     import polars as pl
 
-    bad = pl.concat([
-        legacy.head(2),  # the same two line items delivered twice
-        focus.filter(pl.col("charge_category") == "credit").with_columns(unblended_cost=pl.lit(5).cast(pl.Decimal(18, 6))),
-        focus.head(1).with_columns(currency=pl.lit("EUR")),
-    ])
+    bad = pl.concat(
+        [
+            legacy.head(2),  # the same two line items delivered twice
+            focus.filter(pl.col("charge_category") == "credit").with_columns(
+                unblended_cost=pl.lit(5).cast(pl.Decimal(18, 6))
+            ),
+            focus.head(1).with_columns(currency=pl.lit("EUR")),
+        ]
+    )
     _billing_table(con, [legacy, bad], (1286, 1284, 1))
     failures = run_suite(con, suite_for("raw_billing")).failures
     assert failures == [
@@ -178,8 +196,9 @@ def test_asset_check_blocks_a_corrupted_kpi_daily(tmp_path: Path) -> None:
     assert "stale" in evaluation.metadata["failures"].value
 
     rows[:] = _corrupt(_kpi_rows(DAY), "availability_ratio", value=1.2)
-    result = dg.materialize([kpi_daily, downstream, check], resources=resources, raise_on_error=False,
-                            selection=[kpi_daily, downstream])
+    result = dg.materialize(
+        [kpi_daily, downstream, check], resources=resources, raise_on_error=False, selection=[kpi_daily, downstream]
+    )
     (evaluation,) = result.get_asset_check_evaluations()
     assert not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.ERROR
     assert "true ratio_in_0_1: 1 of 21 rows fail" in evaluation.metadata["failures"].value
@@ -202,18 +221,32 @@ def test_suites_pass_on_a_simulated_warehouse_and_catch_a_corrupted_mart(tmp_pat
     result = simulator.simulate("tiny", src, end=date(2026, 11, 20))
     days = [result.start, date(2026, 11, 19), result.end]
     con = warehouse.connect(tmp_path / "w.duckdb")
-    pipeline.refresh(con, pipeline.SourceSet(FileMetricsReader(LocalStorage(src / "metrics")),
-                                             LocalStorage(src / "billing"), LocalStorage(src / "events"),
-                                             LocalStorage(src / "fx")), days, key=b"k" * 32)
+    pipeline.refresh(
+        con,
+        pipeline.SourceSet(
+            FileMetricsReader(LocalStorage(src / "metrics")),
+            LocalStorage(src / "billing"),
+            LocalStorage(src / "events"),
+            LocalStorage(src / "fx"),
+        ),
+        days,
+        key=b"k" * 32,
+    )
     for suite in all_suites():
         outcome = run_suite(con, suite, result.end if suite.day_column else None)
         assert outcome.failures == [] and outcome.rows_checked > 0, (suite.name, outcome.failures)
 
     # corrupt the real mart: a cache hit ratio above 1 and a NaN latency on the last day
-    con.execute("UPDATE marts.kpi_daily SET value = 1.25 WHERE kpi = 'cache_hit_ratio' AND niche = 'all' "
-                "AND country = 'all' AND region = 'all' AND day = ?", [result.end])
-    con.execute("UPDATE marts.kpi_daily SET value = 'NaN'::DOUBLE WHERE kpi = 'latency_p95_ms' AND niche = 'barber' "
-                "AND country = 'all' AND region = 'all' AND day = ?", [result.end])
+    con.execute(
+        "UPDATE marts.kpi_daily SET value = 1.25 WHERE kpi = 'cache_hit_ratio' AND niche = 'all' "
+        "AND country = 'all' AND region = 'all' AND day = ?",
+        [result.end],
+    )
+    con.execute(
+        "UPDATE marts.kpi_daily SET value = 'NaN'::DOUBLE WHERE kpi = 'latency_p95_ms' AND niche = 'barber' "
+        "AND country = 'all' AND region = 'all' AND day = ?",
+        [result.end],
+    )
     outcome = run_suite(con, suite_for("kpi_daily"), result.end)
     n = outcome.rows_checked
     assert outcome.failures == [

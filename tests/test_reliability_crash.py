@@ -41,16 +41,26 @@ KILLS = [
 def build_env(root: Path, sources: Path, crash_at: str | None = None) -> dict[str, str]:
     """Environment of a build subprocess writing ``root/warehouse.duckdb`` and ``root/published``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PULSO_", "DAGSTER_"))}
-    env.update(PULSO_SOURCES=str(sources), PULSO_WAREHOUSE=str(root / "warehouse.duckdb"),
-               PULSO_PUBLISHED=str(root / "published"), PULSO_PSEUDONYM_KEY="reliability-test-key")
+    env.update(
+        PULSO_SOURCES=str(sources),
+        PULSO_WAREHOUSE=str(root / "warehouse.duckdb"),
+        PULSO_PUBLISHED=str(root / "published"),
+        PULSO_PSEUDONYM_KEY="reliability-test-key",
+    )
     if crash_at:
         env["PULSO_CRASH_AT"] = crash_at
     return env
 
 
 def run_build(root: Path, sources: Path, crash_at: str | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipelines.build"], cwd=REPO, env=build_env(root, sources, crash_at),
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "pipelines.build"],
+        cwd=REPO,
+        env=build_env(root, sources, crash_at),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def published_rows(root: Path) -> dict[str, list[tuple]]:
@@ -60,16 +70,20 @@ def published_rows(root: Path) -> dict[str, list[tuple]]:
     out = {}
     for table in PUBLISHED_TABLES:
         files = [str(f) for f in manifest.files(table)]
-        out[table] = con.execute("SELECT * FROM read_parquet($f) ORDER BY ALL", {"f": files}).fetchall() if files else []
+        out[table] = (
+            con.execute("SELECT * FROM read_parquet($f) ORDER BY ALL", {"f": files}).fetchall() if files else []
+        )
     return out
 
 
 def unlisted_files(root: Path) -> list[str]:
     """Files under the published root that no manifest lists (besides the manifest and the publish lock)."""
     listed = {rel for entry in read_manifest(root).tables.values() for rel in entry["files"].values()}
-    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*")
-                  if p.is_file() and p.name not in (MANIFEST, ".publish.lock")
-                  and p.relative_to(root).as_posix() not in listed)
+    return sorted(
+        p.relative_to(root).as_posix()
+        for p in root.rglob("*")
+        if p.is_file() and p.name not in (MANIFEST, ".publish.lock") and p.relative_to(root).as_posix() not in listed
+    )
 
 
 def warehouse_content(path: Path) -> dict[str, tuple[int, str]]:
@@ -104,8 +118,22 @@ class Chain:
 def chain(tmp_path_factory: pytest.TempPathFactory) -> Chain:
     base = tmp_path_factory.mktemp("crash")
     sources = base / "sources"
-    subprocess.run([sys.executable, "-m", "pipelines.simulate", "--profile", "tiny", "--out", str(sources),
-                    "--end", END, "--quiet"], check=True, cwd=REPO)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipelines.simulate",
+            "--profile",
+            "tiny",
+            "--out",
+            str(sources),
+            "--end",
+            END,
+            "--quiet",
+        ],
+        check=True,
+        cwd=REPO,
+    )
     reference, crashed = base / "reference", base / "crashed"
     done = run_build(reference, sources)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -127,8 +155,11 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> Chain:
         steps.append(Step(point, killed.returncode, wal, tables, version, same, unlisted, seconds))
     t0 = time.monotonic()
     final = run_build(crashed, sources)
-    print("killed after " + ", ".join(f"{s.point} {s.seconds:.1f}s (WAL left: {s.wal_left})" for s in steps)
-          + f"; re-run {time.monotonic() - t0:.1f}s")
+    print(
+        "killed after "
+        + ", ".join(f"{s.point} {s.seconds:.1f}s (WAL left: {s.wal_left})" for s in steps)
+        + f"; re-run {time.monotonic() - t0:.1f}s"
+    )
     return Chain(reference, crashed, steps, final)
 
 
@@ -171,13 +202,18 @@ def check_load_audit_of_killed_runs_is_explained(chain: Chain) -> None:
     """``ops.loads`` keeps every completed load, also those of killed runs (a load killed before its audit
     entry has none). The latest entry that read rows, per source and scope, equals the uninterrupted run's
     (a re-run skips an unchanged billing delivery and audits that as a load of 0 rows)."""
+
     def latest(path: Path) -> dict[tuple[str, str], tuple]:
         con = duckdb.connect(str(path), read_only=True)
         try:
-            return {(s, sc): rest for s, sc, *rest in con.execute(
-                "SELECT source, scope, arg_max(rows_read, loaded_at), arg_max(rows_loaded, loaded_at), "
-                "arg_max(rows_quarantined, loaded_at), arg_max(files, loaded_at) FROM ops.loads WHERE rows_read > 0 "
-                "GROUP BY ALL").fetchall()}
+            return {
+                (s, sc): rest
+                for s, sc, *rest in con.execute(
+                    "SELECT source, scope, arg_max(rows_read, loaded_at), arg_max(rows_loaded, loaded_at), "
+                    "arg_max(rows_quarantined, loaded_at), arg_max(files, loaded_at) FROM ops.loads WHERE rows_read > 0 "
+                    "GROUP BY ALL"
+                ).fetchall()
+            }
         finally:
             con.close()
 
@@ -185,9 +221,11 @@ def check_load_audit_of_killed_runs_is_explained(chain: Chain) -> None:
 
 
 def test_crash_point_fires_only_where_and_when_asked() -> None:
-    script = ("from pipelines.lib.faults import crash_point\n"
-              "for i in (1, 2, 3):\n"
-              "    crash_point('other'); crash_point('here'); print(i, flush=True)\n")
+    script = (
+        "from pipelines.lib.faults import crash_point\n"
+        "for i in (1, 2, 3):\n"
+        "    crash_point('other'); crash_point('here'); print(i, flush=True)\n"
+    )
 
     def run(spec: str | None) -> subprocess.CompletedProcess:
         env = {k: v for k, v in os.environ.items() if k != "PULSO_CRASH_AT"}
@@ -204,6 +242,7 @@ def test_crash_point_fires_only_where_and_when_asked() -> None:
 
 # The checks below run from one test, so the builds above run once however the suite is distributed
 # (with or without xdist groups, which tests/conftest.py makes hold under pytest 9.2).
+
 
 def test_builds_killed_mid_load_mart_and_publish_then_rerun_equal_an_uninterrupted_run(chain: Chain) -> None:
     check_every_kill_point_was_hit_and_the_warehouse_reopens(chain)

@@ -46,7 +46,10 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("reliability")]
 REPO = Path(__file__).resolve().parents[1]
 END = "2026-11-27"
 DAYS = [date(2026, 11, 25), date(2026, 11, 26), date(2026, 11, 27)]
-RANGE = {"dagster/asset_partition_range_start": DAYS[0].isoformat(), "dagster/asset_partition_range_end": DAYS[-1].isoformat()}
+RANGE = {
+    "dagster/asset_partition_range_start": DAYS[0].isoformat(),
+    "dagster/asset_partition_range_end": DAYS[-1].isoformat(),
+}
 
 
 @dataclass
@@ -99,8 +102,23 @@ class Warehouse:
 
 
 def simulate(out: Path, *extra: str) -> dict:
-    subprocess.run([sys.executable, "-m", "pipelines.simulate", "--profile", "tiny", "--out", str(out), "--end", END,
-                    "--quiet", *extra], check=True, cwd=REPO)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipelines.simulate",
+            "--profile",
+            "tiny",
+            "--out",
+            str(out),
+            "--end",
+            END,
+            "--quiet",
+            *extra,
+        ],
+        check=True,
+        cwd=REPO,
+    )
     return json.loads((out / "profile.json").read_text())
 
 
@@ -171,8 +189,19 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> History:
                 with gzip.open(part, "rt") as fh:
                     copied_lines += 2 * sum(1 for line in fh if line.strip())
         duplicated_result = wh.materialize(tags=RANGE)
-        return History(runs, partition_runs, before_cost, restated, restated_cost, fresh.content(),
-                       profile, wh.content(), dup_before, _duplicates(duplicated_result), copied_lines)
+        return History(
+            runs,
+            partition_runs,
+            before_cost,
+            restated,
+            restated_cost,
+            fresh.content(),
+            profile,
+            wh.content(),
+            dup_before,
+            _duplicates(duplicated_result),
+            copied_lines,
+        )
     finally:
         for k, v in saved.items():
             if v is None:
@@ -185,8 +214,16 @@ def check_three_full_runs_give_identical_warehouse_and_published_data(history: H
     first, second, third = history.runs
     assert diff(first, second) == [] and diff(second, third) == []
     # The comparison covers every layer, with data in it.
-    assert {"raw.events", "psychology.events", "raw.billing_line_items", "staging.metric_counters_hourly",
-            "staging.user_days", "marts.kpi_daily", "marts.cost_daily", "published.kpi_daily"} <= set(first)
+    assert {
+        "raw.events",
+        "psychology.events",
+        "raw.billing_line_items",
+        "staging.metric_counters_hourly",
+        "staging.user_days",
+        "marts.kpi_daily",
+        "marts.cost_daily",
+        "published.kpi_daily",
+    } <= set(first)
     assert all(first[t][0] > 0 for t in ("raw.events", "marts.kpi_daily", "marts.slo_daily", "published.cost_daily"))
 
 
@@ -218,6 +255,7 @@ def check_duplicate_event_deliveries_never_double_count(history: History) -> Non
 
 # The checks below run from one test, so the builds above run once however the suite is distributed
 # (with or without xdist groups, which tests/conftest.py makes hold under pytest 9.2).
+
 
 def test_reruns_restatement_and_duplicate_events_leave_the_data_identical(history: History) -> None:
     check_three_full_runs_give_identical_warehouse_and_published_data(history)

@@ -63,7 +63,10 @@ REPO = Path(__file__).resolve().parents[1]
 APP = str(REPO / "app" / "streamlit_app.py")
 END = "2026-11-27"
 DAYS = [date(2026, 11, 25), date(2026, 11, 26), date(2026, 11, 27)]
-RANGE = {"dagster/asset_partition_range_start": DAYS[0].isoformat(), "dagster/asset_partition_range_end": DAYS[-1].isoformat()}
+RANGE = {
+    "dagster/asset_partition_range_start": DAYS[0].isoformat(),
+    "dagster/asset_partition_range_end": DAYS[-1].isoformat(),
+}
 PAGES = ["overview", "reliability", "economics", "growth", "payments", "geography", "alerts"]
 # Inside the tiny profile's traffic spike (inc-005, 2026-11-27 18:31-19:24 UTC): the alerts have something to say.
 ALERTS_NOW = datetime(2026, 11, 27, 19, 15, tzinfo=UTC)
@@ -74,12 +77,28 @@ APP_USER = "dra.lectora"
 APP_PASSWORD = "canary-app-Pw-5Tz8"
 
 # The client (barber, planted by the simulator's --canary), a psychology patient and professional.
-CLIENT = {"name": "Éowyn Quibbleworth-Zárate", "email": "eowyn.quibbleworth@canary.invalid",
-          "phone": "+54 9 11 4817-2395", "dni": "38271946", "license_number": "MN 90421"}
-PATIENT = {"first_name": "Ximena", "last_name": "Wolfenstahl Ñúñez", "email": "x.wolfenstahl@canary.invalid",
-           "phone": "+54 9 351 6620-4471", "dni": "41.093.775"}
-PROFESSIONAL = {"first_name": "Ludovica", "last_name": "Brandtmeier", "email": "l.brandtmeier@canary.invalid",
-                "phone": "+54 9 261 3307-5518", "dni": "27.654.309", "license_number": "MP 55817"}
+CLIENT = {
+    "name": "Éowyn Quibbleworth-Zárate",
+    "email": "eowyn.quibbleworth@canary.invalid",
+    "phone": "+54 9 11 4817-2395",
+    "dni": "38271946",
+    "license_number": "MN 90421",
+}
+PATIENT = {
+    "first_name": "Ximena",
+    "last_name": "Wolfenstahl Ñúñez",
+    "email": "x.wolfenstahl@canary.invalid",
+    "phone": "+54 9 351 6620-4471",
+    "dni": "41.093.775",
+}
+PROFESSIONAL = {
+    "first_name": "Ludovica",
+    "last_name": "Brandtmeier",
+    "email": "l.brandtmeier@canary.invalid",
+    "phone": "+54 9 261 3307-5518",
+    "dni": "27.654.309",
+    "license_number": "MP 55817",
+}
 
 
 # --- what is searched for -------------------------------------------------------------------------------
@@ -100,8 +119,16 @@ def _phone_variants(phone: str) -> set[str]:
     digits = "".join(c for c in phone if c.isdigit())
     national = phone.split(" ", 2)[2]  # without "+54 9"
     subscriber = national.split(" ", 1)[1]  # without the area code
-    return {phone, digits, "+" + digits, national, "".join(c for c in national if c.isdigit()), subscriber,
-            subscriber.replace("-", ""), urllib.parse.quote(phone)}
+    return {
+        phone,
+        digits,
+        "+" + digits,
+        national,
+        "".join(c for c in national if c.isdigit()),
+        subscriber,
+        subscriber.replace("-", ""),
+        urllib.parse.quote(phone),
+    }
 
 
 def _dni_variants(dni: str) -> set[str]:
@@ -123,8 +150,11 @@ def personal_needles() -> dict[str, str]:
             needles[v.casefold()] = what
 
     first, last = CLIENT["name"].split(" ", 1)
-    for who, person in (("client", {**CLIENT, "first_name": first, "last_name": last}), ("patient", PATIENT),
-                        ("professional", PROFESSIONAL)):
+    for who, person in (
+        ("client", {**CLIENT, "first_name": first, "last_name": last}),
+        ("patient", PATIENT),
+        ("professional", PROFESSIONAL),
+    ):
         add(_name_variants(person["first_name"], person["last_name"]), f"{who} name")
         add(_email_variants(person["email"]), f"{who} e-mail")
         add(_phone_variants(person["phone"]), f"{who} phone")
@@ -152,8 +182,23 @@ def planted_numbers() -> dict[int, str]:
 
 def simulate(out: Path) -> None:
     canaries = [arg for k, v in CLIENT.items() for arg in ("--canary", f"{k}={v}")]
-    subprocess.run([sys.executable, "-m", "pipelines.simulate", "--profile", "tiny", "--out", str(out), "--end", END,
-                    "--quiet", *canaries], check=True, cwd=REPO)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipelines.simulate",
+            "--profile",
+            "tiny",
+            "--out",
+            str(out),
+            "--end",
+            END,
+            "--quiet",
+            *canaries,
+        ],
+        check=True,
+        cwd=REPO,
+    )
 
 
 def _dump(obj: dict) -> str:
@@ -200,12 +245,17 @@ def plant_psychology_people(events: Path) -> Planted:
                 out.append(line)
                 continue
             who = PATIENT if uid == patient else PROFESSIONAL
-            ev["user"].update(name=f"{who['first_name']} {who['last_name']}", email=who["email"], phone=who["phone"],
-                              dni=who["dni"])
+            ev["user"].update(
+                name=f"{who['first_name']} {who['last_name']}", email=who["email"], phone=who["phone"], dni=who["dni"]
+            )
             payer = (ev["payload"].get("payment") or {}).get("payer")
             if payer is not None:
-                payer.update(email=who["email"], first_name=who["first_name"], last_name=who["last_name"],
-                             identification={"type": "DNI", "number": who["dni"]})
+                payer.update(
+                    email=who["email"],
+                    first_name=who["first_name"],
+                    last_name=who["last_name"],
+                    identification={"type": "DNI", "number": who["dni"]},
+                )
             if uid == professional:
                 ev["payload"]["license_number"] = PROFESSIONAL["license_number"]
                 counts["professional"] += 1
@@ -232,10 +282,15 @@ def plant_psychology_people(events: Path) -> Planted:
 
 def build_env(root: Path, sources: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PULSO_", "DAGSTER_", "SLACK_"))}
-    env.update(PULSO_SOURCES=str(sources), PULSO_WAREHOUSE=str(root / "warehouse.duckdb"),
-               PULSO_PUBLISHED=str(root / "published"), PULSO_PSEUDONYM_KEY=KEY,
-               PULSO_SECRETS_DIR=str(root / "secrets"), DAGSTER_HOME=str(root / "dagster_home"),
-               PULSO_LOG_LEVEL="DEBUG")  # every event on the console too: the search covers it
+    env.update(
+        PULSO_SOURCES=str(sources),
+        PULSO_WAREHOUSE=str(root / "warehouse.duckdb"),
+        PULSO_PUBLISHED=str(root / "published"),
+        PULSO_PSEUDONYM_KEY=KEY,
+        PULSO_SECRETS_DIR=str(root / "secrets"),
+        DAGSTER_HOME=str(root / "dagster_home"),
+        PULSO_LOG_LEVEL="DEBUG",
+    )  # every event on the console too: the search covers it
     return env
 
 
@@ -260,9 +315,13 @@ def run_alerts(root: Path, sources: Path, receiver: Receiver, monkeypatch: pytes
     from pipelines.defs.alerts import assets as alert_assets
 
     policy = load_policy()
-    short = dataclasses.replace(policy, metrics={
-        m: dataclasses.replace(p, config=dataclasses.replace(p.config, min_history=timedelta(days=1)))
-        for m, p in policy.metrics.items()})
+    short = dataclasses.replace(
+        policy,
+        metrics={
+            m: dataclasses.replace(p, config=dataclasses.replace(p.config, min_history=timedelta(days=1)))
+            for m, p in policy.metrics.items()
+        },
+    )
     monkeypatch.setattr(alert_assets, "load_policy", lambda: short)
     monkeypatch.setattr(alert_assets, "_now", lambda: ALERTS_NOW)
     monkeypatch.setenv("SLACK_WEBHOOK_URL", receiver.url)
@@ -270,9 +329,19 @@ def run_alerts(root: Path, sources: Path, receiver: Receiver, monkeypatch: pytes
     monkeypatch.setenv("PULSO_PSEUDONYM_KEY", KEY)
     instance = dg.DagsterInstance.ephemeral()
     res = resources(root / "warehouse.duckdb", sources)
-    results = [dg.materialize([alert_assets.ops_5m], partition_key=END, resources=res, instance=instance),
-               dg.materialize([alert_assets.operational_anomalies, alert_assets.daily_anomalies,
-                               alert_assets.alert_history, alert_assets.kpi_forecasts], resources=res, instance=instance)]
+    results = [
+        dg.materialize([alert_assets.ops_5m], partition_key=END, resources=res, instance=instance),
+        dg.materialize(
+            [
+                alert_assets.operational_anomalies,
+                alert_assets.daily_anomalies,
+                alert_assets.alert_history,
+                alert_assets.kpi_forecasts,
+            ],
+            resources=res,
+            instance=instance,
+        ),
+    ]
     assert all(r.success for r in results)
     return run_logs(instance, results)
 
@@ -282,8 +351,9 @@ def load_events_with_other_key(root: Path, sources: Path, monkeypatch: pytest.Mo
 
     monkeypatch.setenv("PULSO_PSEUDONYM_KEY", OTHER_KEY)
     instance = dg.DagsterInstance.ephemeral()
-    result = dg.materialize([raw_events], resources=resources(root / "other.duckdb", sources), instance=instance,
-                            tags=RANGE)
+    result = dg.materialize(
+        [raw_events], resources=resources(root / "other.duckdb", sources), instance=instance, tags=RANGE
+    )
     assert result.success
     monkeypatch.setenv("PULSO_PSEUDONYM_KEY", KEY)
     return run_logs(instance, [result])
@@ -298,8 +368,22 @@ def free_port() -> int:
 def scrape_exporter(published: Path, log: Path) -> str:
     port = free_port()
     with log.open("w") as fh:
-        proc = subprocess.Popen([sys.executable, "-m", "exporters.serve", "--host", "127.0.0.1", "--port", str(port),
-                                 "--published", str(published)], cwd=REPO, stdout=fh, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "exporters.serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--published",
+                str(published),
+            ],
+            cwd=REPO,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+        )
         try:
             deadline = time.monotonic() + 60
             while True:
@@ -358,13 +442,27 @@ def render_app(published: Path, access_log: Path, monkeypatch: pytest.MonkeyPatc
 
 # --- searching -------------------------------------------------------------------------------------------
 
-_NUMERIC = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT",
-            "UHUGEINT", "FLOAT", "DOUBLE", "DECIMAL")
+_NUMERIC = (
+    "TINYINT",
+    "SMALLINT",
+    "INTEGER",
+    "BIGINT",
+    "HUGEINT",
+    "UTINYINT",
+    "USMALLINT",
+    "UINTEGER",
+    "UBIGINT",
+    "UHUGEINT",
+    "FLOAT",
+    "DOUBLE",
+    "DECIMAL",
+)
 _NOT_TEXT = ("DATE", "TIME", "TIMESTAMP", "BOOLEAN", "INTERVAL")
 
 
-def relation_places(con: duckdb.DuckDBPyConnection, relation: str, where: str,
-                    numbers: dict[int, str]) -> tuple[list[tuple[str, str]], list[tuple[str, str]], int]:
+def relation_places(
+    con: duckdb.DuckDBPyConnection, relation: str, where: str, numbers: dict[int, str]
+) -> tuple[list[tuple[str, str]], list[tuple[str, str]], int]:
     """A relation's text columns as (place, distinct values joined) to search, planted numbers found in its
     numeric columns as (place, what), and how many columns were looked at."""
     texts, number_hits = [], []
@@ -372,9 +470,11 @@ def relation_places(con: duckdb.DuckDBPyConnection, relation: str, where: str,
     for name, kind, *_ in columns:
         col = '"' + name.replace('"', '""') + '"'
         if kind.startswith(_NUMERIC):
-            found = con.execute(f"SELECT DISTINCT CAST({col} AS DOUBLE) FROM {relation} "  # noqa: S608
-                                f"WHERE CAST({col} AS DOUBLE) IN (SELECT unnest($n::DOUBLE[]))",
-                                {"n": list(numbers)}).fetchall()
+            found = con.execute(
+                f"SELECT DISTINCT CAST({col} AS DOUBLE) FROM {relation} "  # noqa: S608
+                f"WHERE CAST({col} AS DOUBLE) IN (SELECT unnest($n::DOUBLE[]))",
+                {"n": list(numbers)},
+            ).fetchall()
             number_hits += [(f"{where}.{name}", numbers[int(v)]) for (v,) in found]
         elif not kind.startswith(_NOT_TEXT):
             values = con.execute(f"SELECT DISTINCT CAST({col} AS VARCHAR) FROM {relation}").fetchall()  # noqa: S608
@@ -382,11 +482,15 @@ def relation_places(con: duckdb.DuckDBPyConnection, relation: str, where: str,
     return texts, number_hits, len(columns)
 
 
-def warehouse_places(path: Path, numbers: dict[int, str]) -> tuple[list[tuple[str, str]], list[tuple[str, str]], int, int]:
+def warehouse_places(
+    path: Path, numbers: dict[int, str]
+) -> tuple[list[tuple[str, str]], list[tuple[str, str]], int, int]:
     con = duckdb.connect(str(path), read_only=True)
     try:
-        tables = con.execute("SELECT table_schema, table_name FROM information_schema.tables "
-                             "WHERE table_catalog = current_database() ORDER BY ALL").fetchall()
+        tables = con.execute(
+            "SELECT table_schema, table_name FROM information_schema.tables "
+            "WHERE table_catalog = current_database() ORDER BY ALL"
+        ).fetchall()
         texts, hits, ncols = [], [], 0
         for schema, table in tables:
             t, h, n = relation_places(con, f'"{schema}"."{table}"', f"{path.name}:{schema}.{table}", numbers)
@@ -398,8 +502,11 @@ def warehouse_places(path: Path, numbers: dict[int, str]) -> tuple[list[tuple[st
 
 def file_places(folder: Path, label: str) -> list[tuple[str, str]]:
     """Every file under ``folder`` as text (bytes decoded; undecodable bytes replaced)."""
-    return [(f"{label}/{p.relative_to(folder)}", p.read_bytes().decode("utf-8", "replace"))
-            for p in sorted(folder.rglob("*")) if p.is_file()]
+    return [
+        (f"{label}/{p.relative_to(folder)}", p.read_bytes().decode("utf-8", "replace"))
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    ]
 
 
 def find(places: list[tuple[str, str]], needles: dict[str, str]) -> list[tuple[str, str, str]]:
@@ -417,8 +524,9 @@ def keyed(key: str, uid: str) -> str:
 # --- the test --------------------------------------------------------------------------------------------
 
 
-def test_planted_people_never_come_out_and_the_pseudonym_is_keyed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                                  capfd: pytest.CaptureFixture, caplog) -> None:
+def test_planted_people_never_come_out_and_the_pseudonym_is_keyed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture, caplog
+) -> None:
     caplog.set_level(logging.DEBUG)
     t0 = time.monotonic()
     root, sources = tmp_path / "run", tmp_path / "sources"
@@ -426,19 +534,38 @@ def test_planted_people_never_come_out_and_the_pseudonym_is_keyed(tmp_path: Path
     planted = plant_psychology_people(sources / "events")
     needles = personal_needles()
     # The planted values are in the sources: the search below has something to find.
-    source_text = "\n".join(gzip.decompress(p.read_bytes()).decode("utf-8")
-                            for p in sorted((sources / "events").glob("date=*/*.jsonl.gz"))).casefold()
-    for value in (CLIENT["name"], CLIENT["email"], CLIENT["phone"], CLIENT["dni"], CLIENT["license_number"],
-                  PATIENT["last_name"], PATIENT["email"], PATIENT["phone"], PATIENT["dni"], PROFESSIONAL["email"],
-                  PROFESSIONAL["license_number"], planted.client_uid, planted.patient_uid):
+    source_text = "\n".join(
+        gzip.decompress(p.read_bytes()).decode("utf-8") for p in sorted((sources / "events").glob("date=*/*.jsonl.gz"))
+    ).casefold()
+    for value in (
+        CLIENT["name"],
+        CLIENT["email"],
+        CLIENT["phone"],
+        CLIENT["dni"],
+        CLIENT["license_number"],
+        PATIENT["last_name"],
+        PATIENT["email"],
+        PATIENT["phone"],
+        PATIENT["dni"],
+        PROFESSIONAL["email"],
+        PROFESSIONAL["license_number"],
+        planted.client_uid,
+        planted.patient_uid,
+    ):
         assert value.casefold() in source_text, value
     assert planted.patient_lines >= 3 and planted.professional_lines >= 1
 
     # 1. The whole build (quality checks included) as a separate process, its run stored in DAGSTER_HOME.
     root.mkdir()
     t_build = time.monotonic()
-    build = subprocess.run([sys.executable, "-m", "pipelines.build"], cwd=REPO, env=build_env(root, sources),
-                           capture_output=True, text=True, timeout=600)
+    build = subprocess.run(
+        [sys.executable, "-m", "pipelines.build"],
+        cwd=REPO,
+        env=build_env(root, sources),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     build_seconds = time.monotonic() - t_build
     assert build.returncode == 0, build.stderr[-3000:]
 
@@ -454,8 +581,13 @@ def test_planted_people_never_come_out_and_the_pseudonym_is_keyed(tmp_path: Path
     assert "pulso_published_version" in metrics_text and 'niche="psychology"' in metrics_text
     generated = tmp_path / "generated"
     for module in ("dashboards.generate", "alerts.generate"):
-        subprocess.run([sys.executable, "-m", module, "--out", str(generated / module)], cwd=REPO, check=True,
-                       capture_output=True, env=build_env(root, sources))
+        subprocess.run(
+            [sys.executable, "-m", module, "--out", str(generated / module)],
+            cwd=REPO,
+            check=True,
+            capture_output=True,
+            env=build_env(root, sources),
+        )
     # 6. The executive view, every page, as a clinical user.
     access_log = root / "access.log"
     pages = render_app(root / "published", access_log, monkeypatch)
@@ -465,27 +597,52 @@ def test_planted_people_never_come_out_and_the_pseudonym_is_keyed(tmp_path: Path
     con = duckdb.connect(str(root / "warehouse.duckdb"), read_only=True)
     other = duckdb.connect(str(root / "other.duckdb"), read_only=True)
     try:
+
         def count(c, sql: str, *params) -> int:
             return c.execute(sql, list(params)).fetchall()[0][0]
 
         client_rows = count(con, "SELECT count(*) FROM raw.events WHERE user_key = ?", keyed(KEY, planted.client_uid))
-        patient_rows = count(con, "SELECT count(*) FROM psychology.events WHERE user_key = ?",
-                             keyed(KEY, planted.patient_uid))
+        patient_rows = count(
+            con, "SELECT count(*) FROM psychology.events WHERE user_key = ?", keyed(KEY, planted.patient_uid)
+        )
         assert client_rows > 0 and patient_rows > 0
-        assert count(con, "SELECT count(*) FROM psychology.payment_updates p JOIN psychology.events e USING (event_id) "
-                          "WHERE e.user_key = ?", keyed(KEY, planted.patient_uid)) > 0
+        assert (
+            count(
+                con,
+                "SELECT count(*) FROM psychology.payment_updates p JOIN psychology.events e USING (event_id) "
+                "WHERE e.user_key = ?",
+                keyed(KEY, planted.patient_uid),
+            )
+            > 0
+        )
         assert count(con, "SELECT count(*) FROM raw.events WHERE user_key = ?", keyed(KEY, planted.patient_uid)) == 0
         assert count(con, "SELECT count(*) FROM raw.events WHERE niche IN ('psychology', 'dentist')") == 0
         assert count(con, "SELECT count(*) FROM psychology.events WHERE niche NOT IN ('psychology', 'dentist')") == 0
         # Keyed: another key gives other ids for the same people (same rows), and neither is a plain hash.
-        assert count(other, "SELECT count(*) FROM raw.events WHERE user_key = ?",
-                     keyed(OTHER_KEY, planted.client_uid)) == client_rows
-        assert count(other, "SELECT count(*) FROM psychology.events WHERE user_key = ?",
-                     keyed(OTHER_KEY, planted.patient_uid)) == patient_rows
-        keys_a = {r[0] for r in con.execute("SELECT DISTINCT user_key FROM raw.events UNION "
-                                            "SELECT DISTINCT user_key FROM psychology.events").fetchall()}
-        keys_b = {r[0] for r in other.execute("SELECT DISTINCT user_key FROM raw.events UNION "
-                                              "SELECT DISTINCT user_key FROM psychology.events").fetchall()}
+        assert (
+            count(other, "SELECT count(*) FROM raw.events WHERE user_key = ?", keyed(OTHER_KEY, planted.client_uid))
+            == client_rows
+        )
+        assert (
+            count(
+                other,
+                "SELECT count(*) FROM psychology.events WHERE user_key = ?",
+                keyed(OTHER_KEY, planted.patient_uid),
+            )
+            == patient_rows
+        )
+        keys_a = {
+            r[0]
+            for r in con.execute(
+                "SELECT DISTINCT user_key FROM raw.events UNION SELECT DISTINCT user_key FROM psychology.events"
+            ).fetchall()
+        }
+        keys_b = {
+            r[0]
+            for r in other.execute(
+                "SELECT DISTINCT user_key FROM raw.events UNION SELECT DISTINCT user_key FROM psychology.events"
+            ).fetchall()
+        }
         assert len(keys_a) == len(keys_b) > 100 and not keys_a & keys_b
         for uid in (planted.client_uid, planted.patient_uid):
             assert hashlib.sha256(uid.encode()).hexdigest() not in keys_a | keys_b
@@ -498,18 +655,26 @@ def test_planted_people_never_come_out_and_the_pseudonym_is_keyed(tmp_path: Path
         assert keyed(OTHER_KEY, "professional:" + planted.professional_id) in pros_b
         assert len(pros_a) == len(pros_b) and not pros_a & pros_b
         # The two broken lines are quarantined (the file and row named), and the counts reconcile.
-        loads = con.execute("SELECT sum(rows_read), sum(rows_loaded), sum(rows_quarantined) FROM ops.loads "
-                            "WHERE source = 'events'").fetchall()[0]
+        loads = con.execute(
+            "SELECT sum(rows_read), sum(rows_loaded), sum(rows_quarantined) FROM ops.loads WHERE source = 'events'"
+        ).fetchall()[0]
         assert loads[0] == loads[1] + loads[2] and loads[2] == 2
-        quarantined = con.execute("SELECT source_file, row_number, reason, \"row\" FROM quarantine.rows "
-                                  "WHERE source = 'events' ORDER BY row_number").fetchall()
-        assert [(Path(f).name, n) for f, n, _, _ in quarantined] == [(planted.broken_file.name, r) for r in planted.broken_rows]
+        quarantined = con.execute(
+            'SELECT source_file, row_number, reason, "row" FROM quarantine.rows '
+            "WHERE source = 'events' ORDER BY row_number"
+        ).fetchall()
+        assert [(Path(f).name, n) for f, n, _, _ in quarantined] == [
+            (planted.broken_file.name, r) for r in planted.broken_rows
+        ]
         assert quarantined[0][2].startswith("occurred_at is not an ISO timestamp")
         assert quarantined[1][2].startswith("not valid JSON")
         # What quarantine keeps of the refused line: its non-personal fields and the pseudonym, withheld names.
         kept = json.loads(quarantined[0][3])
         assert (kept["event_id"], kept["occurred_at"], kept["user_key"]) == (
-            "privacy-broken-1", "27/11/2026 10:30", keyed(KEY, planted.patient_uid))
+            "privacy-broken-1",
+            "27/11/2026 10:30",
+            keyed(KEY, planted.patient_uid),
+        )
         assert {"user.name", "user.email", "user.phone", "user.dni", "payload.payment.payer"} <= set(kept["_withheld"])
         assert quarantined[1][3].startswith("[withheld: ")
     finally:
@@ -524,10 +689,14 @@ def test_planted_people_never_come_out_and_the_pseudonym_is_keyed(tmp_path: Path
     assert all(r["niches"] and set(r["niches"]) <= {"psychology", "dentist"} for r in log_records)
 
     # Search everything for every planted value, the raw ids of the planted people and both keys.
-    search_needles = {**needles, planted.client_uid.casefold(): "client app user id",
-                      planted.patient_uid.casefold(): "patient app user id",
-                      planted.professional_id.casefold(): "professional app id",
-                      KEY.casefold(): "pseudonym key", OTHER_KEY.casefold(): "other pseudonym key"}
+    search_needles = {
+        **needles,
+        planted.client_uid.casefold(): "client app user id",
+        planted.patient_uid.casefold(): "patient app user id",
+        planted.professional_id.casefold(): "professional app id",
+        KEY.casefold(): "pseudonym key",
+        OTHER_KEY.casefold(): "other pseudonym key",
+    }
     numbers = planted_numbers()
     places: list[tuple[str, str]] = []
     number_hits: list[tuple[str, str]] = []
@@ -548,7 +717,9 @@ def test_planted_people_never_come_out_and_the_pseudonym_is_keyed(tmp_path: Path
     places += file_places(generated, "generated")
     places += file_places(REPO / "alerts" / "prometheus", "alerts/prometheus")
     places += file_places(REPO / "alerts" / "alertmanager", "alerts/alertmanager")
-    places += [(f"slack request {i}", json.dumps(body, ensure_ascii=False)) for i, (_, body) in enumerate(receiver.requests)]
+    places += [
+        (f"slack request {i}", json.dumps(body, ensure_ascii=False)) for i, (_, body) in enumerate(receiver.requests)
+    ]
     places += pages
     places += [("access log", access_log.read_text())]
     places += [("build stdout", build.stdout), ("build stderr", build.stderr)]
@@ -562,14 +733,20 @@ def test_planted_people_never_come_out_and_the_pseudonym_is_keyed(tmp_path: Path
     stored.dispose()
     places += [("alert runs' event log", alert_logs), ("other-key run's event log", other_logs)]
     out, err = capfd.readouterr()
-    places += [("captured stdout", out), ("captured stderr", err), ("captured logs", caplog.text),
-               ("captured log records", "\n".join(repr(r.__dict__) for r in caplog.records))]
+    places += [
+        ("captured stdout", out),
+        ("captured stderr", err),
+        ("captured logs", caplog.text),
+        ("captured log records", "\n".join(repr(r.__dict__) for r in caplog.records)),
+    ]
 
     hits = find(places, search_needles)
     found = sorted({(where, what) for where, what, _ in hits} | set(number_hits))
     assert not found, f"personal data or a key found (place, what): {found}"
-    print(f"privacy: {len(search_needles)} values and {len(numbers)} numbers searched in {len(places)} places "
-          f"({tables} warehouse tables, {len(parquet_files)} published Parquet files, {columns} columns, "
-          f"{len(receiver.requests)} Slack requests, {len(pages)} app pages, {len(log_records)} access log records, "
-          f"{sum(len(t) for _, t in places) / 1e6:.0f} MB of text); build {build_seconds:.1f}s, "
-          f"whole test {time.monotonic() - t0:.1f}s")
+    print(
+        f"privacy: {len(search_needles)} values and {len(numbers)} numbers searched in {len(places)} places "
+        f"({tables} warehouse tables, {len(parquet_files)} published Parquet files, {columns} columns, "
+        f"{len(receiver.requests)} Slack requests, {len(pages)} app pages, {len(log_records)} access log records, "
+        f"{sum(len(t) for _, t in places) / 1e6:.0f} MB of text); build {build_seconds:.1f}s, "
+        f"whole test {time.monotonic() - t0:.1f}s"
+    )

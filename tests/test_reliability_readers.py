@@ -40,14 +40,33 @@ PAUSE = 0.05  # between reads: a few hundred reads per run without starving the 
 
 def build_env(base: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PULSO_", "DAGSTER_"))}
-    env.update(PULSO_SOURCES=str(base / "sources"), PULSO_WAREHOUSE=str(base / "warehouse.duckdb"),
-               PULSO_PUBLISHED=str(base / "published"), PULSO_PSEUDONYM_KEY="reliability-test-key")
+    env.update(
+        PULSO_SOURCES=str(base / "sources"),
+        PULSO_WAREHOUSE=str(base / "warehouse.duckdb"),
+        PULSO_PUBLISHED=str(base / "published"),
+        PULSO_PSEUDONYM_KEY="reliability-test-key",
+    )
     return env
 
 
 def simulate(base: Path, *extra: str) -> None:
-    subprocess.run([sys.executable, "-m", "pipelines.simulate", "--profile", "tiny", "--out", str(base / "sources"),
-                    "--end", END, "--quiet", *extra], check=True, cwd=REPO)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipelines.simulate",
+            "--profile",
+            "tiny",
+            "--out",
+            str(base / "sources"),
+            "--end",
+            END,
+            "--quiet",
+            *extra,
+        ],
+        check=True,
+        cwd=REPO,
+    )
 
 
 @dataclass(frozen=True)
@@ -69,14 +88,23 @@ def expected_state(root: Path) -> Expected:
         files = ", ".join(f"'{f}'" for f in manifest.files(name))
         return f"read_parquet([{files}])"
 
-    newest_cost = con.execute(f"SELECT sum(cost_usd) FROM {table('cost_daily')} "  # noqa: S608
-                              f"WHERE day = (SELECT max(day) FROM {table('cost_daily')})").fetchall()[0][0]
+    newest_cost = con.execute(
+        f"SELECT sum(cost_usd) FROM {table('cost_daily')} "  # noqa: S608
+        f"WHERE day = (SELECT max(day) FROM {table('cost_daily')})"
+    ).fetchall()[0][0]
     kpis = f"SELECT * FROM {table('kpi_daily')} WHERE kpi = 'infra_cost_usd' AND niche = 'all' AND country = 'all' AND region = 'all'"  # noqa: S608
     newest_kpi = con.execute(f"SELECT value FROM ({kpis}) ORDER BY day DESC LIMIT 1").fetchall()[0][0]  # noqa: S608
-    by_niche = dict(con.execute(f"SELECT niche, sum(cost_usd) FROM {table('cost_daily')} "  # noqa: S608
-                                "WHERE day BETWEEN ? AND ? GROUP BY niche", [SCOPE.start, SCOPE.end]).fetchall())
-    period = con.execute(f"SELECT sum(value) FROM ({kpis}) WHERE day BETWEEN ? AND ?",  # noqa: S608
-                         [SCOPE.start, SCOPE.end]).fetchall()[0][0]
+    by_niche = dict(
+        con.execute(
+            f"SELECT niche, sum(cost_usd) FROM {table('cost_daily')} "  # noqa: S608
+            "WHERE day BETWEEN ? AND ? GROUP BY niche",
+            [SCOPE.start, SCOPE.end],
+        ).fetchall()
+    )
+    period = con.execute(
+        f"SELECT sum(value) FROM ({kpis}) WHERE day BETWEEN ? AND ?",  # noqa: S608
+        [SCOPE.start, SCOPE.end],
+    ).fetchall()[0][0]
     return Expected(manifest.version, Decimal(newest_cost), float(newest_kpi), by_niche, micro_usd(period))
 
 
@@ -183,8 +211,23 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
 
     port = free_port()
     log = (base / "exporter.log").open("w")
-    exporter = subprocess.Popen([sys.executable, "-m", "exporters.serve", "--host", "127.0.0.1", "--port", str(port),
-                                 "--published", str(base / "published")], cwd=REPO, env=env, stdout=log, stderr=log)
+    exporter = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "exporters.serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--published",
+            str(base / "published"),
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=log,
+    )
     try:
         url = f"http://127.0.0.1:{port}/metrics"
         for _ in range(300):
@@ -200,14 +243,17 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
         stop = threading.Event()
         scrapes, queries = Reads(), Reads()
         warehouse = base / "warehouse.duckdb"
-        threads = [threading.Thread(target=scrape_loop, args=(url, stop, scrapes, exporter.pid, warehouse)),
-                   threading.Thread(target=query_loop, args=(base / "published", stop, queries, warehouse))]
+        threads = [
+            threading.Thread(target=scrape_loop, args=(url, stop, scrapes, exporter.pid, warehouse)),
+            threading.Thread(target=query_loop, args=(base / "published", stop, queries, warehouse)),
+        ]
         for t in threads:
             t.start()
         time.sleep(0.5)  # both loops running before the writer starts
         started = time.monotonic()
-        build = subprocess.run([sys.executable, "-m", "pipelines.build"], cwd=REPO, env=env, capture_output=True,
-                               text=True)
+        build = subprocess.run(
+            [sys.executable, "-m", "pipelines.build"], cwd=REPO, env=env, capture_output=True, text=True
+        )
         ended = time.monotonic()
         time.sleep(2.0)  # readers pick the new version up
         stop.set()
@@ -218,8 +264,9 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
         exporter.wait(10)
         log.close()
     after = expected_state(base / "published")
-    return Run(before, after, build, ended - started, started, ended, scrapes, queries,
-               (base / "exporter.log").read_text())
+    return Run(
+        before, after, build, ended - started, started, ended, scrapes, queries, (base / "exporter.log").read_text()
+    )
 
 
 def check_the_two_states_differ_so_a_mix_would_show(run: Run) -> None:
@@ -260,8 +307,9 @@ def check_every_scrape_is_one_complete_published_state(run: Run) -> None:
 def check_every_query_round_is_one_complete_published_state(run: Run) -> None:
     seen = []
     for _, _, (by_niche, infra) in run.queries.answers:
-        matches = [e.version for e in (run.before, run.after)
-                   if by_niche == e.app_cost_by_niche and infra == e.app_infra_cost]
+        matches = [
+            e.version for e in (run.before, run.after) if by_niche == e.app_cost_by_niche and infra == e.app_infra_cost
+        ]
         assert len(matches) == 1, (by_niche, infra)  # one state's figures, both from it: never a mix
         seen.append(matches[0])
     assert seen == sorted(seen)
@@ -270,6 +318,7 @@ def check_every_query_round_is_one_complete_published_state(run: Run) -> None:
 
 # The checks below run from one test, so the builds above run once however the suite is distributed
 # (with or without xdist groups, which tests/conftest.py makes hold under pytest 9.2).
+
 
 def test_readers_during_a_full_build_see_one_whole_published_state(run: Run) -> None:
     check_the_two_states_differ_so_a_mix_would_show(run)

@@ -88,8 +88,12 @@ def exception_text(exc: BaseException) -> str:
 
 def captured(capfd: pytest.CaptureFixture, caplog: pytest.LogCaptureFixture) -> list[tuple[str, str]]:
     out, err = capfd.readouterr()
-    return [("stdout", out), ("stderr", err), ("logs", caplog.text),
-            ("log records", "\n".join(repr(r.__dict__) for r in caplog.records))]
+    return [
+        ("stdout", out),
+        ("stderr", err),
+        ("logs", caplog.text),
+        ("log records", "\n".join(repr(r.__dict__) for r in caplog.records)),
+    ]
 
 
 def run_logs(instance: dg.DagsterInstance, results: list) -> str:
@@ -114,8 +118,9 @@ class CanaryReceiver(Receiver):
         return f"http://{LOOPBACK}:{self.port}{self.path}"
 
 
-def test_slack_webhook_never_appears_even_when_delivery_fails(tmp_path: Path, published_cost, monkeypatch,
-                                                               caplog, capfd) -> None:
+def test_slack_webhook_never_appears_even_when_delivery_fails(
+    tmp_path: Path, published_cost, monkeypatch, caplog, capfd
+) -> None:
     from pipelines.defs.alerts import assets as alert_assets
 
     caplog.set_level(logging.DEBUG)
@@ -136,7 +141,9 @@ def test_slack_webhook_never_appears_even_when_delivery_fails(tmp_path: Path, pu
             result = dg.materialize(assets, resources=resources, instance=instance)
             assert result.success
             results.append(result)
-            meta = {k: v.value for k, v in result.asset_materializations_for_node("daily_anomalies")[0].metadata.items()}
+            meta = {
+                k: v.value for k, v in result.asset_materializations_for_node("daily_anomalies")[0].metadata.items()
+            }
             metas.append(meta)
             return meta
 
@@ -238,9 +245,21 @@ def source_tree(root: Path) -> int:
     """Three events of one day and the FX file; returns the number of events."""
     folder = root / "events" / "date=2026-11-25"
     folder.mkdir(parents=True)
-    lines = [json.dumps({"event_id": f"e{i}", "type": "session.started", "occurred_at": f"2026-11-25T13:00:0{i}Z",
-                         "niche": "barber", "country": "AR", "region": "buenos_aires", "user": {"id": f"u{i}"},
-                         "payload": {"session_id": f"s{i}"}}) for i in range(3)]
+    lines = [
+        json.dumps(
+            {
+                "event_id": f"e{i}",
+                "type": "session.started",
+                "occurred_at": f"2026-11-25T13:00:0{i}Z",
+                "niche": "barber",
+                "country": "AR",
+                "region": "buenos_aires",
+                "user": {"id": f"u{i}"},
+                "payload": {"session_id": f"s{i}"},
+            }
+        )
+        for i in range(3)
+    ]
     (folder / "part-0000.jsonl.gz").write_bytes(gzip.compress(("\n".join(lines) + "\n").encode(), mtime=0))
     (root / "fx").mkdir()
     (root / "fx" / "ars_usd.csv").write_text("date,ars_per_usd\n2026-11-25,1000.5\n")
@@ -254,8 +273,13 @@ def checking_moto(workdir: Path) -> Iterator[str]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")} | {"INITIAL_NO_AUTH_ACTION_COUNT": "0"}
     with (workdir / "moto.log").open("w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", LOOPBACK, "-p", str(port)], cwd=workdir,
-                                stdout=log, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", LOOPBACK, "-p", str(port)],
+            cwd=workdir,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
         try:
             url = f"http://{LOOPBACK}:{port}"
             deadline = time.monotonic() + 60
@@ -272,8 +296,9 @@ def checking_moto(workdir: Path) -> Iterator[str]:
             proc.wait(10)
 
 
-def test_aws_keys_never_appear_with_right_or_wrong_credentials(tmp_path: Path, moto_endpoint: str, monkeypatch,
-                                                               caplog, capfd) -> None:
+def test_aws_keys_never_appear_with_right_or_wrong_credentials(
+    tmp_path: Path, moto_endpoint: str, monkeypatch, caplog, capfd
+) -> None:
     from pipelines.defs.warehouse.assets import raw_events, raw_fx
 
     aws_env(monkeypatch, moto_endpoint)
@@ -286,15 +311,18 @@ def test_aws_keys_never_appear_with_right_or_wrong_credentials(tmp_path: Path, m
     caplog.set_level(logging.DEBUG)
 
     def resources(warehouse: str) -> dict:
-        return {"duckdb": DuckDBResource(database=str(tmp_path / warehouse)),
-                "events_source": SourceResource(source="events", location=f"s3://{bucket}/pulso/events"),
-                "fx_source": SourceResource(source="fx", location=f"s3://{bucket}/pulso/fx")}
+        return {
+            "duckdb": DuckDBResource(database=str(tmp_path / warehouse)),
+            "events_source": SourceResource(source="events", location=f"s3://{bucket}/pulso/events"),
+            "fx_source": SourceResource(source="fx", location=f"s3://{bucket}/pulso/fx"),
+        }
 
     instance = dg.DagsterInstance.ephemeral()
     monkeypatch.setenv("PULSO_PARTITION_START", "2026-11-25")
     monkeypatch.setenv("PULSO_PSEUDONYM_KEY", "secrets-test-key")
-    good = dg.materialize([raw_events, raw_fx], resources=resources("warehouse.duckdb"), instance=instance,
-                          partition_key="2026-11-25")
+    good = dg.materialize(
+        [raw_events, raw_fx], resources=resources("warehouse.duckdb"), instance=instance, partition_key="2026-11-25"
+    )
     assert good.success
     import duckdb
 
@@ -309,16 +337,24 @@ def test_aws_keys_never_appear_with_right_or_wrong_credentials(tmp_path: Path, m
     with checking_moto(tmp_path) as checking:
         monkeypatch.setenv("PULSO_S3_ENDPOINT_URL", checking)
         storage = S3Storage(bucket, "pulso")
-        for call in (lambda: storage.list("events"), lambda: storage.read_bytes("fx/ars_usd.csv"),
-                     lambda: storage.exists("fx/ars_usd.csv")):
+        for call in (
+            lambda: storage.list("events"),
+            lambda: storage.read_bytes("fx/ars_usd.csv"),
+            lambda: storage.exists("fx/ars_usd.csv"),
+        ):
             with pytest.raises(SourceError) as info:
                 call()
             message = str(info.value)  # a HEAD answer has no body: a bare 403 is "access denied"
             assert message.startswith(f"s3://{bucket}/pulso/")
             assert message.endswith((": access denied", ": S3 error InvalidAccessKeyId")), message
             places.append(("S3 error", exception_text(info.value)))
-        bad = dg.materialize([raw_events], resources=resources("refused.duckdb"), instance=instance,
-                             partition_key="2026-11-25", raise_on_error=False)
+        bad = dg.materialize(
+            [raw_events],
+            resources=resources("refused.duckdb"),
+            instance=instance,
+            partition_key="2026-11-25",
+            raise_on_error=False,
+        )
     assert not bad.success
     failure = bad.get_step_failure_events()[0].event_specific_data.error.to_string()
     assert f"s3://{bucket}/pulso/events" in failure and ("access denied" in failure or "InvalidAccessKeyId" in failure)
@@ -397,8 +433,13 @@ def test_app_password_never_shown_wrong_or_right(app_env: Path, monkeypatch, cap
     caplog.set_level(logging.DEBUG)
     monkeypatch.setenv("PULSO_APP_PASSWORD", ENV_PASSWORD)
     places: list[tuple[str, str]] = []
-    wrong = [("ana", ANA_PASSWORD[:-1] + "X"), ("ana", SHARED_PASSWORD), ("ana", ENV_PASSWORD),
-             ("luis", ENV_PASSWORD[:-1] + "Z"), ("luis", "")]
+    wrong = [
+        ("ana", ANA_PASSWORD[:-1] + "X"),
+        ("ana", SHARED_PASSWORD),
+        ("ana", ENV_PASSWORD),
+        ("luis", ENV_PASSWORD[:-1] + "Z"),
+        ("luis", ""),
+    ]
     for user, typed in wrong:
         at = sign_in(SECRETS, user, typed)
         assert not at.exception, at.exception
@@ -420,10 +461,13 @@ def test_app_password_never_shown_wrong_or_right(app_env: Path, monkeypatch, cap
     assert_nothing_found(places, needles(*APP_SECRETS))
 
 
-@pytest.mark.parametrize("case", ["toml syntax error", "password not a string", "users not a table",
-                                  "user without password", "roles not a list"])
-def test_malformed_secrets_never_show_a_password(app_env: Path, tmp_path: Path, monkeypatch, caplog, capfd,
-                                                 case: str) -> None:
+@pytest.mark.parametrize(
+    "case",
+    ["toml syntax error", "password not a string", "users not a table", "user without password", "roles not a list"],
+)
+def test_malformed_secrets_never_show_a_password(
+    app_env: Path, tmp_path: Path, monkeypatch, caplog, capfd, case: str
+) -> None:
     caplog.set_level(logging.DEBUG)
     if case == "toml syntax error":  # the password unquoted: the whole file is refused by the TOML parser
         path = tmp_path / "secrets.toml"

@@ -29,7 +29,9 @@ def test_checked_in_files_are_what_the_generator_produces():
 def test_generate_writes_the_same_files_to_another_folder(tmp_path):
     written = generate(tmp_path)
     assert sorted(p.relative_to(tmp_path).as_posix() for p in written) == [
-        "alertmanager/alertmanager.yml", "prometheus/pulso.rules.yml", "prometheus/slo.rules.yml"
+        "alertmanager/alertmanager.yml",
+        "prometheus/pulso.rules.yml",
+        "prometheus/slo.rules.yml",
     ]
     assert (tmp_path / "prometheus/slo.rules.yml").read_text() == (ALERTS / "prometheus/slo.rules.yml").read_text()
 
@@ -85,9 +87,9 @@ def test_windows_and_thresholds_come_from_the_catalog():
     availability = catalog.slo("availability")
     assert windows(catalog, availability) == ["5m", "30m", "1h", "2h", "6h", "1d", "3d", "30d"]
     page = alert_expr(catalog, availability, "page")
-    assert "round(slo:sli_error:ratio_rate1h{slo=\"availability\"} / 0.001, 0.000001) >= 14.4" in page
-    assert "round(slo:sli_error:ratio_rate30m{slo=\"availability\"} / 0.001, 0.000001) >= 6" in page
-    assert "(slo:sli_total:rate5m{slo=\"availability\"} * 300) >= 100" in page
+    assert 'round(slo:sli_error:ratio_rate1h{slo="availability"} / 0.001, 0.000001) >= 14.4' in page
+    assert 'round(slo:sli_error:ratio_rate30m{slo="availability"} / 0.001, 0.000001) >= 6' in page
+    assert '(slo:sli_total:rate5m{slo="availability"} * 300) >= 100' in page
     ticket = alert_expr(catalog, availability, "ticket")
     assert ">= 3\n" in ticket and ">= 1\n" in ticket and "rate3d" in ticket and "14.4" not in ticket
     # MercadoPago success has no raw Prometheus series: no rules (the exporter serves it).
@@ -108,10 +110,14 @@ def test_a_28_day_period_scales_thresholds_and_records_a_28d_window():
 def test_latency_slo_uses_each_countrys_threshold_bucket():
     (latency,) = [q for q in sli_queries(load_catalog()) if q.slo.id == "latency"]
     assert latency.terms == (
-        ('http_request_duration_seconds_bucket{country="AR",le="0.2"}',
-         'http_request_duration_seconds_bucket{country="AR",le="+Inf"}'),
-        ('http_request_duration_seconds_bucket{country=~"UY|CL|BR|CO",le="0.3"}',
-         'http_request_duration_seconds_bucket{country=~"UY|CL|BR|CO",le="+Inf"}'),
+        (
+            'http_request_duration_seconds_bucket{country="AR",le="0.2"}',
+            'http_request_duration_seconds_bucket{country="AR",le="+Inf"}',
+        ),
+        (
+            'http_request_duration_seconds_bucket{country=~"UY|CL|BR|CO",le="0.3"}',
+            'http_request_duration_seconds_bucket{country=~"UY|CL|BR|CO",le="+Inf"}',
+        ),
     )
 
 
@@ -122,11 +128,18 @@ def _github_anchor(heading: str) -> str:
 
 
 def test_every_runbook_link_points_to_a_section_of_docs_runbooks():
-    anchors = {_github_anchor(line.lstrip("#")) for line in
-               (ALERTS.parent / "docs/runbooks.md").read_text().splitlines() if line.startswith("#")}
-    links = [r["annotations"]["runbook_url"] for rel in ("slo.rules.yml", "pulso.rules.yml")
-             for g in yaml.safe_load((ALERTS / "prometheus" / rel).read_text())["groups"]
-             for r in g["rules"] if "alert" in r]
+    anchors = {
+        _github_anchor(line.lstrip("#"))
+        for line in (ALERTS.parent / "docs/runbooks.md").read_text().splitlines()
+        if line.startswith("#")
+    }
+    links = [
+        r["annotations"]["runbook_url"]
+        for rel in ("slo.rules.yml", "pulso.rules.yml")
+        for g in yaml.safe_load((ALERTS / "prometheus" / rel).read_text())["groups"]
+        for r in g["rules"]
+        if "alert" in r
+    ]
     assert len(links) == 6
     base = load_catalog().section("links")["runbook_base_url"]
     for link in links:
@@ -184,14 +197,26 @@ def test_alertmanager_sends_one_grouped_page_to_slack_inhibits_the_ticket_and_re
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([ALERTMANAGER, f"--config.file={tmp_path / 'am.yml'}", f"--storage.path={tmp_path / 'data'}",
-                             f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="],
-                            stdout=subprocess.DEVNULL, stderr=open(tmp_path / "am.log", "w"))
+    proc = subprocess.Popen(
+        [
+            ALERTMANAGER,
+            f"--config.file={tmp_path / 'am.yml'}",
+            f"--storage.path={tmp_path / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--cluster.listen-address=",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=open(tmp_path / "am.log", "w"),
+    )
     base = f"http://127.0.0.1:{port}"
 
     def post(alerts):
-        request = urllib.request.Request(f"{base}/api/v2/alerts", data=json.dumps(alerts).encode(),
-                                         headers={"Content-Type": "application/json"}, method="POST")
+        request = urllib.request.Request(
+            f"{base}/api/v2/alerts",
+            data=json.dumps(alerts).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
         with urllib.request.urlopen(request, timeout=10) as response:
             assert response.status == 200
 
@@ -202,6 +227,7 @@ def test_alertmanager_sends_one_grouped_page_to_slack_inhibits_the_ticket_and_re
             time.sleep(0.2)
 
     try:
+
         def ready():
             try:
                 with urllib.request.urlopen(f"{base}/-/ready", timeout=2) as r:
@@ -214,10 +240,17 @@ def test_alertmanager_sends_one_grouped_page_to_slack_inhibits_the_ticket_and_re
         now = datetime.now(UTC)
 
         def alert(severity, ends=None):
-            return {"labels": {"alertname": "AvailabilityBudgetBurn", "severity": severity, **place},
-                    "annotations": {"summary": f"{severity} summary", "budget_remaining": "-4662%",
-                                    "dashboard": "http://grafana/d/pulso-slos", "runbook_url": "http://runbook"},
-                    "startsAt": now.isoformat(), **({"endsAt": ends.isoformat()} if ends else {})}
+            return {
+                "labels": {"alertname": "AvailabilityBudgetBurn", "severity": severity, **place},
+                "annotations": {
+                    "summary": f"{severity} summary",
+                    "budget_remaining": "-4662%",
+                    "dashboard": "http://grafana/d/pulso-slos",
+                    "runbook_url": "http://runbook",
+                },
+                "startsAt": now.isoformat(),
+                **({"endsAt": ends.isoformat()} if ends else {}),
+            }
 
         # The page and the ticket of one place, the page sent twice (Prometheus re-sends every cycle).
         post([alert("page"), alert("ticket")])

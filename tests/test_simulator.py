@@ -29,16 +29,32 @@ from pipelines.simulate import main as cli_main
 
 END = date(2026, 11, 27)  # a Friday; the window is Wed 25 .. Fri 27 November 2026
 SEED = 7
-CANARIES = Canaries(name="Zoltan Quibbleworth", email="zoltan.canary@example.org", phone="+54 9 11 0000-4242",
-                    dni="99888777", license_number="MN 424242")
+CANARIES = Canaries(
+    name="Zoltan Quibbleworth",
+    email="zoltan.canary@example.org",
+    phone="+54 9 11 0000-4242",
+    dni="99888777",
+    license_number="MN 424242",
+)
 TZ = ZoneInfo("America/Argentina/Buenos_Aires")
 CONTRACT_LABELS = ["niche", "country", "region", "service", "route", "code", "le", "group"]
 CUR_COLUMNS = [
-    "identity_line_item_id", "identity_time_interval", "bill_billing_period_start_date",
-    "line_item_usage_start_date", "line_item_usage_end_date", "line_item_line_item_type", "line_item_product_code",
-    "line_item_usage_type", "line_item_operation", "line_item_resource_id", "line_item_usage_amount",
-    "line_item_currency_code", "line_item_unblended_cost", "savings_plan_savings_plan_effective_cost",
-    "reservation_effective_cost", "resource_tags",
+    "identity_line_item_id",
+    "identity_time_interval",
+    "bill_billing_period_start_date",
+    "line_item_usage_start_date",
+    "line_item_usage_end_date",
+    "line_item_line_item_type",
+    "line_item_product_code",
+    "line_item_usage_type",
+    "line_item_operation",
+    "line_item_resource_id",
+    "line_item_usage_amount",
+    "line_item_currency_code",
+    "line_item_unblended_cost",
+    "savings_plan_savings_plan_effective_cost",
+    "reservation_effective_cost",
+    "resource_tags",
 ]
 
 
@@ -55,8 +71,12 @@ def con(tiny) -> duckdb.DuckDBPyConnection:
     c = duckdb.connect()
     c.execute("SET TimeZone = 'UTC'")
     for metric in METRICS:
-        c.execute(f"CREATE VIEW {metric} AS SELECT * FROM read_parquet('{out}/metrics/{metric}/*/part-0.parquet', hive_partitioning = true)")  # noqa: S608 - SQL over the test's own files
-    c.execute(f"CREATE VIEW ev AS SELECT * FROM read_json('{out}/events/*/*.jsonl.gz', format = 'newline_delimited', filename = true)")  # noqa: S608 - SQL over the test's own files
+        c.execute(
+            f"CREATE VIEW {metric} AS SELECT * FROM read_parquet('{out}/metrics/{metric}/*/part-0.parquet', hive_partitioning = true)"  # noqa: S608
+        )  # noqa: S608 - SQL over the test's own files
+    c.execute(
+        f"CREATE VIEW ev AS SELECT * FROM read_json('{out}/events/*/*.jsonl.gz', format = 'newline_delimited', filename = true)"  # noqa: S608
+    )  # noqa: S608 - SQL over the test's own files
     c.execute(f"CREATE VIEW cur AS SELECT * FROM read_parquet('{out}/billing/**/*.parquet', filename = true)")  # noqa: S608 - SQL over the test's own files
     return c
 
@@ -70,10 +90,15 @@ def _ts(text: str) -> datetime:
 
 
 def _tree_digest(root: Path) -> dict[str, str]:
-    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 # --- determinism --------------------------------------------------------------------------------------------
+
 
 def test_same_profile_seed_and_end_give_identical_bytes_through_the_cli(tiny, tmp_path):
     out, _ = tiny
@@ -103,6 +128,7 @@ def test_cli_rejects_a_bad_canary(tmp_path, capsys):
 
 
 # --- layout and contract columns ----------------------------------------------------------------------------
+
 
 def test_profile_json_and_layout(tiny):
     out, result = tiny
@@ -141,9 +167,12 @@ def test_label_sets_follow_the_contract_and_catalog(con):
     regions = {r.id for r in cat.country("AR").regions}
     assert {r[0] for r in con.execute("SELECT DISTINCT region FROM probe_success").fetchall()} == regions
     groups = {(g.id, "AR") for g in cat.autoscaling_groups}
-    assert set(con.execute("SELECT DISTINCT \"group\", country FROM autoscaling_group_desired_capacity").fetchall()) == groups
+    assert (
+        set(con.execute('SELECT DISTINCT "group", country FROM autoscaling_group_desired_capacity').fetchall())
+        == groups
+    )
     # Labels a family does not have are NULL, e.g. db_connections_in_use has none at all.
-    row = con.execute("SELECT count(*), count(niche), count(\"group\"), count(le) FROM db_connections_in_use").fetchone()
+    row = con.execute('SELECT count(*), count(niche), count("group"), count(le) FROM db_connections_in_use').fetchone()
     assert row == (3 * 1440, 0, 0, 0)
 
 
@@ -160,6 +189,7 @@ def test_an_ar_day_folder_holds_exactly_the_minutes_of_that_local_day(con):
 
 
 # --- metric semantics ---------------------------------------------------------------------------------------
+
 
 def test_histogram_buckets_are_cumulative_and_inf_equals_the_requests_counter(con):
     bad = con.execute("""
@@ -190,11 +220,14 @@ def test_counters_only_decrease_at_the_injected_restarts(tiny, con):
     resets = json.loads((out / "profile.json").read_text())["counter_resets"]
     assert resets == result.counter_resets
     found = set()
-    for metric, keys in (("http_requests_total", "niche, region, service, code"),
-                         ("http_request_duration_seconds_bucket", "niche, region, service, le"),
-                         ("cache_hits_total", "niche, region"), ("cache_requests_total", "niche, region")):
+    for metric, keys in (
+        ("http_requests_total", "niche, region, service, code"),
+        ("http_request_duration_seconds_bucket", "niche, region, service, le"),
+        ("cache_hits_total", "niche, region"),
+        ("cache_requests_total", "niche, region"),
+    ):
         rows = con.execute(f"""
-            SELECT * FROM (SELECT niche, region, {'service' if 'service' in keys else 'NULL'} AS service, ts,
+            SELECT * FROM (SELECT niche, region, {"service" if "service" in keys else "NULL"} AS service, ts,
                                   value < lag(value) OVER (PARTITION BY {keys} ORDER BY ts) AS down
                            FROM {metric}) WHERE down
         """).fetchall()  # noqa: S608 - SQL over the test's own files
@@ -203,7 +236,9 @@ def test_counters_only_decrease_at_the_injected_restarts(tiny, con):
     expected = set()
     for r in resets:
         for metric in r["metrics"]:
-            expected.add((metric, r["niche"], r["region"], r["service"] if metric.startswith("http") else None, r["ts"]))
+            expected.add(
+                (metric, r["niche"], r["region"], r["service"] if metric.startswith("http") else None, r["ts"])
+            )
     # Every decrease is a recorded restart (a restart of an idle series may show no decrease).
     assert found <= expected
     assert found, "tiny should contain at least one visible counter reset"
@@ -285,12 +320,20 @@ def test_shape_function_peaks_inside_each_window():
 
 # --- incidents ----------------------------------------------------------------------------------------------
 
+
 def test_tiny_injects_all_six_incident_types_inside_the_window(tiny):
     out, _ = tiny
     incidents = json.loads((out / "incidents.json").read_text())
-    assert Counter(i["type"] for i in incidents) == Counter({
-        "outage": 1, "latency_regression": 1, "cost_spike": 1, "payment_rejection_surge": 1,
-        "traffic_spike": 1, "cache_degradation": 1})
+    assert Counter(i["type"] for i in incidents) == Counter(
+        {
+            "outage": 1,
+            "latency_regression": 1,
+            "cost_spike": 1,
+            "payment_rejection_surge": 1,
+            "traffic_spike": 1,
+            "cache_degradation": 1,
+        }
+    )
     lo, hi = datetime(2026, 11, 25, 3, tzinfo=UTC), datetime(2026, 11, 28, 3, tzinfo=UTC)
     for inc in incidents:
         assert set(inc) >= {"id", "type", "start", "end", "niche", "country", "region", "service", "expected_effect"}
@@ -305,7 +348,7 @@ def test_outage_probes_are_down_exactly_during_it_and_return_5xx(tiny, con):
     assert 20 <= minutes <= 40 and inc["expected_effect"]["recovery_minutes"] == minutes
     down = con.execute(f"""
         SELECT region, count(*), min(ts), max(ts) FROM probe_success
-        WHERE niche = '{inc['niche']}' AND value = 0 AND ts >= '{inc['start']}' AND ts < '{inc['end']}' GROUP BY region
+        WHERE niche = '{inc["niche"]}' AND value = 0 AND ts >= '{inc["start"]}' AND ts < '{inc["end"]}' GROUP BY region
     """).fetchall()  # noqa: S608 - SQL over the test's own files
     regions = {r.id for r in load_catalog().country(inc["country"]).regions}
     assert {r[0] for r in down} == regions
@@ -317,13 +360,13 @@ def test_outage_probes_are_down_exactly_during_it_and_return_5xx(tiny, con):
                           lag(value) OVER w AS prev, lead(value) OVER w AS next
                    FROM probe_success WINDOW w AS (PARTITION BY niche, region ORDER BY ts))
         SELECT count(*) FROM p WHERE value = 0 AND (prev = 0 OR next = 0)
-          AND NOT (niche = '{inc['niche']}' AND ts >= '{inc['start']}' AND ts < '{inc['end']}')
+          AND NOT (niche = '{inc["niche"]}' AND ts >= '{inc["start"]}' AND ts < '{inc["end"]}')
     """).fetchone()[0]  # noqa: S608 - SQL over the test's own files
     assert runs == 0
     share_5xx = con.execute(f"""
         WITH d AS (SELECT code, max(value) - min(value) AS inc FROM http_requests_total
-                   WHERE niche = '{inc['niche']}' AND ts >= '{inc['start']}'::TIMESTAMPTZ - INTERVAL 1 MINUTE
-                     AND ts < '{inc['end']}' GROUP BY niche, region, service, code)
+                   WHERE niche = '{inc["niche"]}' AND ts >= '{inc["start"]}'::TIMESTAMPTZ - INTERVAL 1 MINUTE
+                     AND ts < '{inc["end"]}' GROUP BY niche, region, service, code)
         SELECT sum(inc) FILTER (WHERE code LIKE '5%') / sum(inc) FROM d
     """).fetchone()[0]  # noqa: S608 - SQL over the test's own files
     assert share_5xx >= inc["expected_effect"]["http_5xx_share_min"]
@@ -341,7 +384,7 @@ def test_latency_regression_pushes_p95_well_over_target(tiny, con):
     rows = con.execute(f"""
         SELECT le, sum(inc) FROM (
             SELECT le, max(value) - min(value) AS inc FROM http_request_duration_seconds_bucket
-            WHERE region = '{inc['region']}' AND ts >= '{inc['start']}' AND ts < '{inc['end']}'
+            WHERE region = '{inc["region"]}' AND ts >= '{inc["start"]}' AND ts < '{inc["end"]}'
             GROUP BY niche, service, le) GROUP BY le
     """).fetchall()  # noqa: S608 - SQL over the test's own files
     assert _p95_ms(dict(rows)) > inc["expected_effect"]["latency_p95_ms_min"]
@@ -350,13 +393,15 @@ def test_latency_regression_pushes_p95_well_over_target(tiny, con):
 def test_cache_degradation_drops_the_hit_ratio_to_about_60_percent(tiny, con):
     out, _ = tiny
     (inc,) = _incidents(out, "cache_degradation")
+
     def ratio(where: str) -> float:
         return con.execute(f"""
             SELECT sum(h) / sum(r) FROM (
                 SELECT (SELECT max(value) - min(value) FROM cache_hits_total c WHERE c.niche = x.niche AND c.region = x.region AND {where}) h,
                        (SELECT max(value) - min(value) FROM cache_requests_total c WHERE c.niche = x.niche AND c.region = x.region AND {where}) r
-                FROM (SELECT DISTINCT niche, region FROM probe_success WHERE region = '{inc['region']}') x)
+                FROM (SELECT DISTINCT niche, region FROM probe_success WHERE region = '{inc["region"]}') x)
         """).fetchone()[0]  # noqa: S608 - SQL over the test's own files
+
     during = ratio(f"ts >= '{inc['start']}'::TIMESTAMPTZ - INTERVAL 1 MINUTE AND ts < '{inc['end']}'")
     assert abs(during - inc["expected_effect"]["cache_hit_ratio"]) < 0.03
 
@@ -368,7 +413,7 @@ def test_traffic_spike_multiplies_sessions_and_scale_out_is_slow(tiny, con):
     before, during = con.execute(f"""
         SELECT sum(value) FILTER (WHERE ts = '{start - timedelta(minutes=1)}'),
                sum(value) FILTER (WHERE ts = '{start + timedelta(minutes=5)}')
-        FROM active_sessions WHERE niche = '{inc['niche']}'
+        FROM active_sessions WHERE niche = '{inc["niche"]}'
     """).fetchone()  # noqa: S608 - SQL over the test's own files
     assert 3.5 < during / before < 6.5
     cap_group = load_catalog().section("capacity")["capacity_group"]
@@ -400,6 +445,7 @@ def test_normal_scale_out_reaches_capacity_within_three_minutes(con):
 def test_payment_rejection_surge_shows_high_risk_rejections(tiny, con):
     out, _ = tiny
     (inc,) = _incidents(out, "payment_rejection_surge")
+
     def attempts(lo: str, hi: str) -> tuple[int, int]:
         return con.execute(f"""
             WITH p AS (SELECT payload.payment.id AS id, arg_max(payload.payment.status_detail, payload.payment.date_last_updated) AS detail,
@@ -409,6 +455,7 @@ def test_payment_rejection_surge_shows_high_risk_rejections(tiny, con):
             SELECT count(*), count(*) FILTER (WHERE detail = 'cc_rejected_high_risk') FROM p
             WHERE created >= '{lo}' AND created < '{hi}'
         """).fetchone()  # noqa: S608 - SQL over the test's own files
+
     n, high_risk = attempts(inc["start"], inc["end"])
     assert n > 30 and high_risk / n > 0.15
     n0, high_risk0 = attempts("2026-11-25T03:00:00Z", "2026-11-26T03:00:00Z")
@@ -420,24 +467,28 @@ def test_cost_spike_multiplies_the_service_ec2_cost(tiny, con):
     (inc,) = _incidents(out, "cost_spike")
     manifest = json.loads(next((out / "billing").rglob("*Manifest.json")).read_text())
     files = ", ".join(f"'{out / 'billing' / f}'" for f in manifest["dataFiles"])
-    ec2 = dict(con.execute(f"""
+    ec2 = dict(
+        con.execute(f"""
         SELECT (line_item_usage_start_date AT TIME ZONE 'America/Argentina/Buenos_Aires')::DATE AS day,
                sum(line_item_unblended_cost) FROM read_parquet([{files}])
         WHERE line_item_product_code = 'AmazonEC2' AND line_item_line_item_type IN ('Usage', 'SavingsPlanCoveredUsage')
-          AND resource_tags['user_niche'] = '{inc['niche']}' AND resource_tags['user_service'] = '{inc['service']}'
+          AND resource_tags['user_niche'] = '{inc["niche"]}' AND resource_tags['user_service'] = '{inc["service"]}'
         GROUP BY day
-    """).fetchall())  # noqa: S608 - SQL over the test's own files
+    """).fetchall()  # noqa: S608
+    )  # noqa: S608 - SQL over the test's own files
     spike_day = _ts(inc["start"]).astimezone(TZ).date()
     assert ec2[spike_day] / ec2[spike_day - timedelta(days=1)] > 3.0
 
 
 # --- billing ------------------------------------------------------------------------------------------------
 
+
 def test_cur_files_are_listed_by_their_manifest_and_the_restated_month_replaces(tiny):
     out, result = tiny
     manifests = sorted((out / "billing").rglob("*Manifest.json"))
     assert [m.relative_to(out / "billing").as_posix() for m in manifests] == [
-        "cur/barberpro-cur2/metadata/BILLING_PERIOD=2026-11/barberpro-cur2-Manifest.json"]
+        "cur/barberpro-cur2/metadata/BILLING_PERIOD=2026-11/barberpro-cur2-Manifest.json"
+    ]
     manifest = json.loads(manifests[0].read_text())
     assert manifest["billingPeriod"] == {"start": "2026-11-01T00:00:00Z", "end": "2026-12-01T00:00:00Z"}
     listed = manifest["dataFiles"]
@@ -474,8 +525,16 @@ def test_cur_columns_types_tags_and_amortization(tiny):
     assert table.schema.field("resource_tags").type == pa.map_(pa.string(), pa.string())
     rows = table.to_pylist()
     kinds = Counter(r["line_item_line_item_type"] for r in rows)
-    assert {"Usage", "Tax", "Credit", "Refund", "Fee", "SavingsPlanCoveredUsage", "SavingsPlanRecurringFee",
-            "SavingsPlanNegation"} <= set(kinds)
+    assert {
+        "Usage",
+        "Tax",
+        "Credit",
+        "Refund",
+        "Fee",
+        "SavingsPlanCoveredUsage",
+        "SavingsPlanRecurringFee",
+        "SavingsPlanNegation",
+    } <= set(kinds)
     assert all(isinstance(r["line_item_unblended_cost"], Decimal) for r in rows)
     tags = load_catalog().section("cost_allocation")["tags"]
     niche_values = Counter(dict(r["resource_tags"] or []).get(tags["niche"]) for r in rows)
@@ -483,7 +542,9 @@ def test_cur_columns_types_tags_and_amortization(tiny):
     assert {"barber", "psychology"} <= set(niche_values)
     # The Savings Plan nets out: negation cancels covered on-demand, the fee equals the effective cost.
     covered = [r for r in rows if r["line_item_line_item_type"] == "SavingsPlanCoveredUsage"]
-    negation = sum(r["line_item_unblended_cost"] for r in rows if r["line_item_line_item_type"] == "SavingsPlanNegation")
+    negation = sum(
+        r["line_item_unblended_cost"] for r in rows if r["line_item_line_item_type"] == "SavingsPlanNegation"
+    )
     fee = sum(r["line_item_unblended_cost"] for r in rows if r["line_item_line_item_type"] == "SavingsPlanRecurringFee")
     assert negation == -sum(r["line_item_unblended_cost"] for r in covered)
     assert fee == sum(r["savings_plan_savings_plan_effective_cost"] for r in covered)
@@ -497,7 +558,7 @@ def test_daily_amortized_cost_is_near_the_target_and_matches_the_ground_truth(ti
                sum(CASE WHEN line_item_line_item_type = 'SavingsPlanCoveredUsage' THEN savings_plan_savings_plan_effective_cost
                         WHEN line_item_line_item_type IN ('SavingsPlanRecurringFee', 'SavingsPlanNegation', 'RIFee') THEN 0
                         ELSE line_item_unblended_cost END)
-        FROM read_parquet('{out / 'billing' / first}') GROUP BY day ORDER BY day
+        FROM read_parquet('{out / "billing" / first}') GROUP BY day ORDER BY day
     """).fetchall()  # noqa: S608 - SQL over the test's own files
     truth = result.billing["daily_amortized_usd_first_delivery"]
     assert {d.isoformat(): str(v) for d, v in rows} == truth
@@ -507,6 +568,7 @@ def test_daily_amortized_cost_is_near_the_target_and_matches_the_ground_truth(ti
 
 
 # --- events -------------------------------------------------------------------------------------------------
+
 
 def _event_lines(out: Path) -> list[tuple[str, dict]]:
     lines = []
@@ -540,8 +602,16 @@ def test_events_parse_with_the_envelope_and_include_late_and_duplicate_events(ti
     assert result.event_stats["late"] - 3 <= late <= result.event_stats["late"]
     assert late > 0.002 * len(lines)
     types = Counter(ev["type"] for _, ev in lines)
-    for kind in ("session.started", "user.signed_up", "booking.created", "booking.confirmed", "booking.cancelled",
-                 "booking.completed", "professional.onboarded", "payment.updated"):
+    for kind in (
+        "session.started",
+        "user.signed_up",
+        "booking.created",
+        "booking.confirmed",
+        "booking.cancelled",
+        "booking.completed",
+        "professional.onboarded",
+        "payment.updated",
+    ):
         assert types[kind] > 0, kind
 
 
@@ -583,8 +653,11 @@ def test_revenue_is_about_five_times_the_infra_cost(tiny):
             if pay["id"] not in latest or pay["date_last_updated"] > latest[pay["id"]][1]["date_last_updated"]:
                 latest[pay["id"]] = (ev["occurred_at"], pay)
     day = "2026-11-25"
-    revenue_ars = sum(p["transaction_amount"] for _, p in latest.values()
-                      if p["status"] == "approved" and _ts(p["date_created"]).astimezone(TZ).date().isoformat() == day)
+    revenue_ars = sum(
+        p["transaction_amount"]
+        for _, p in latest.values()
+        if p["status"] == "approved" and _ts(p["date_created"]).astimezone(TZ).date().isoformat() == day
+    )
     cost = float(result.billing["daily_amortized_usd_first_delivery"][day])
     assert 3.5 < revenue_ars / float(rates[day]) / cost < 7.0
 
@@ -597,11 +670,14 @@ def test_people_have_personal_data_and_the_canaries_are_planted(tiny):
     sample = next(ev for _, ev in _event_lines(out) if ev["type"] == "session.started")
     assert re.fullmatch(r"[^@\s]+@[^@\s]+\.[a-z.]+", sample["user"]["email"])
     assert re.fullmatch(r"\d{8}", sample["user"]["dni"]) and sample["user"]["phone"].startswith("+54 9 ")
-    onboarded = [ev for _, ev in _event_lines(out) if ev["type"] == "professional.onboarded" and ev["niche"] == "psychology"]
+    onboarded = [
+        ev for _, ev in _event_lines(out) if ev["type"] == "professional.onboarded" and ev["niche"] == "psychology"
+    ]
     assert onboarded and all(ev["payload"]["license_verified"] and ev["payload"]["license_number"] for ev in onboarded)
 
 
 # --- FX -----------------------------------------------------------------------------------------------------
+
 
 def test_fx_has_business_days_only_with_plausible_rates(tiny):
     out, _ = tiny
@@ -618,6 +694,7 @@ def test_fx_has_business_days_only_with_plausible_rates(tiny):
 
 # --- OpenMetrics ------------------------------------------------------------------------------------------
 
+
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed (make sysdeps)")
 def test_promtool_accepts_the_openmetrics_of_a_few_hours(tiny, tmp_path):
     out, _ = tiny
@@ -628,8 +705,12 @@ def test_promtool_accepts_the_openmetrics_of_a_few_hours(tiny, tmp_path):
     assert "# TYPE http_request_duration_seconds histogram" in text and "# TYPE http_requests counter" in text
     assert re.search(r'^http_requests_total\{niche="barber",.*code="503"\} \d+ \d{10}$', text, re.M)
     assert n == 3 * 60 * (2 * 4 * (3 * 11 + 3 * 4 + 4) + 2 * 2 + 1)
-    proc = subprocess.run(["promtool", "tsdb", "create-blocks-from", "openmetrics", str(om), str(tmp_path / "tsdb")],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        ["promtool", "tsdb", "create-blocks-from", "openmetrics", str(om), str(tmp_path / "tsdb")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     samples = sum(int(line.split()[4]) for line in proc.stdout.splitlines() if re.match(r"^[0-9A-Z]{26}\s", line))
     assert samples == n
@@ -644,6 +725,7 @@ def test_openmetrics_rejects_an_empty_range_and_an_unknown_source(tmp_path):
 
 # --- small pure helpers, checked by hand --------------------------------------------------------------------
 
+
 def test_bucket_bounds_are_formatted_like_prometheus():
     assert [_le(b) for b in (0.025, 0.1, 1.0, 2.5, 5.0)] == ["0.025", "0.1", "1", "2.5", "5"]
 
@@ -652,15 +734,36 @@ def test_amortized_cost_rule_of_the_contract():
     from pipelines.lib.simulator.billing import amortized
 
     def row(kind: str) -> dict:
-        return {"line_item_line_item_type": kind, "line_item_unblended_cost": Decimal("10.000000"),
-                "savings_plan_savings_plan_effective_cost": Decimal("7.200000"),
-                "reservation_effective_cost": Decimal("6.500000")}
+        return {
+            "line_item_line_item_type": kind,
+            "line_item_unblended_cost": Decimal("10.000000"),
+            "savings_plan_savings_plan_effective_cost": Decimal("7.200000"),
+            "reservation_effective_cost": Decimal("6.500000"),
+        }
 
-    got = {k: amortized(row(k)) for k in ("Usage", "Tax", "Credit", "SavingsPlanCoveredUsage", "DiscountedUsage",
-                                           "SavingsPlanRecurringFee", "SavingsPlanNegation", "RIFee")}
-    assert got == {"Usage": Decimal("10"), "Tax": Decimal("10"), "Credit": Decimal("10"),
-                   "SavingsPlanCoveredUsage": Decimal("7.2"), "DiscountedUsage": Decimal("6.5"),
-                   "SavingsPlanRecurringFee": 0, "SavingsPlanNegation": 0, "RIFee": 0}
+    got = {
+        k: amortized(row(k))
+        for k in (
+            "Usage",
+            "Tax",
+            "Credit",
+            "SavingsPlanCoveredUsage",
+            "DiscountedUsage",
+            "SavingsPlanRecurringFee",
+            "SavingsPlanNegation",
+            "RIFee",
+        )
+    }
+    assert got == {
+        "Usage": Decimal("10"),
+        "Tax": Decimal("10"),
+        "Credit": Decimal("10"),
+        "SavingsPlanCoveredUsage": Decimal("7.2"),
+        "DiscountedUsage": Decimal("6.5"),
+        "SavingsPlanRecurringFee": 0,
+        "SavingsPlanNegation": 0,
+        "RIFee": 0,
+    }
 
 
 def test_default_end_is_yesterday_in_argentina():
@@ -682,13 +785,16 @@ def test_weekday_and_holiday_follow_each_segments_local_date():
 
     catalog = load_catalog()
     world = World(catalog, get_profile("m6-year"), date(2026, 11, 27), seed=1)
-    monday = next(d for d in sorted(holiday_calendars.Colombia(years=2026)) if d.weekday() == 0
-                  and world.start < d < world.end and not world.is_holiday("AR", d + timedelta(days=1)))
+    monday = next(
+        d
+        for d in sorted(holiday_calendars.Colombia(years=2026))
+        if d.weekday() == 0 and world.start < d < world.end and not world.is_holiday("AR", d + timedelta(days=1))
+    )
     tuesday = monday + timedelta(days=1)
     bogota = next(s for s in world.segments if s.country == "CO")
     factors = world.day_factors(bogota, tuesday)
     assert world.day_factor(bogota, monday) < world.day_factor(bogota, tuesday)  # the holiday rests
-    assert (factors[:120] == world.day_factor(bogota, monday)).all()   # 00:00-02:00 AR = 22:00-24:00 Monday
+    assert (factors[:120] == world.day_factor(bogota, monday)).all()  # 00:00-02:00 AR = 22:00-24:00 Monday
     assert (factors[120:] == world.day_factor(bogota, tuesday)).all()
     buenos_aires = next(s for s in world.segments if s.country == "AR")
     assert (world.day_factors(buenos_aires, tuesday) == world.day_factor(buenos_aires, tuesday)).all()

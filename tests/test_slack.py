@@ -83,15 +83,27 @@ def store():
 
 def latency_anomaly(**changes) -> Anomaly:
     base = dict(
-        key="latency_p95_ms|niche=psychology|region=cordoba", metric="latency_p95_ms",
-        name={"es": "Tiempo de respuesta p95", "en": "Response time p95"}, unit="ms",
-        scope={"niche": "psychology", "country": "AR", "region": "cordoba"}, severity="warning", direction="up",
-        started_at=T0, observed_at=T0 + timedelta(minutes=15), actual=412.0, expected=180.0, lower=150.0, upper=220.0,
+        key="latency_p95_ms|niche=psychology|region=cordoba",
+        metric="latency_p95_ms",
+        name={"es": "Tiempo de respuesta p95", "en": "Response time p95"},
+        unit="ms",
+        scope={"niche": "psychology", "country": "AR", "region": "cordoba"},
+        severity="warning",
+        direction="up",
+        started_at=T0,
+        observed_at=T0 + timedelta(minutes=15),
+        actual=412.0,
+        expected=180.0,
+        lower=150.0,
+        upper=220.0,
         score=0.91,
-        contributors=(Contribution("service", "payments", Decimal("190.5"), Decimal("0.821121")),
-                      Contribution("route", "juan.perez@example.com", Decimal("20"), Decimal("0.086207")),
-                      Contribution("user", "30123456", Decimal("10"), Decimal("0.043103"))),
-        dashboard="pulso-latency", app_page="kpis",
+        contributors=(
+            Contribution("service", "payments", Decimal("190.5"), Decimal("0.821121")),
+            Contribution("route", "juan.perez@example.com", Decimal("20"), Decimal("0.086207")),
+            Contribution("user", "30123456", Decimal("10"), Decimal("0.043103")),
+        ),
+        dashboard="pulso-latency",
+        app_page="kpis",
     )
     base.update(changes)
     return Anomaly(**base)
@@ -107,21 +119,30 @@ def test_firing_message_block_kit_numbers_links_and_no_personal_data():
     assert blocks[0]["text"]["text"] == "Warning anomaly: Response time p95 up — psychology · AR · cordoba"
     fields = [f["text"] for f in blocks[1]["fields"]]
     assert fields == [
-        "*Actual*\n412 ms", "*Expected*\n180 ms (150 ms – 220 ms)", "*Change*\n+129%",
-        "*Since*\n2026-11-27 11:05 (AR)", "*Severity*\nwarning", "*Anomaly score*\n0.91",
+        "*Actual*\n412 ms",
+        "*Expected*\n180 ms (150 ms – 220 ms)",
+        "*Change*\n+129%",
+        "*Since*\n2026-11-27 11:05 (AR)",
+        "*Severity*\nwarning",
+        "*Anomaly score*\n0.91",
     ]
     contributors = blocks[2]["text"]["text"]
     assert "• service *payments*: +191 ms (82% of the change)" in contributors  # 190.5 rounds half up
     urls = [e["url"] for e in blocks[3]["elements"]]
     start_ms = int(T0.timestamp() * 1000) - 3_600_000
-    assert urls[0] == ("http://localhost:3000/d/pulso-latency?var-niche=psychology&var-country=AR&var-region=cordoba"
-                       f"&from={start_ms}&to=now")
+    assert urls[0] == (
+        "http://localhost:3000/d/pulso-latency?var-niche=psychology&var-country=AR&var-region=cordoba"
+        f"&from={start_ms}&to=now"
+    )
     assert urls[1] == "http://localhost:8501/kpis"
     dumped = json.dumps(msg)
     assert "juan.perez" not in dumped and "example.com" not in dumped and "30123456" not in dumped
     assert dumped.count("(other)") == 2
     assert msg["text"].startswith(":large_orange_circle: Warning anomaly: Response time p95 up")
-    assert blocks[4]["elements"][0]["text"] == "Pulso · alert `latency_p95_ms|niche=psychology|region=cordoba@20261127T1405`"
+    assert (
+        blocks[4]["elements"][0]["text"]
+        == "Pulso · alert `latency_p95_ms|niche=psychology|region=cordoba@20261127T1405`"
+    )
 
 
 def test_personal_values_in_a_scope_never_reach_slack():
@@ -136,22 +157,34 @@ def test_personal_values_in_a_scope_never_reach_slack():
 
 
 def test_cost_message_carries_expected_actual_impact_and_percent():
-    a = latency_anomaly(key="infra_cost_usd|niche=all", metric="infra_cost_usd", unit="usd",
-                        name={"es": "Costo", "en": "Infrastructure cost"}, scope={"niche": "all"},
-                        actual=2650.125, expected=2000.0, lower=1800.0, upper=2200.0, contributors=(),
-                        cost=cost_impact(Decimal("2650.125"), 2000.0))
+    a = latency_anomaly(
+        key="infra_cost_usd|niche=all",
+        metric="infra_cost_usd",
+        unit="usd",
+        name={"es": "Costo", "en": "Infrastructure cost"},
+        scope={"niche": "all"},
+        actual=2650.125,
+        expected=2000.0,
+        lower=1800.0,
+        upper=2200.0,
+        contributors=(),
+        cost=cost_impact(Decimal("2650.125"), 2000.0),
+    )
     blocks = firing_message(a)["blocks"]
     assert blocks[0]["text"]["text"] == "Warning anomaly: Infrastructure cost up — all of BarberPro"
     assert blocks[1]["fields"][0]["text"] == "*Actual*\n$2,650.13"
-    assert blocks[2]["text"]["text"] == ("*Cost impact* — expected spend $2,000.00, actual spend $2,650.13, "
-                                         "impact +$650.13 (+32.51%)")
+    assert blocks[2]["text"]["text"] == (
+        "*Cost impact* — expected spend $2,000.00, actual spend $2,650.13, impact +$650.13 (+32.51%)"
+    )
     assert "No single dimension stands out." in blocks[3]["text"]["text"]
 
 
 def test_resolved_message_and_no_nan_reaches_a_person():
     a = latency_anomaly(actual=float("nan"), expected=None)
     msg = resolved_message(a, T0 + timedelta(minutes=75))
-    assert msg["text"] == ":white_check_mark: Resolved: Response time p95 — psychology · AR · cordoba (lasted 1 h 15 min)"
+    assert (
+        msg["text"] == ":white_check_mark: Resolved: Response time p95 — psychology · AR · cordoba (lasted 1 h 15 min)"
+    )
     dumped = json.dumps(msg)
     assert "nan" not in dumped.lower().replace("nano", "") and "no data vs expected no data" in dumped
 
@@ -190,8 +223,9 @@ def test_fire_dedup_escalate_resolve_one_message_each(receiver, store):
     assert len(receiver.requests) == 3
     assert receiver.requests[2][1]["text"].startswith(":white_check_mark: Resolved: Response time p95")
     assert "lasted 1 h 45 min" in receiver.requests[2][1]["text"]
-    history = store.con.execute("SELECT alert_id, kpi, severity, state, resolved_at, actual, expected, message_ts "
-                                "FROM alerts.alert_history").fetchall()
+    history = store.con.execute(
+        "SELECT alert_id, kpi, severity, state, resolved_at, actual, expected, message_ts FROM alerts.alert_history"
+    ).fetchall()
     assert len(history) == 1
     alert_id, kpi, severity, state, resolved_at, actual, expected, message_ts = history[0]
     assert (kpi, severity, state, actual, expected) == ("latency_p95_ms", "critical", "resolved", 900.0, 180.0)

@@ -57,7 +57,9 @@ def test_legacy_cur_sample_totals_are_exact() -> None:
     assert expected_by_type == {"Usage": Decimal("1.60230869740"), "Tax": Decimal("0.08")}
     # exact: AWS bills to 1e-10 and the raw layer keeps 10 decimals (6 decimals lost $0.0000176974 here)
     assert sum(items["unblended_cost"].to_list()) == Decimal("1.68230869740")
-    assert sum(Decimal(r["lineItem/UnblendedCost"]).quantize(Q, rounding=ROUND_HALF_EVEN) for r in rows) == Decimal("1.682291")
+    assert sum(Decimal(r["lineItem/UnblendedCost"]).quantize(Q, rounding=ROUND_HALF_EVEN) for r in rows) == Decimal(
+        "1.682291"
+    )
     # Usage line items carry no SP/RI: amortized = unblended
     assert items["amortized_cost"].to_list() == items["unblended_cost"].to_list()
     assert Counter(items["charge_category"].to_list()) == {"usage": 1269, "tax": 12}
@@ -71,10 +73,12 @@ def test_legacy_cur_sample_totals_are_exact() -> None:
 
 
 def test_legacy_cur_gzip_and_tags(tmp_path: Path) -> None:
-    header = ("identity/LineItemId,identity/TimeInterval,bill/BillingPeriodStartDate,lineItem/LineItemType,"
-              "lineItem/UsageStartDate,lineItem/UsageEndDate,lineItem/ProductCode,lineItem/CurrencyCode,"
-              "lineItem/UnblendedCost,savingsPlan/SavingsPlanEffectiveCost,resourceTags/user:niche,"
-              "resourceTags/user:service\n")
+    header = (
+        "identity/LineItemId,identity/TimeInterval,bill/BillingPeriodStartDate,lineItem/LineItemType,"
+        "lineItem/UsageStartDate,lineItem/UsageEndDate,lineItem/ProductCode,lineItem/CurrencyCode,"
+        "lineItem/UnblendedCost,savingsPlan/SavingsPlanEffectiveCost,resourceTags/user:niche,"
+        "resourceTags/user:service\n"
+    )
     span = "2026-11-01T00:00:00Z/2026-11-02T00:00:00Z,2026-11-01T00:00:00Z"
     body = (
         f"a,{span},SavingsPlanCoveredUsage,2026-11-01T00:00:00Z,2026-11-01T01:00:00Z,AmazonEC2,USD,0.5,0.3,barber,api\n"
@@ -83,8 +87,9 @@ def test_legacy_cur_gzip_and_tags(tmp_path: Path) -> None:
     )
     parsed = parse_cur_legacy(gzip.compress((header + body).encode()), "cur.csv.gz")
     assert parsed.rejects.height == 0
-    rows = parsed.line_items.select("line_item_type", "charge_category", "unblended_cost", "amortized_cost",
-                                    "niche_tag", "service_tag").rows()
+    rows = parsed.line_items.select(
+        "line_item_type", "charge_category", "unblended_cost", "amortized_cost", "niche_tag", "service_tag"
+    ).rows()
     assert rows == [
         ("SavingsPlanCoveredUsage", "usage", Decimal("0.5"), Decimal("0.3"), "barber", "api"),
         ("SavingsPlanNegation", "usage", Decimal("-0.5"), Decimal("0"), "barber", "api"),
@@ -101,21 +106,34 @@ def test_focus_multi_provider_categories_and_tags() -> None:
     assert parsed.rejects.height == 0 and items.height == 9
     # totals by category, by hand from the fixture (0.0000004 is kept: 10 decimals)
     assert _totals(items, "charge_category", "unblended_cost") == {
-        "usage": Decimal("22.2790124"), "tax": Decimal("1.23"), "credit": Decimal("-5"),
-        "purchase": Decimal("100"), "adjustment": Decimal("-0.5"),
+        "usage": Decimal("22.2790124"),
+        "tax": Decimal("1.23"),
+        "credit": Decimal("-5"),
+        "purchase": Decimal("100"),
+        "adjustment": Decimal("-0.5"),
     }
     assert _totals(items, "charge_category", "amortized_cost") == {
-        "usage": Decimal("19.9333344"), "tax": Decimal("1.23"), "credit": Decimal("-5"),
-        "purchase": Decimal("0"), "adjustment": Decimal("-0.5"),
+        "usage": Decimal("19.9333344"),
+        "tax": Decimal("1.23"),
+        "credit": Decimal("-5"),
+        "purchase": Decimal("0"),
+        "adjustment": Decimal("-0.5"),
     }
     assert _totals(items, "provider", "unblended_cost") == {
-        "aws": Decimal("11.0756794"), "Microsoft": Decimal("107.1"), "Google Cloud": Decimal("-0.166667"),
+        "aws": Decimal("11.0756794"),
+        "Microsoft": Decimal("107.1"),
+        "Google Cloud": Decimal("-0.166667"),
     }
     # tags: AWS "user:" keys, plain keys, JSON null, empty and NULL text all handled; untagged kept
     assert items.select("provider", "niche_tag", "service_tag", "environment_tag").rows() == [
-        ("aws", "barber", "api", "prod"), ("aws", None, None, None), ("aws", None, None, None),
-        ("aws", "psychology", None, None), ("Microsoft", "psychology", "web", None),
-        ("Microsoft", None, None, None), ("Google Cloud", None, None, None), ("Google Cloud", None, None, None),
+        ("aws", "barber", "api", "prod"),
+        ("aws", None, None, None),
+        ("aws", None, None, None),
+        ("aws", "psychology", None, None),
+        ("Microsoft", "psychology", "web", None),
+        ("Microsoft", None, None, None),
+        ("Google Cloud", None, None, None),
+        ("Google Cloud", None, None, None),
         ("aws", "shared", None, None),
     ]
     assert items["list_cost"].null_count() == 5  # rows 2, 3, 4, 7, 8: "", NULL and missing ListCost stay NULL, never 0
@@ -126,15 +144,23 @@ def test_focus_multi_provider_categories_and_tags() -> None:
 def test_focus_10_refund_subcategory() -> None:
     items = parse_focus((FIXTURES / "focus-1.0-refund.csv").read_bytes(), "focus-1.0-refund.csv").line_items
     assert items.select("line_item_type", "charge_category", "unblended_cost", "billing_period").rows() == [
-        ("Usage", "usage", Decimal("4"), "2026-10"), ("Adjustment", "refund", Decimal("-1.5"), "2026-10"),
+        ("Usage", "usage", Decimal("4"), "2026-10"),
+        ("Adjustment", "refund", Decimal("-1.5"), "2026-10"),
     ]
 
 
 def test_focus_parquet_gives_the_same_line_items(tmp_path: Path) -> None:
     csv_items = parse_focus(FOCUS12.read_bytes(), "f").line_items
-    table = pa_csv.read_csv(FOCUS12, convert_options=pa_csv.ConvertOptions(
-        column_types={c: pa.string() for c in ("BilledCost", "EffectiveCost", "ListCost", "ContractedCost", "Tags")},
-        null_values=["", "NULL"], strings_can_be_null=True))
+    table = pa_csv.read_csv(
+        FOCUS12,
+        convert_options=pa_csv.ConvertOptions(
+            column_types={
+                c: pa.string() for c in ("BilledCost", "EffectiveCost", "ListCost", "ContractedCost", "Tags")
+            },
+            null_values=["", "NULL"],
+            strings_can_be_null=True,
+        ),
+    )
     # money as Parquet DECIMAL, periods as real UTC timestamps: the usual FOCUS Parquet shape
     for column in ("BilledCost", "EffectiveCost", "ListCost"):
         values = [None if v is None else Decimal(v) for v in table[column].to_pylist()]
@@ -145,9 +171,11 @@ def test_focus_parquet_gives_the_same_line_items(tmp_path: Path) -> None:
     assert parquet_items.drop("line_item_id").equals(csv_items.drop("line_item_id"))
     assert detect_format(buf.getvalue(), "f") == "focus"
     # typed timestamps without a zone (isAdjustedToUTC unset) are UTC by the spec: same rows
-    naive = table.set_column(table.schema.get_field_index("ChargePeriodStart"), "ChargePeriodStart",
-                             pa.array([v.replace(tzinfo=None) for v in table["ChargePeriodStart"].to_pylist()],
-                                      pa.timestamp("us")))
+    naive = table.set_column(
+        table.schema.get_field_index("ChargePeriodStart"),
+        "ChargePeriodStart",
+        pa.array([v.replace(tzinfo=None) for v in table["ChargePeriodStart"].to_pylist()], pa.timestamp("us")),
+    )
     assert table.schema.field("ChargePeriodStart").type == pa.timestamp("s", tz="UTC")  # csv inferred it, zoned
     buf = io.BytesIO()
     pq.write_table(naive, buf)
@@ -176,8 +204,10 @@ _GOOD = FOCUS12.read_text().splitlines()[1]
         (("12.345678,", "12.3x,"), "BilledCost '12.3x' is not a number"),
         (("12.345678,", "-12.345678,"), "BilledCost -12.345678 is negative for a usage charge"),
         ((",USD,", ",XYZ,"), "BillingCurrency 'XYZ' is not a known currency"),
-        (("2026-11-03T00:00:00Z,2026-11-04", "2026-11-03T00:00:00,2026-11-04"),
-         "ChargePeriodStart 2026-11-03T00:00:00 has no time zone"),
+        (
+            ("2026-11-03T00:00:00Z,2026-11-04", "2026-11-03T00:00:00,2026-11-04"),
+            "ChargePeriodStart 2026-11-03T00:00:00 has no time zone",
+        ),
         ((",Usage,", ",Discount,"), "ChargeCategory 'Discount' is not one of"),
         (('"{""user:niche"": ""barber""', '"{""user:niche"": barber'), "Tags is not valid JSON"),
     ],

@@ -39,8 +39,9 @@ def _source(root: Path) -> LocalStorage:
 
 
 def _totals(con) -> dict[tuple[str, str], tuple[Decimal, int]]:
-    rows = con.execute("SELECT source_format, billing_period, sum(unblended_cost), count(*) "
-                       "FROM raw.billing_line_items GROUP BY ALL").fetchall()
+    rows = con.execute(
+        "SELECT source_format, billing_period, sum(unblended_cost), count(*) FROM raw.billing_line_items GROUP BY ALL"
+    ).fetchall()
     return {(f, p): (total, n) for f, p, total, n in rows}
 
 
@@ -55,7 +56,9 @@ def test_legacy_and_focus_land_with_exact_totals_and_replace_on_reload(tmp_path:
         ("focus", "2026-10"): (Decimal("2.5"), 2),  # 4 - 1.5 refund
     }
     assert _totals(con) == expected
-    assert date(2026, 11, 3) in result.touched_days and date(2023, 10, 31) in result.touched_days  # UTC 00:00 = AR 21:00
+    assert (
+        date(2026, 11, 3) in result.touched_days and date(2023, 10, 31) in result.touched_days
+    )  # UTC 00:00 = AR 21:00
     # loading the same files again: nothing parsed, nothing replaced, no day re-opened
     again = load_billing_files(con, storage)
     assert (again.rows_read, again.files, again.touched_days) == (0, 0, set())
@@ -65,8 +68,14 @@ def test_legacy_and_focus_land_with_exact_totals_and_replace_on_reload(tmp_path:
     assert (forced.rows_read, forced.rows_loaded) == (1292, 1292)
     assert _totals(con) == expected
     assert run_suite(con, suite_for("raw_billing")).failures == []
-    loads = con.execute("SELECT scope, rows_read, rows_loaded, rows_quarantined FROM ops.loads ORDER BY loaded_at").fetchall()
-    assert loads == [("legacy+focus", 1292, 1292, 0), ("legacy+focus (unchanged)", 0, 0, 0), ("legacy+focus", 1292, 1292, 0)]
+    loads = con.execute(
+        "SELECT scope, rows_read, rows_loaded, rows_quarantined FROM ops.loads ORDER BY loaded_at"
+    ).fetchall()
+    assert loads == [
+        ("legacy+focus", 1292, 1292, 0),
+        ("legacy+focus (unchanged)", 0, 0, 0),
+        ("legacy+focus", 1292, 1292, 0),
+    ]
 
 
 def test_restated_focus_file_replaces_only_its_period(tmp_path: Path, con) -> None:
@@ -88,7 +97,9 @@ def test_restated_focus_file_replaces_only_its_period(tmp_path: Path, con) -> No
     october.rename(tmp_path / "focus" / "october-v2.csv")
     load_billing_files(con, storage)
     assert _totals(con)[("focus", "2026-10")] == (Decimal("4.5"), 2)
-    files = con.execute("SELECT DISTINCT source_file FROM raw.billing_line_items WHERE billing_period = '2026-10'").fetchall()
+    files = con.execute(
+        "SELECT DISTINCT source_file FROM raw.billing_line_items WHERE billing_period = '2026-10'"
+    ).fetchall()
     assert [f[0].rsplit("/", 1)[-1] for f in files] == ["october-v2.csv"]
     # a period no file holds any more is kept: removing files never deletes billing history
     (tmp_path / "focus" / "october-v2.csv").unlink()
@@ -102,7 +113,9 @@ def test_legacy_report_left_beside_its_copy_is_not_doubled(tmp_path: Path, con) 
     result = load_billing_files(con, storage)
     assert (result.rows_read, result.rows_loaded, result.rows_quarantined) == (1292 + 1281, 1292, 1281)
     assert _totals(con)[("cur_legacy", "2023-11")] == (Decimal("1.68230869740"), 1281)
-    (n, file, reason), = con.execute("SELECT count(*), any_value(source_file), any_value(reason) FROM quarantine.rows").fetchall()
+    ((n, file, reason),) = con.execute(
+        "SELECT count(*), any_value(source_file), any_value(reason) FROM quarantine.rows"
+    ).fetchall()
     assert n == 1281 and file.endswith("legacy/2023-11/cur.csv")  # key order: cur-copy.csv is first
     assert "already in" in reason and reason.rstrip().endswith("must replace the old file, not sit beside it")
     assert "cur-copy.csv" in reason
@@ -116,21 +129,31 @@ def test_older_warehouse_money_columns_are_widened_and_bills_reread(tmp_path: Pa
     warehouse.prepare(old)
     ddl = ingest_billing.LINE_ITEMS_DDL.replace("DECIMAL(38,10)", "DECIMAL(18,6)")
     old.execute(ddl)
-    old.execute("CREATE TABLE ops.billing_deliveries (billing_period VARCHAR, execution_id VARCHAR, manifest VARCHAR, "
-                "rows_loaded BIGINT, loaded_at TIMESTAMPTZ)")
-    broken.write_cur2_delivery(tmp_path / "billing", "2026-11", "nov-1",
-                               {"00001": broken.cur2_parquet([broken.cur2_row(1)])})
-    old.execute("INSERT INTO raw.billing_line_items (source_format, billing_period, line_item_id, unblended_cost, "
-                "amortized_cost) VALUES ('cur2', '2026-11', 'x', 1.5, 1.5)")
+    old.execute(
+        "CREATE TABLE ops.billing_deliveries (billing_period VARCHAR, execution_id VARCHAR, manifest VARCHAR, "
+        "rows_loaded BIGINT, loaded_at TIMESTAMPTZ)"
+    )
+    broken.write_cur2_delivery(
+        tmp_path / "billing", "2026-11", "nov-1", {"00001": broken.cur2_parquet([broken.cur2_row(1)])}
+    )
+    old.execute(
+        "INSERT INTO raw.billing_line_items (source_format, billing_period, line_item_id, unblended_cost, "
+        "amortized_cost) VALUES ('cur2', '2026-11', 'x', 1.5, 1.5)"
+    )
     old.execute("INSERT INTO ops.billing_deliveries VALUES ('2026-11', 'nov-1', 'm', 1, now())")
     old.close()
 
     con = warehouse.connect(path)
     ingest_billing.ensure_billing_tables(con)
-    types = con.execute("SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = 'raw' "
-                        "AND table_name = 'billing_line_items' AND column_name LIKE '%cost' ORDER BY 1").fetchall()
-    assert types == [("amortized_cost", "DECIMAL(38,10)"), ("list_cost", "DECIMAL(38,10)"),
-                     ("unblended_cost", "DECIMAL(38,10)")]
+    types = con.execute(
+        "SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = 'raw' "
+        "AND table_name = 'billing_line_items' AND column_name LIKE '%cost' ORDER BY 1"
+    ).fetchall()
+    assert types == [
+        ("amortized_cost", "DECIMAL(38,10)"),
+        ("list_cost", "DECIMAL(38,10)"),
+        ("unblended_cost", "DECIMAL(38,10)"),
+    ]
     assert con.execute("SELECT unblended_cost FROM raw.billing_line_items").fetchall() == [(Decimal("1.5"),)]
     # the delivery memory is forgotten: the next load re-reads the period (replacing it, not doubling)
     assert con.execute("SELECT count(*) FROM ops.billing_deliveries").fetchall() == [(0,)]
@@ -148,8 +171,9 @@ def test_bad_rows_and_unreadable_files_are_quarantined_the_rest_lands(tmp_path: 
     (tmp_path / "focus" / "broken.csv.gz").write_bytes(b"\x1f\x8b\x08\x00garbage")
     result = load_billing_files(con, storage)
     assert (result.rows_read, result.rows_loaded, result.rows_quarantined) == (1294, 1292, 2)
-    reasons = sorted(con.execute("SELECT source_file, row_number, reason FROM quarantine.rows").fetchall(),
-                     key=lambda r: r[0])
+    reasons = sorted(
+        con.execute("SELECT source_file, row_number, reason FROM quarantine.rows").fetchall(), key=lambda r: r[0]
+    )
     assert reasons[0][0].endswith("focus/broken.csv.gz") and "gzip stream is cut short or corrupt" in reasons[0][2]
     assert reasons[1][0].endswith("focus/november.csv") and reasons[1][1] == 11
     assert reasons[1][2].startswith("BillingCurrency 'XYZ' is not a known currency")
@@ -180,9 +204,15 @@ def test_legacy_cur_report_versions_follow_the_period_manifest(tmp_path: Path, c
         if text is not None:
             (period / assembly).mkdir(parents=True)
             (period / assembly / "pulso-cur-1.csv").write_text(text)
-        (period / "pulso-cur-Manifest.json").write_text(json.dumps({
-            "assemblyId": assembly, "reportKeys": [f"cur/pulso-cur/20231101-20231201/{assembly}/pulso-cur-1.csv"],
-            "billingPeriod": {"start": "20231101T000000.000Z", "end": "20231201T000000.000Z"}}))
+        (period / "pulso-cur-Manifest.json").write_text(
+            json.dumps(
+                {
+                    "assemblyId": assembly,
+                    "reportKeys": [f"cur/pulso-cur/20231101-20231201/{assembly}/pulso-cur-1.csv"],
+                    "billingPeriod": {"start": "20231101T000000.000Z", "end": "20231201T000000.000Z"},
+                }
+            )
+        )
 
     def exact(text: str) -> Decimal:
         return sum((Decimal(r["lineItem/UnblendedCost"]) for r in csv.DictReader(io.StringIO(text))), Decimal(0))
@@ -203,7 +233,8 @@ def test_legacy_cur_report_versions_follow_the_period_manifest(tmp_path: Path, c
     third = load_billing_files(con, storage)
     assert third.rows_read == 0 and third.touched_days == set()
     assert [w.rsplit("/", 1)[-1] for w in third.warnings] == [
-        "pulso-cur-1.csv); period 20231101-20231201 skipped until they arrive"]
+        "pulso-cur-1.csv); period 20231101-20231201 skipped until they arrive"
+    ]
     assert "lists 1 report file(s) not delivered yet" in third.warnings[0]
     assert _totals(con) == {("cur_legacy", "2023-11"): (exact(restated), 1280)}
     # a 0-byte manifest: named, the period skipped, nothing lost

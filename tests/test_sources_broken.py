@@ -68,7 +68,9 @@ def test_broken_event_file_quarantined_good_rows_land_history_unchanged(tmp_path
     if case.reason:
         assert any(f.endswith("date=2026-11-02/part-0001.jsonl.gz") and case.reason in r for f, r in reasons), reasons
     # the earlier day is untouched
-    assert _snapshot(con, "SELECT * EXCLUDE (_loaded_at) FROM raw.events WHERE arrival_day = DATE '2026-11-01'") == before
+    assert (
+        _snapshot(con, "SELECT * EXCLUDE (_loaded_at) FROM raw.events WHERE arrival_day = DATE '2026-11-01'") == before
+    )
 
 
 def test_empty_event_file_is_named_in_a_warning(tmp_path: Path, con) -> None:
@@ -92,11 +94,15 @@ def test_empty_event_file_is_named_in_a_warning(tmp_path: Path, con) -> None:
 
 def test_unknown_currency_and_status_land_but_fail_the_payments_check(tmp_path: Path, con) -> None:
     folder = _events_dir(tmp_path, DAY2)
-    (folder / "part-0000.jsonl.gz").write_bytes(broken.jsonl_gz([
-        *broken.GOOD_EVENTS,
-        broken.payment_event("x-1", "p-9", currency="EUR"),
-        broken.payment_event("x-2", "p-10", status="approvedd"),
-    ]))
+    (folder / "part-0000.jsonl.gz").write_bytes(
+        broken.jsonl_gz(
+            [
+                *broken.GOOD_EVENTS,
+                broken.payment_event("x-1", "p-9", currency="EUR"),
+                broken.payment_event("x-2", "p-10", status="approvedd"),
+            ]
+        )
+    )
     ingest_events.load_events_day(con, LocalStorage(tmp_path), DAY2, KEY)
     outcome = run_suite(con, suite_for("raw_events_payments_quality"), DAY2)
     assert outcome.rows_checked == 3
@@ -112,8 +118,12 @@ def test_unknown_currency_and_status_land_but_fail_the_payments_check(tmp_path: 
 
 
 def _load_october(root: Path, con) -> list[tuple]:
-    broken.write_cur2_delivery(root, "2026-10", "oct-1",
-                               {"00001": broken.cur2_parquet([broken.cur2_row(i, day="2026-10-15") for i in range(3)])})
+    broken.write_cur2_delivery(
+        root,
+        "2026-10",
+        "oct-1",
+        {"00001": broken.cur2_parquet([broken.cur2_row(i, day="2026-10-15") for i in range(3)])},
+    )
     ingest_billing.load_cur2(con, LocalStorage(root))
     return _snapshot(con, "SELECT * EXCLUDE (_loaded_at) FROM raw.billing_line_items WHERE billing_period = '2026-10'")
 
@@ -122,16 +132,29 @@ def _load_october(root: Path, con) -> list[tuple]:
     ("name", "bad_file", "reason", "bad_rows"),
     [
         ("truncated_parquet", lambda: broken.truncated(broken.cur2_parquet([broken.cur2_row(9)])), "unreadable", 1),
-        ("missing_columns", lambda: broken.cur2_parquet([broken.cur2_row(9)], drop=("line_item_unblended_cost",)),
-         "missing line_item_unblended_cost", 1),
-        ("non_numeric_cost", lambda: broken.cur2_parquet([broken.cur2_row(9, cost="abc"), broken.cur2_row(10)],
-                                                         money_as_text=True),
-         "line_item_unblended_cost missing or not a number", 1),
-        ("unknown_currency", lambda: broken.cur2_parquet([broken.cur2_row(9, currency="XYZ"), broken.cur2_row(10)]),
-         "line_item_currency_code XYZ is not a known currency", 1),
+        (
+            "missing_columns",
+            lambda: broken.cur2_parquet([broken.cur2_row(9)], drop=("line_item_unblended_cost",)),
+            "missing line_item_unblended_cost",
+            1,
+        ),
+        (
+            "non_numeric_cost",
+            lambda: broken.cur2_parquet([broken.cur2_row(9, cost="abc"), broken.cur2_row(10)], money_as_text=True),
+            "line_item_unblended_cost missing or not a number",
+            1,
+        ),
+        (
+            "unknown_currency",
+            lambda: broken.cur2_parquet([broken.cur2_row(9, currency="XYZ"), broken.cur2_row(10)]),
+            "line_item_currency_code XYZ is not a known currency",
+            1,
+        ),
     ],
 )
-def test_broken_cur2_file_quarantined_rest_of_delivery_lands(tmp_path: Path, con, name, bad_file, reason, bad_rows) -> None:
+def test_broken_cur2_file_quarantined_rest_of_delivery_lands(
+    tmp_path: Path, con, name, bad_file, reason, bad_rows
+) -> None:
     october = _load_october(tmp_path, con)
     good = broken.cur2_parquet([broken.cur2_row(i) for i in range(4)])
     broken.write_cur2_delivery(tmp_path, "2026-11", "nov-1", {"00001": good, "00002": bad_file()})
@@ -139,28 +162,37 @@ def test_broken_cur2_file_quarantined_rest_of_delivery_lands(tmp_path: Path, con
     assert result.reconciled and result.rows_quarantined == bad_rows
     november = con.execute("SELECT count(*) FROM raw.billing_line_items WHERE billing_period = '2026-11'").fetchone()[0]
     assert november == 4 + (1 if name in ("non_numeric_cost", "unknown_currency") else 0)
-    (file, why), = con.execute("SELECT source_file, reason FROM quarantine.rows WHERE source = 'billing'").fetchall()
+    ((file, why),) = con.execute("SELECT source_file, reason FROM quarantine.rows WHERE source = 'billing'").fetchall()
     assert file.endswith("pulso-cur-nov-1-00002.snappy.parquet") and reason in why, why
-    assert _snapshot(con, "SELECT * EXCLUDE (_loaded_at) FROM raw.billing_line_items "
-                          "WHERE billing_period = '2026-10'") == october
+    assert (
+        _snapshot(con, "SELECT * EXCLUDE (_loaded_at) FROM raw.billing_line_items WHERE billing_period = '2026-10'")
+        == october
+    )
 
 
 def test_zero_byte_manifest_is_a_clear_error_and_nothing_changes(tmp_path: Path, con) -> None:
     october = _load_october(tmp_path, con)
-    broken.write_cur2_delivery(tmp_path, "2026-11", "nov-1", {"00001": broken.cur2_parquet([broken.cur2_row(1)])},
-                               manifest=b"")
+    broken.write_cur2_delivery(
+        tmp_path, "2026-11", "nov-1", {"00001": broken.cur2_parquet([broken.cur2_row(1)])}, manifest=b""
+    )
     with pytest.raises(SourceError, match=r"BILLING_PERIOD=2026-11/pulso-cur-Manifest.json: not a CUR 2.0 manifest"):
         ingest_billing.load_cur2(con, LocalStorage(tmp_path))
     assert _snapshot(con, "SELECT * EXCLUDE (_loaded_at) FROM raw.billing_line_items") == october
 
 
 def test_negative_usage_cost_lands_but_fails_the_billing_check(tmp_path: Path, con) -> None:
-    broken.write_cur2_delivery(tmp_path, "2026-11", "nov-1", {"00001": broken.cur2_parquet(
-        [broken.cur2_row(1), broken.cur2_row(2, cost="-4.25")])})
+    broken.write_cur2_delivery(
+        tmp_path,
+        "2026-11",
+        "nov-1",
+        {"00001": broken.cur2_parquet([broken.cur2_row(1), broken.cur2_row(2, cost="-4.25")])},
+    )
     ingest_billing.load_cur2(con, LocalStorage(tmp_path))
     failures = run_suite(con, suite_for("raw_billing")).failures
-    assert failures == ["raw.billing_line_items: true cost_sign_fits_category: 1 of 2 rows fail"
-                        " — usage/tax/fees are charges, credits/refunds reduce cost"]
+    assert failures == [
+        "raw.billing_line_items: true cost_sign_fits_category: 1 of 2 rows fail"
+        " — usage/tax/fees are charges, credits/refunds reduce cost"
+    ]
 
 
 # -- FX ---------------------------------------------------------------------------------------------------
@@ -193,10 +225,12 @@ def test_truncated_metric_file_quarantined_other_metrics_land(tmp_path: Path, co
     from pipelines.lib.sources.prometheus import SAMPLE_SCHEMA
 
     start, _ = warehouse.day_bounds_utc(DAY2)
-    frame = pl.DataFrame({"ts": [start], "niche": ["barber"], "country": ["AR"], "region": ["cordoba"],
-                          "value": [1.0]}).with_columns(
-        [pl.lit(None, pl.String).alias(c) for c in ("service", "route", "code", "le", "group")]
-    ).select(list(SAMPLE_SCHEMA)).cast(SAMPLE_SCHEMA)
+    frame = (
+        pl.DataFrame({"ts": [start], "niche": ["barber"], "country": ["AR"], "region": ["cordoba"], "value": [1.0]})
+        .with_columns([pl.lit(None, pl.String).alias(c) for c in ("service", "route", "code", "le", "group")])
+        .select(list(SAMPLE_SCHEMA))
+        .cast(SAMPLE_SCHEMA)
+    )
     for metric in ("probe_success", "active_sessions"):
         folder = tmp_path / metric / f"date={DAY2.isoformat()}"
         folder.mkdir(parents=True)
@@ -205,9 +239,11 @@ def test_truncated_metric_file_quarantined_other_metrics_land(tmp_path: Path, co
     bad.write_bytes(broken.truncated(bad.read_bytes()))
     result = ingest_metrics.load_metrics_day(con, ingest_metrics.FileMetricsReader(LocalStorage(tmp_path)), DAY2)
     assert result.reconciled
-    (file, why), = con.execute("SELECT source_file, reason FROM quarantine.rows WHERE source = 'metrics'").fetchall()
+    ((file, why),) = con.execute("SELECT source_file, reason FROM quarantine.rows WHERE source = 'metrics'").fetchall()
     assert file.endswith("active_sessions/date=2026-11-02/part-0.parquet") and "unreadable Parquet" in why
-    assert con.execute("SELECT metric, value FROM staging.metric_gauges_minutely").fetchall() == [("probe_success", 1.0)]
+    assert con.execute("SELECT metric, value FROM staging.metric_gauges_minutely").fetchall() == [
+        ("probe_success", 1.0)
+    ]
 
 
 def test_metric_file_with_wrong_value_type_is_quarantined_by_name(tmp_path: Path, con) -> None:
@@ -219,14 +255,16 @@ def test_metric_file_with_wrong_value_type_is_quarantined_by_name(tmp_path: Path
     pl.DataFrame({"ts": [start], "niche": ["barber"], "value": ["abc"]}).write_parquet(folder / "part-0.parquet")
     good = tmp_path / "active_sessions" / f"date={DAY2.isoformat()}"
     good.mkdir(parents=True)
-    pl.DataFrame({"ts": [start, start.replace(minute=1)], "niche": ["barber", "barber"], "value": [3.0, 4.0]}).write_parquet(
-        good / "part-0.parquet")
+    pl.DataFrame(
+        {"ts": [start, start.replace(minute=1)], "niche": ["barber", "barber"], "value": [3.0, 4.0]}
+    ).write_parquet(good / "part-0.parquet")
     result = ingest_metrics.load_metrics_day(con, ingest_metrics.FileMetricsReader(LocalStorage(tmp_path)), DAY2)
     assert result.reconciled
     assert (result.rows_read, result.rows_loaded, result.rows_quarantined) == (3, 2, 1)
-    (file, why), = con.execute("SELECT source_file, reason FROM quarantine.rows WHERE source = 'metrics'").fetchall()
+    ((file, why),) = con.execute("SELECT source_file, reason FROM quarantine.rows WHERE source = 'metrics'").fetchall()
     assert file.endswith("probe_success/date=2026-11-02/part-0.parquet") and "column value is String" in why
     assert file in result.warnings[0]
     # the other file of the day still loads
     assert con.execute("SELECT metric, sum(value) FROM staging.metric_gauges_minutely GROUP BY ALL").fetchall() == [
-        ("active_sessions", 7.0)]
+        ("active_sessions", 7.0)
+    ]

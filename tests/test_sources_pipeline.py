@@ -52,8 +52,9 @@ class Run:
             "events_source": SourceResource(source="events", location=empty),
             "fx_source": SourceResource(source="fx", location=empty),
         }
-        return dg.materialize(WAREHOUSE_ASSETS, selection=SELECTION, partition_key=day, resources=resources,
-                              instance=self.instance)
+        return dg.materialize(
+            WAREHOUSE_ASSETS, selection=SELECTION, partition_key=day, resources=resources, instance=self.instance
+        )
 
     def query(self, sql: str, params: list | dict | None = None) -> list[tuple]:
         con = duckdb.connect(str(self.root / "warehouse.duckdb"), read_only=True)
@@ -71,10 +72,20 @@ class Run:
 def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
     r = Run(tmp_path_factory.mktemp("billing_pipeline"))
     (r.root / "empty").mkdir()
-    broken.write_cur2_delivery(r.billing, "2026-11", "nov-1", {"00001": broken.cur2_parquet([
-        broken.cur2_row(1, cost="1.5", day="2026-11-03"),
-        broken.cur2_row(2, cost="0.0000017700", day="2026-11-03", niche=None),
-    ], money_as_text=True)})
+    broken.write_cur2_delivery(
+        r.billing,
+        "2026-11",
+        "nov-1",
+        {
+            "00001": broken.cur2_parquet(
+                [
+                    broken.cur2_row(1, cost="1.5", day="2026-11-03"),
+                    broken.cur2_row(2, cost="0.0000017700", day="2026-11-03", niche=None),
+                ],
+                money_as_text=True,
+            )
+        },
+    )
     (r.billing / "legacy" / "2023-11").mkdir(parents=True)
     shutil.copy(LEGACY, r.billing / "legacy" / "2023-11" / "cur.csv")
     (r.billing / "focus").mkdir()
@@ -85,8 +96,10 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
 
 
 def _raw_totals(run: Run) -> dict[tuple[str, str, str], tuple[Decimal, int]]:
-    rows = run.query("SELECT source_format, billing_period, charge_category, sum(unblended_cost), count(*) "
-                     "FROM raw.billing_line_items GROUP BY ALL")
+    rows = run.query(
+        "SELECT source_format, billing_period, charge_category, sum(unblended_cost), count(*) "
+        "FROM raw.billing_line_items GROUP BY ALL"
+    )
     return {(f, p, c): (total, n) for f, p, c, total, n in rows}
 
 
@@ -99,7 +112,12 @@ def test_every_format_lands_reconciled_with_exact_raw_totals(run: Run) -> None:
     assert run.first.success  # type: ignore[attr-defined]
     meta = run.billing_metadata(run.first)  # type: ignore[attr-defined]
     # 2 CUR 2.0 rows + 1,281 legacy + 9 + 2 FOCUS rows, nothing quarantined, in = loaded + quarantined
-    assert (meta["rows_read"], meta["rows_loaded"], meta["rows_quarantined"], meta["reconciled"]) == (1294, 1294, 0, True)
+    assert (meta["rows_read"], meta["rows_loaded"], meta["rows_quarantined"], meta["reconciled"]) == (
+        1294,
+        1294,
+        0,
+        True,
+    )
     assert meta["dagster/row_count"] == 1294
     # the legacy sample, independently: the CSV text summed as exact decimals per line item type
     by_type: dict[str, Decimal] = defaultdict(Decimal)
@@ -120,7 +138,9 @@ def test_every_format_lands_reconciled_with_exact_raw_totals(run: Run) -> None:
         ("focus", "2026-10", "usage"): (Decimal("4"), 1),
         ("focus", "2026-10", "refund"): (Decimal("-1.5"), 1),
     }
-    providers = run.query("SELECT DISTINCT provider FROM raw.billing_line_items WHERE source_format = 'focus' ORDER BY 1")
+    providers = run.query(
+        "SELECT DISTINCT provider FROM raw.billing_line_items WHERE source_format = 'focus' ORDER BY 1"
+    )
     assert providers == [("Google Cloud",), ("Microsoft",), ("aws",)]
     loads = run.query("SELECT scope, rows_read, rows_loaded, rows_quarantined FROM ops.loads ORDER BY scope")
     assert loads == [("cur2", 2, 2, 0), ("legacy+focus", 1292, 1292, 0)]
@@ -144,16 +164,21 @@ def _exact_legacy_days() -> dict[tuple[date, str], Fraction]:
                 midnight = datetime(local.year, local.month, local.day, tzinfo=tz) + timedelta(days=1)
                 stop = min(end, midnight.astimezone(UTC))
                 exact[(local.date(), category[row["lineItem/LineItemType"]])] += (
-                    cost * Fraction((stop - cursor).total_seconds()) / total)
+                    cost * Fraction((stop - cursor).total_seconds()) / total
+                )
                 cursor = stop
     return dict(exact)
 
 
 def test_legacy_line_items_reach_staging_exactly_and_the_cost_mart(run: Run) -> None:
     exact = _exact_legacy_days()
-    got = dict(((d, c), int(m)) for d, c, m in run.query(
-        "SELECT day, charge_category, sum(cost_micros) FROM staging.cost_items_daily "
-        "WHERE day < DATE '2024-01-01' GROUP BY ALL"))
+    got = dict(
+        ((d, c), int(m))
+        for d, c, m in run.query(
+            "SELECT day, charge_category, sum(cost_micros) FROM staging.cost_items_daily "
+            "WHERE day < DATE '2024-01-01' GROUP BY ALL"
+        )
+    )
     assert set(got) == set(exact)
     # 31 AR days (2023-10-31 21:00 .. 2023-11-30 21:00 AR)
     assert min(d for d, _ in got) == date(2023, 10, 31) and max(d for d, _ in got) == date(2023, 11, 30)
@@ -170,10 +195,17 @@ def test_legacy_line_items_reach_staging_exactly_and_the_cost_mart(run: Run) -> 
         days = sorted({d for d, _ in got})
         marts_lib._days_table(con, days)
         marts_lib.build_cost_daily(con, days)
-        mart = dict(con.execute("SELECT charge_category, sum(cost_usd) FROM marts.cost_daily WHERE day < DATE '2024-01-01' "
-                                "GROUP BY ALL").fetchall())
-        allocations = {r[0] for r in con.execute("SELECT DISTINCT allocation FROM marts.cost_daily "
-                                                 "WHERE day < DATE '2024-01-01'").fetchall()}
+        mart = dict(
+            con.execute(
+                "SELECT charge_category, sum(cost_usd) FROM marts.cost_daily WHERE day < DATE '2024-01-01' GROUP BY ALL"
+            ).fetchall()
+        )
+        allocations = {
+            r[0]
+            for r in con.execute(
+                "SELECT DISTINCT allocation FROM marts.cost_daily WHERE day < DATE '2024-01-01'"
+            ).fetchall()
+        }
     finally:
         con.close()
     # untagged (the sample has no tags): split across niches, never dropped; usage and tax stay apart
@@ -189,11 +221,18 @@ def test_cost_mart_of_a_day_with_cur2_and_focus_rows(run: Run) -> None:
     #        tagged shared 2.500001 x 3/24 = 0.312500125 -> 0.312500
     # credit -5 x 21/24 = -4.375; adjustment -0.5 x 3/24 = -0.0625; purchase amortized 0
     assert _mart_day(run, date(2026, 11, 3)) == {
-        "usage": Decimal("16.816669"), "tax": Decimal("0.041"), "credit": Decimal("-4.375"),
-        "adjustment": Decimal("-0.0625"), "purchase": Decimal("0"),
+        "usage": Decimal("16.816669"),
+        "tax": Decimal("0.041"),
+        "credit": Decimal("-4.375"),
+        "adjustment": Decimal("-0.0625"),
+        "purchase": Decimal("0"),
     }
-    by_niche = dict(run.query("SELECT niche, sum(cost_usd) FROM marts.cost_daily WHERE day = DATE '2026-11-03' "
-                              "AND allocation = 'tagged' GROUP BY ALL"))
+    by_niche = dict(
+        run.query(
+            "SELECT niche, sum(cost_usd) FROM marts.cost_daily WHERE day = DATE '2026-11-03' "
+            "AND allocation = 'tagged' GROUP BY ALL"
+        )
+    )
     assert by_niche == {"barber": Decimal("10.25"), "psychology": Decimal("1.8375")}  # 6.2125 - 4.375
     # October's FOCUS 1.0 refund is its own category on AR 10-30 (a day re-opened by the load): 4 and -1.5 x 21/24
     assert _mart_day(run, date(2026, 10, 30)) == {"usage": Decimal("3.5"), "refund": Decimal("-1.3125")}

@@ -50,23 +50,34 @@ def _history() -> dict[str, pl.DataFrame]:
     errors = [float(i // 100) for i in range(MINUTES)]  # +1 every 100 minutes
     # psychology: +5 per minute, process restart at minute 1000 (counter back to 3)
     psy = [5.0 * i if i < 1000 else 5.0 * (i - 1000) + 3 for i in range(MINUTES)]
-    requests_total = pl.concat([
-        _series({**base, "niche": "barber", "code": "200"}, ok),
-        _series({**base, "niche": "barber", "code": "500"}, errors),
-        _series({**base, "niche": "psychology", "code": "200"}, psy),
-    ])
-    probe = _series({"niche": "barber", "country": "AR", "region": "buenos_aires"},
-                    [0.0 if 600 <= i < 605 else 1.0 for i in range(MINUTES)])
+    requests_total = pl.concat(
+        [
+            _series({**base, "niche": "barber", "code": "200"}, ok),
+            _series({**base, "niche": "barber", "code": "500"}, errors),
+            _series({**base, "niche": "psychology", "code": "200"}, psy),
+        ]
+    )
+    probe = _series(
+        {"niche": "barber", "country": "AR", "region": "buenos_aires"},
+        [0.0 if 600 <= i < 605 else 1.0 for i in range(MINUTES)],
+    )
     # a gauge with a 3-minute gap and a series that stops early: no value is invented for missing minutes
-    sessions = _series({"niche": "barber", "country": "AR", "region": "cordoba"},
-                       [float(i % 50) for i in range(2000)]).filter(
-        ~pl.col("ts").is_between(DAY1.astimezone(UTC) + timedelta(minutes=100),
-                                 DAY1.astimezone(UTC) + timedelta(minutes=102)))
+    sessions = _series(
+        {"niche": "barber", "country": "AR", "region": "cordoba"}, [float(i % 50) for i in range(2000)]
+    ).filter(
+        ~pl.col("ts").is_between(
+            DAY1.astimezone(UTC) + timedelta(minutes=100), DAY1.astimezone(UTC) + timedelta(minutes=102)
+        )
+    )
     # scraped 30 s after each minute (a real scrape phase): 10 samples, values 0..9
     phased = _series({"niche": "barber", "country": "AR", "region": "rosario"}, [float(i) for i in range(10)])
     phased = phased.with_columns(pl.col("ts") + timedelta(seconds=30))
-    return {"http_requests_total": requests_total, "probe_success": probe, "active_sessions": sessions,
-            "cache_hits_total": phased}
+    return {
+        "http_requests_total": requests_total,
+        "probe_success": probe,
+        "active_sessions": sessions,
+        "cache_hits_total": phased,
+    }
 
 
 def _write_files(history: dict[str, pl.DataFrame], root: Path) -> None:
@@ -128,8 +139,9 @@ def test_increases_through_api_and_files_match_hand_numbers(prom) -> None:
     url, files, _ = prom
     start, end = DAY1.astimezone(UTC), (DAY1 + timedelta(days=2)).astimezone(UTC)
     api = counter_increases(PrometheusSource(url).samples("http_requests_total", start, end))
-    from_files = counter_increases(pl.concat([_read_file(files, "http_requests_total", d)
-                                              for d in ("2026-11-01", "2026-11-02")]))
+    from_files = counter_increases(
+        pl.concat([_read_file(files, "http_requests_total", d) for d in ("2026-11-01", "2026-11-02")])
+    )
     totals = {}
     for name, frame in (("api", api), ("files", from_files)):
         totals[name] = {
@@ -183,7 +195,9 @@ def test_unreachable_server_is_retried_then_a_clear_error() -> None:
     url = f"http://{LOOPBACK}:{free_port()}"  # nothing listens there
     client = PrometheusClient(url, max_retries=3, backoff_seconds=0.5, timeout_seconds=2, sleep=delays.append)
     start = datetime(2026, 11, 1, tzinfo=UTC)
-    with pytest.raises(PrometheusError, match=rf"{url}/api/v1/query_range unreachable after 4 attempts: cannot connect"):
+    with pytest.raises(
+        PrometheusError, match=rf"{url}/api/v1/query_range unreachable after 4 attempts: cannot connect"
+    ):
         client.query_range("up", start, start)
     assert delays == [0.5, 1.0, 2.0]  # exponential backoff
 
@@ -205,11 +219,15 @@ class _FlakyHandler(http.server.BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(b"overloaded")
             return
-        body = (b'{"status":"success","data":{"resultType":"matrix","result":[{"metric":{"__name__":"up",'
-                b'"niche":"barber"},"values":[[1793502000,"1"]]}]}}')
+        body = (
+            b'{"status":"success","data":{"resultType":"matrix","result":[{"metric":{"__name__":"up",'
+            b'"niche":"barber"},"values":[[1793502000,"1"]]}]}}'
+        )
         if "count_over_time" in form:  # one sample of its own in the last minute
-            body = (b'{"status":"success","data":{"resultType":"matrix","result":[{"metric":{'
-                    b'"niche":"barber"},"values":[[1793502000,"1"]]}]}}')
+            body = (
+                b'{"status":"success","data":{"resultType":"matrix","result":[{"metric":{'
+                b'"niche":"barber"},"values":[[1793502000,"1"]]}]}}'
+            )
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -227,10 +245,12 @@ def test_5xx_and_timeouts_are_retried() -> None:
     thread.start()
     try:
         delays: list[float] = []
-        client = PrometheusClient(f"http://{LOOPBACK}:{server.server_port}", timeout_seconds=0.3,
-                                  backoff_seconds=0.1, sleep=delays.append)
+        client = PrometheusClient(
+            f"http://{LOOPBACK}:{server.server_port}", timeout_seconds=0.3, backoff_seconds=0.1, sleep=delays.append
+        )
         frame = PrometheusSource("", client=client).samples(
-            "up", datetime.fromtimestamp(1793502000, UTC), datetime.fromtimestamp(1793502060, UTC))
+            "up", datetime.fromtimestamp(1793502000, UTC), datetime.fromtimestamp(1793502060, UTC)
+        )
     finally:
         _FlakyHandler.hang.set()
         server.shutdown()
@@ -249,7 +269,6 @@ def test_simulated_history_through_prometheus_equals_the_files(tmp_path: Path) -
     ingest_metrics = pytest.importorskip("pipelines.lib.ingest.metrics")
     import subprocess
 
-
     src = tmp_path / "sources"
     result = simulator.simulate("tiny", src, end=datetime(2026, 11, 20).date())
     reset = result.counter_resets[0]
@@ -261,8 +280,12 @@ def test_simulated_history_through_prometheus_equals_the_files(tmp_path: Path) -
     files = ingest_metrics.FileMetricsReader(LocalStorage(src / "metrics"))
 
     tsdb = tmp_path / "tsdb"
-    subprocess.run(["promtool", "tsdb", "create-blocks-from", "openmetrics", str(om), str(tsdb)],
-                   check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        ["promtool", "tsdb", "create-blocks-from", "openmetrics", str(om), str(tsdb)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     from tests.fixtures.sources.servers import prometheus_on_tsdb
 
     with prometheus_on_tsdb(tsdb, tmp_path) as url:
@@ -281,8 +304,11 @@ def test_simulated_history_through_prometheus_equals_the_files(tmp_path: Path) -
         errors = inc_api.filter(pl.col("code").str.starts_with("5"))["increase"].sum()
         assert errors == inc_files.filter(pl.col("code").str.starts_with("5"))["increase"].sum()
         reset_series = inc_api.filter(
-            (pl.col("ts") == reset_ts) & (pl.col("region") == reset["region"]) & (pl.col("service") == reset["service"])
-            & (pl.col("niche") == reset["niche"]))
+            (pl.col("ts") == reset_ts)
+            & (pl.col("region") == reset["region"])
+            & (pl.col("service") == reset["service"])
+            & (pl.col("niche") == reset["niche"])
+        )
         # at the reset minute the increase is the sample itself (Prometheus' rule), never negative
         assert reset_series.height > 0
         assert (reset_series["increase"] == reset_series["value"]).all()
@@ -294,8 +320,11 @@ def test_simulated_history_through_prometheus_equals_the_files(tmp_path: Path) -
             """The file reader limited to the replayed window (Prometheus only holds those 2 hours)."""
 
             def samples(self, metric: str, a: datetime, b: datetime) -> pl.DataFrame:
-                return files.samples(metric, max(a, start), min(b, end)) if a < end and b > start else \
-                    files.samples(metric, start, start)
+                return (
+                    files.samples(metric, max(a, start), min(b, end))
+                    if a < end and b > start
+                    else files.samples(metric, start, start)
+                )
 
         day = warehouse.ar_day(start)
         staged = {}
@@ -303,8 +332,10 @@ def test_simulated_history_through_prometheus_equals_the_files(tmp_path: Path) -
             con = warehouse.connect(":memory:")
             loaded = ingest_metrics.load_metrics_day(con, reader, day)
             assert loaded.reconciled and loaded.rows_quarantined == 0
-            staged[name] = [con.execute(f"SELECT * FROM {t} ORDER BY ALL").fetchall()  # noqa: S608
-                            for t in ("staging.metric_counters_hourly", "staging.metric_gauges_minutely")]
+            staged[name] = [
+                con.execute(f"SELECT * FROM {t} ORDER BY ALL").fetchall()  # noqa: S608
+                for t in ("staging.metric_counters_hourly", "staging.metric_gauges_minutely")
+            ]
         assert staged["api"] == staged["files"]
         assert len(staged["api"][0]) > 0 and len(staged["api"][1]) > 0
 
@@ -324,8 +355,10 @@ class _PerInstanceHandler(http.server.BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:  # noqa: N802 (http.server naming)
         self.rfile.read(int(self.headers["Content-Length"]))
-        series = [{"metric": {"niche": "barber", "instance": pod}, "values": [[1793502000, "1"]]}
-                  for pod in ("pod-a", "pod-b")]
+        series = [
+            {"metric": {"niche": "barber", "instance": pod}, "values": [[1793502000, "1"]]}
+            for pod in ("pod-a", "pod-b")
+        ]
         body = json.dumps({"status": "success", "data": {"resultType": "matrix", "result": series}}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -342,8 +375,11 @@ def test_series_that_differ_only_in_dropped_labels_are_an_error_not_a_sum() -> N
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         source = PrometheusSource(f"http://{LOOPBACK}:{server.server_port}")
-        with pytest.raises(PrometheusError, match=r"2 rows share the contract labels once \['instance'\] labels "
-                                                  r"are dropped; aggregate them with a recording rule first"):
+        with pytest.raises(
+            PrometheusError,
+            match=r"2 rows share the contract labels once \['instance'\] labels "
+            r"are dropped; aggregate them with a recording rule first",
+        ):
             source.samples("up", datetime.fromtimestamp(1793502000, UTC), datetime.fromtimestamp(1793502060, UTC))
     finally:
         server.shutdown()

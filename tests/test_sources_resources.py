@@ -61,8 +61,9 @@ def test_an_asset_reads_billing_from_s3_by_environment_only(
     def legacy_bill(billing_source: SourceResource) -> dg.MaterializeResult:
         parsed = read_billing_file(billing_source.storage(), "legacy/cur.csv")
         total = sum(parsed.line_items["unblended_cost"].to_list())
-        return dg.MaterializeResult(metadata={"rows": parsed.line_items.height, "total_usd": str(total),
-                                              "source": billing_source.describe()})
+        return dg.MaterializeResult(
+            metadata={"rows": parsed.line_items.height, "total_usd": str(total), "source": billing_source.describe()}
+        )
 
     local = clean_env / "billing" / "legacy"
     local.mkdir(parents=True)
@@ -82,7 +83,6 @@ def test_an_asset_reads_billing_from_s3_by_environment_only(
     assert runs["s3"]["source"] == "s3://pulso-billing-res/exports"
 
 
-
 def test_project_definitions_load_with_source_resources_and_quality_checks() -> None:
     from pipelines.definitions import defs
 
@@ -90,9 +90,12 @@ def test_project_definitions_load_with_source_resources_and_quality_checks() -> 
     dg.Definitions.validate_loadable(definitions)
     checks = {(k.asset_key.to_user_string(), k.name) for k in definitions.resolve_asset_graph().asset_check_keys}
     assert {
-        ("raw_metrics", "raw_metrics_quality"), ("raw_metrics", "raw_metrics_gauges_quality"),
-        ("raw_billing", "raw_billing_quality"), ("raw_events", "raw_events_quality"),
-        ("raw_events", "raw_events_payments_quality"), ("raw_fx", "raw_fx_quality"),
+        ("raw_metrics", "raw_metrics_quality"),
+        ("raw_metrics", "raw_metrics_gauges_quality"),
+        ("raw_billing", "raw_billing_quality"),
+        ("raw_events", "raw_events_quality"),
+        ("raw_events", "raw_events_payments_quality"),
+        ("raw_fx", "raw_fx_quality"),
         ("kpi_daily", "kpi_daily_quality"),
     } <= checks
     assert {"metrics_source", "billing_source", "events_source", "fx_source"} <= set(definitions.resources)

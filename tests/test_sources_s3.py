@@ -117,10 +117,18 @@ def _warehouse():
 def _cur_tree(root: Path) -> None:
     from tests.fixtures.sources import broken
 
-    broken.write_cur2_delivery(root, "2026-10", "oct-1", {"00001": broken.cur2_parquet(
-        [broken.cur2_row(i, cost=f"{i}.25", day="2026-10-15") for i in range(1, 4)])})
-    broken.write_cur2_delivery(root, "2026-11", "nov-1", {"00001": broken.cur2_parquet(
-        [broken.cur2_row(i, cost="2.000001") for i in range(1, 3)])})
+    broken.write_cur2_delivery(
+        root,
+        "2026-10",
+        "oct-1",
+        {"00001": broken.cur2_parquet([broken.cur2_row(i, cost=f"{i}.25", day="2026-10-15") for i in range(1, 4)])},
+    )
+    broken.write_cur2_delivery(
+        root,
+        "2026-11",
+        "nov-1",
+        {"00001": broken.cur2_parquet([broken.cur2_row(i, cost="2.000001") for i in range(1, 3)])},
+    )
     # December: data delivered, manifest not yet written
     data = root / "cur" / broken.EXPORT / "data" / "BILLING_PERIOD=2026-12" / "part.snappy.parquet"
     data.parent.mkdir(parents=True)
@@ -128,8 +136,9 @@ def _cur_tree(root: Path) -> None:
 
 
 def _billing_rows(con) -> list[tuple]:
-    return con.execute("SELECT * EXCLUDE (source_file, _loaded_at) FROM raw.billing_line_items "
-                       "ORDER BY billing_period, line_item_id").fetchall()
+    return con.execute(
+        "SELECT * EXCLUDE (source_file, _loaded_at) FROM raw.billing_line_items ORDER BY billing_period, line_item_id"
+    ).fetchall()
 
 
 def test_cur2_from_s3_via_manifest_matches_the_local_folder(
@@ -150,21 +159,27 @@ def test_cur2_from_s3_via_manifest_matches_the_local_folder(
     assert (result.rows_read, result.rows_loaded, result.rows_quarantined) == (5, 5, 0)
     assert any("2026-12" in w and "no manifest" in w for w in result.warnings)
     assert _billing_rows(s3_con) == _billing_rows(local_con)
-    totals = dict(s3_con.execute("SELECT billing_period, sum(amortized_cost) FROM raw.billing_line_items "
-                                 "GROUP BY ALL").fetchall())
+    totals = dict(
+        s3_con.execute("SELECT billing_period, sum(amortized_cost) FROM raw.billing_line_items GROUP BY ALL").fetchall()
+    )
     assert totals == {"2026-10": Decimal("6.75"), "2026-11": Decimal("4.000002")}  # 1.25+2.25+3.25; 2 x 2.000001
     files = {r[0] for r in s3_con.execute("SELECT DISTINCT source_file FROM raw.billing_line_items").fetchall()}
     assert all(f.startswith(f"s3://{bucket}/exports/cur/pulso-cur/data/BILLING_PERIOD=") for f in files)
 
     # A restated November: new execution, new data file, new manifest; the old file stays in the bucket.
     restated = tmp_path / "restated"
-    broken.write_cur2_delivery(restated, "2026-11", "nov-2", {"00001": broken.cur2_parquet(
-        [broken.cur2_row(i, cost="3") for i in range(1, 4)])})
+    broken.write_cur2_delivery(
+        restated,
+        "2026-11",
+        "nov-2",
+        {"00001": broken.cur2_parquet([broken.cur2_row(i, cost="3") for i in range(1, 4)])},
+    )
     upload_tree(restated, bucket, "exports")
     again = ingest_billing.load_cur2(s3_con, storage_for("billing"))
     assert again.rows_loaded == 3  # only November is re-read
-    totals = dict(s3_con.execute("SELECT billing_period, sum(amortized_cost) FROM raw.billing_line_items "
-                                 "GROUP BY ALL").fetchall())
+    totals = dict(
+        s3_con.execute("SELECT billing_period, sum(amortized_cost) FROM raw.billing_line_items GROUP BY ALL").fetchall()
+    )
     assert totals == {"2026-10": Decimal("6.75"), "2026-11": Decimal("9")}  # replaced, never doubled
 
 
@@ -208,8 +223,15 @@ def test_metric_files_from_s3_through_the_metrics_resource(
     from pipelines.lib.sources.prometheus import SAMPLE_SCHEMA
 
     start = datetime(2026, 11, 2, 3, tzinfo=UTC)  # 00:00 in Argentina
-    frame = pl.DataFrame({"ts": [start + timedelta(minutes=i) for i in range(3)], "niche": ["barber"] * 3,
-                          "country": ["AR"] * 3, "region": ["cordoba"] * 3, "value": [3.0, 4.0, 5.0]})
+    frame = pl.DataFrame(
+        {
+            "ts": [start + timedelta(minutes=i) for i in range(3)],
+            "niche": ["barber"] * 3,
+            "country": ["AR"] * 3,
+            "region": ["cordoba"] * 3,
+            "value": [3.0, 4.0, 5.0],
+        }
+    )
     frame = frame.with_columns([pl.lit(None, pl.String).alias(c) for c in ("service", "route", "code", "le", "group")])
     frame = frame.select(list(SAMPLE_SCHEMA)).cast(SAMPLE_SCHEMA)
     folder = tmp_path / "metrics" / "active_sessions" / "date=2026-11-02"
@@ -249,8 +271,9 @@ def test_unchanged_billing_files_in_s3_are_not_downloaded_again(s3_env: str, tmp
     con: duckdb.DuckDBPyConnection = warehouse.connect(":memory:")
 
     def total() -> list[tuple]:
-        return con.execute("SELECT source_format, sum(unblended_cost), count(*) FROM raw.billing_line_items "
-                           "GROUP BY ALL ORDER BY ALL").fetchall()
+        return con.execute(
+            "SELECT source_format, sum(unblended_cost), count(*) FROM raw.billing_line_items GROUP BY ALL ORDER BY ALL"
+        ).fetchall()
 
     first = load_billing_files(con, Counting.from_url(f"s3://{bucket}/billing"))
     assert (first.rows_read, first.rows_loaded, Counting.reads) == (1283, 1283, 2)
@@ -258,7 +281,11 @@ def test_unchanged_billing_files_in_s3_are_not_downloaded_again(s3_env: str, tmp
     again = load_billing_files(con, Counting.from_url(f"s3://{bucket}/billing"))
     assert (again.rows_read, again.scope, Counting.reads) == (0, "legacy+focus (unchanged)", 2)  # no download
     # October re-delivered to the same key: a new ETag, the files are read again and October replaced
-    restated = (FIXTURES / "focus-1.0-refund.csv").read_text().replace("4.000000,4.000000,4.000000", "6.000000,6.000000,6.000000")
+    restated = (
+        (FIXTURES / "focus-1.0-refund.csv")
+        .read_text()
+        .replace("4.000000,4.000000,4.000000", "6.000000,6.000000,6.000000")
+    )
     S3Storage.from_url(f"s3://{bucket}/billing").write_bytes("focus/october.csv", restated.encode())
     third = load_billing_files(con, Counting.from_url(f"s3://{bucket}/billing"))
     assert (third.rows_read, Counting.reads) == (1283, 4)

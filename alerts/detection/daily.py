@@ -27,17 +27,24 @@ def published_daily_series(con: duckdb.DuckDBPyConnection) -> list[Series]:
     out: list[Series] = []
     if "cost_daily" in tables:
         # Money is summed exactly in DuckDB (DECIMAL) and only then handed to the detector as a number.
-        cost = pl.from_arrow(con.sql(
-            "SELECT day, niche, service, sum(cost_usd) AS cost_usd FROM cost_daily GROUP BY ALL ORDER BY ALL"
-        ).to_arrow_table()).with_columns(pl.col("cost_usd").cast(pl.Float64))
+        cost = pl.from_arrow(
+            con.sql(
+                "SELECT day, niche, service, sum(cost_usd) AS cost_usd FROM cost_daily GROUP BY ALL ORDER BY ALL"
+            ).to_arrow_table()
+        ).with_columns(pl.col("cost_usd").cast(pl.Float64))
         out += daily_series(cost, "infra_cost_usd", "cost_usd", COST_GRAINS, tz)
     if "kpi_daily" in tables:
-        kpis = pl.from_arrow(con.sql(
-            "SELECT day, kpi, value FROM kpi_daily WHERE niche = $all AND country = $all AND region = $all "
-            "AND kpi IN ('mercadopago_success_ratio', 'bookings') ORDER BY day", params={"all": ALL}
-        ).to_arrow_table())
+        kpis = pl.from_arrow(
+            con.sql(
+                "SELECT day, kpi, value FROM kpi_daily WHERE niche = $all AND country = $all AND region = $all "
+                "AND kpi IN ('mercadopago_success_ratio', 'bookings') ORDER BY day",
+                params={"all": ALL},
+            ).to_arrow_table()
+        )
         for kpi in ("mercadopago_success_ratio", "bookings"):
-            frame = kpis.filter(pl.col("kpi") == kpi).drop_nulls("value").select("day", pl.col("value").cast(pl.Float64))
+            frame = (
+                kpis.filter(pl.col("kpi") == kpi).drop_nulls("value").select("day", pl.col("value").cast(pl.Float64))
+            )
             if not frame.is_empty():
                 out += daily_series(frame, kpi, "value", {"total": ()}, tz)
     return out

@@ -113,9 +113,11 @@ def _to_epoch_seconds(timestamps: Any) -> np.ndarray:
 def _as_values(values: Any, n: int) -> np.ndarray:
     if isinstance(values, pl.Series):
         values = values.cast(pl.Float64).to_numpy()
-    arr = np.array([np.nan if v is None else v for v in values], dtype="float64") if not isinstance(
-        values, np.ndarray
-    ) else values.astype("float64")
+    arr = (
+        np.array([np.nan if v is None else v for v in values], dtype="float64")
+        if not isinstance(values, np.ndarray)
+        else values.astype("float64")
+    )
     if len(arr) != n:
         raise DetectorInputError(f"{n} timestamps but {len(arr)} values")
     return arr
@@ -152,8 +154,13 @@ def _nan_to_none(arr: np.ndarray) -> list[float | None]:
     return [None if not math.isfinite(x) else float(x) for x in arr]
 
 
-def detect(timestamps: Any, values: Sequence[float | None] | np.ndarray | pl.Series,
-           config: DetectorConfig | None = None, *, judge_from: datetime | None = None) -> pl.DataFrame:
+def detect(
+    timestamps: Any,
+    values: Sequence[float | None] | np.ndarray | pl.Series,
+    config: DetectorConfig | None = None,
+    *,
+    judge_from: datetime | None = None,
+) -> pl.DataFrame:
     """Score every point of one time series against what Argentina's rhythm and the trend predicted.
 
     ``timestamps`` (UTC; strictly increasing; any regular step from a minute to a day) and ``values``
@@ -365,8 +372,9 @@ def detect(timestamps: Any, values: Sequence[float | None] | np.ndarray | pl.Ser
         episode[i] = current
         last_t = ts[i]
 
-    status = np.where(~finite, "no_data", np.where(have, "ok", np.where(ts < skip_before, "not_judged",
-                                                                        "insufficient_history")))
+    status = np.where(
+        ~finite, "no_data", np.where(have, "ok", np.where(ts < skip_before, "not_judged", "insufficient_history"))
+    )
     return pl.DataFrame(
         {
             "ts": ts_series,
@@ -381,8 +389,13 @@ def detect(timestamps: Any, values: Sequence[float | None] | np.ndarray | pl.Ser
             "episode": pl.Series("episode", episode, dtype=pl.Int64),
             "status": status.tolist(),
         },
-        schema_overrides={"value": pl.Float64, "expected": pl.Float64, "lower": pl.Float64,
-                          "upper": pl.Float64, "z": pl.Float64},
+        schema_overrides={
+            "value": pl.Float64,
+            "expected": pl.Float64,
+            "lower": pl.Float64,
+            "upper": pl.Float64,
+            "z": pl.Float64,
+        },
     )
 
 
@@ -405,9 +418,20 @@ def episodes(result: pl.DataFrame, config: DetectorConfig | None = None) -> list
         after = result.filter((pl.col("ts") > last) & ~pl.col("anomalous") & (pl.col("status") != "no_data"))
         resolved = after["ts"][0] if not after.is_empty() and ts[-1] - last > gap else None
         z = peak["z"] or 0.0
-        out.append(Episode(start, last, resolved, float(peak["score"]), "up" if z >= 0 else "down",
-                           float(peak["value"]), float(peak["expected"]), float(peak["lower"]),
-                           float(peak["upper"]), peak["ts"]))
+        out.append(
+            Episode(
+                start,
+                last,
+                resolved,
+                float(peak["score"]),
+                "up" if z >= 0 else "down",
+                float(peak["value"]),
+                float(peak["expected"]),
+                float(peak["lower"]),
+                float(peak["upper"]),
+                peak["ts"],
+            )
+        )
     return out
 
 

@@ -36,8 +36,12 @@ class Contribution:
 
     def as_dict(self) -> dict[str, str | float | None]:
         """JSON-ready form (stored in ``alert_history.top_contributors``)."""
-        return {"dimension": self.dimension, "value": self.value, "contribution": float(self.contribution),
-                "share_of_deviation": None if self.share_of_deviation is None else float(self.share_of_deviation)}
+        return {
+            "dimension": self.dimension,
+            "value": self.value,
+            "contribution": float(self.contribution),
+            "share_of_deviation": None if self.share_of_deviation is None else float(self.share_of_deviation),
+        }
 
 
 @dataclass(frozen=True)
@@ -59,7 +63,7 @@ def _allocate_exact(raw: Sequence[Decimal], target: Decimal, quantum: Decimal) -
     """Round ``raw`` to ``quantum`` so the parts sum to ``target`` (already on the quantum) exactly."""
     floors = [r.quantize(quantum, rounding=ROUND_FLOOR) for r in raw]
     remainder = int(((target - sum(floors, Decimal(0))) / quantum).to_integral_value())
-    order = sorted(range(len(raw)), key=lambda i: (raw[i] - floors[i]), reverse=remainder > 0)
+    order = sorted(range(len(raw)), key=lambda i: raw[i] - floors[i], reverse=remainder > 0)
     step = quantum if remainder > 0 else -quantum
     for k in range(abs(remainder)):
         floors[order[k % len(order)]] += step
@@ -74,9 +78,13 @@ def _finish(dimension: str, names: Sequence[str], parts: Sequence[Decimal], devi
     return sorted(out, key=lambda c: (-abs(c.contribution), c.value))
 
 
-def contributions_additive(actual: Mapping[str, float | Decimal], baseline_share: Mapping[str, float | Decimal],
-                           expected_total: float | Decimal, dimension: str = "",
-                           quantum: Decimal = QUANTUM) -> list[Contribution]:
+def contributions_additive(
+    actual: Mapping[str, float | Decimal],
+    baseline_share: Mapping[str, float | Decimal],
+    expected_total: float | Decimal,
+    dimension: str = "",
+    quantum: Decimal = QUANTUM,
+) -> list[Contribution]:
     """Split ``sum(actual) - expected_total`` among members: actual_i - share_i x expected_total.
 
     ``baseline_share`` is each member's share of the total in the history (renormalised to 1; equal
@@ -96,8 +104,13 @@ def contributions_additive(actual: Mapping[str, float | Decimal], baseline_share
     return _finish(dimension, names, parts, deviation)
 
 
-def contributions_ratio(bad: Mapping[str, float | int], total: Mapping[str, float | int], expected_ratio: float,
-                        dimension: str = "", quantum: Decimal = QUANTUM) -> list[Contribution]:
+def contributions_ratio(
+    bad: Mapping[str, float | int],
+    total: Mapping[str, float | int],
+    expected_ratio: float,
+    dimension: str = "",
+    quantum: Decimal = QUANTUM,
+) -> list[Contribution]:
     """Split ``sum(bad)/sum(total) - expected_ratio`` among members: (bad_i - r x total_i) / N."""
     names = sorted(set(bad) | set(total))
     with localcontext() as ctx:
@@ -113,15 +126,20 @@ def contributions_ratio(bad: Mapping[str, float | int], total: Mapping[str, floa
     return _finish(dimension, names, parts, deviation)
 
 
-def contributions_weighted(actual: Mapping[str, float], expected: Mapping[str, float], weight: Mapping[str, float],
-                           deviation: float, dimension: str = "", quantum: Decimal = QUANTUM) -> list[Contribution]:
+def contributions_weighted(
+    actual: Mapping[str, float],
+    expected: Mapping[str, float],
+    weight: Mapping[str, float],
+    deviation: float,
+    dimension: str = "",
+    quantum: Decimal = QUANTUM,
+) -> list[Contribution]:
     """Split a non-additive deviation (a percentile) by request-weighted excess in its direction."""
     names = sorted(set(actual) & set(expected))
     sign = 1 if deviation >= 0 else -1
     with localcontext() as ctx:
         ctx.prec = 50
-        excess = [max(Decimal(0), sign * _dec(weight.get(n, 0)) * (_dec(actual[n]) - _dec(expected[n])))
-                  for n in names]
+        excess = [max(Decimal(0), sign * _dec(weight.get(n, 0)) * (_dec(actual[n]) - _dec(expected[n]))) for n in names]
         total = sum(excess, Decimal(0))
         dev = _dec(deviation).quantize(quantum, rounding=ROUND_HALF_UP)
         if total == 0:
@@ -130,10 +148,19 @@ def contributions_weighted(actual: Mapping[str, float], expected: Mapping[str, f
     return _finish(dimension, names, parts, dev)
 
 
-def rank_dimensions(frame: pl.DataFrame, dimensions: Sequence[str], expected_total: float | Decimal | None = None,
-                    *, kind: str = "additive", actual: str = "actual", baseline: str = "baseline",
-                    bad: str = "bad", total: str = "total", expected_ratio: float | None = None,
-                    quantum: Decimal = QUANTUM) -> list[Contribution]:
+def rank_dimensions(
+    frame: pl.DataFrame,
+    dimensions: Sequence[str],
+    expected_total: float | Decimal | None = None,
+    *,
+    kind: str = "additive",
+    actual: str = "actual",
+    baseline: str = "baseline",
+    bad: str = "bad",
+    total: str = "total",
+    expected_ratio: float | None = None,
+    quantum: Decimal = QUANTUM,
+) -> list[Contribution]:
     """Contributions of every member of every dimension, most influential first.
 
     ``frame`` has one row per finest cell with the dimension columns and either ``actual``/``baseline``
@@ -145,17 +172,25 @@ def rank_dimensions(frame: pl.DataFrame, dimensions: Sequence[str], expected_tot
         if kind == "additive":
             g = frame.group_by(dim).agg(pl.col(actual).sum(), pl.col(baseline).sum())
             names = [str(v) for v in g[dim].to_list()]
-            out += contributions_additive(dict(zip(names, g[actual].to_list(), strict=True)),
-                                          dict(zip(names, g[baseline].to_list(), strict=True)),
-                                          expected_total if expected_total is not None else g[baseline].sum(),
-                                          dim, quantum)
+            out += contributions_additive(
+                dict(zip(names, g[actual].to_list(), strict=True)),
+                dict(zip(names, g[baseline].to_list(), strict=True)),
+                expected_total if expected_total is not None else g[baseline].sum(),
+                dim,
+                quantum,
+            )
         elif kind == "ratio":
             if expected_ratio is None:
                 raise ValueError("rank_dimensions(kind='ratio') needs expected_ratio")
             g = frame.group_by(dim).agg(pl.col(bad).sum(), pl.col(total).sum())
             names = [str(v) for v in g[dim].to_list()]
-            out += contributions_ratio(dict(zip(names, g[bad].to_list(), strict=True)),
-                                       dict(zip(names, g[total].to_list(), strict=True)), expected_ratio, dim, quantum)
+            out += contributions_ratio(
+                dict(zip(names, g[bad].to_list(), strict=True)),
+                dict(zip(names, g[total].to_list(), strict=True)),
+                expected_ratio,
+                dim,
+                quantum,
+            )
         else:
             raise ValueError(f"unknown kind {kind!r}: use 'additive' or 'ratio'")
     return sorted(out, key=lambda c: (-abs(c.contribution), c.dimension, c.value))

@@ -80,15 +80,27 @@ def load_policy(path: Path | None = None, catalog: Catalog | None = None) -> Pol
         unknown = set(entry) - {*CONFIG_FIELDS, "kpi", "name", "unit", "daily", "holidays", "dashboard", "app_page"}
         if unknown:
             raise PolicyError(f"{where}: unknown fields {sorted(unknown)}")
-        cfg = DetectorConfig(**{k: entry[k] for k in CONFIG_FIELDS if k in entry},
-                             holidays_country="AR" if entry.get("holidays", True) else None,
-                             history=timedelta(days=56 if entry.get("daily") else 28),
-                             timezone=catalog.timezone)
-        metrics[metric] = MetricPolicy(metric, name, unit, bool(entry.get("daily", False)), cfg,
-                                       entry.get("dashboard", "pulso-sre-overview"),
-                                       entry.get("app_page", APP_PAGES.get(metric, "alerts")))
-    return Policy(int(data.get("step_minutes", 5)), timedelta(minutes=int(data.get("cooldown_minutes", 60))),
-                  float(data.get("critical_score", 0.8)), metrics)
+        cfg = DetectorConfig(
+            **{k: entry[k] for k in CONFIG_FIELDS if k in entry},
+            holidays_country="AR" if entry.get("holidays", True) else None,
+            history=timedelta(days=56 if entry.get("daily") else 28),
+            timezone=catalog.timezone,
+        )
+        metrics[metric] = MetricPolicy(
+            metric,
+            name,
+            unit,
+            bool(entry.get("daily", False)),
+            cfg,
+            entry.get("dashboard", "pulso-sre-overview"),
+            entry.get("app_page", APP_PAGES.get(metric, "alerts")),
+        )
+    return Policy(
+        int(data.get("step_minutes", 5)),
+        timedelta(minutes=int(data.get("cooldown_minutes", 60))),
+        float(data.get("critical_score", 0.8)),
+        metrics,
+    )
 
 
 @dataclass(frozen=True)
@@ -126,7 +138,9 @@ def series_config(mp: MetricPolicy, scope: dict[str, str], catalog: Catalog | No
     return mp.config.with_overrides(**changes)
 
 
-def scan(series: Iterable[Series], policy: Policy, judge_from: datetime | None = None) -> tuple[list[Finding], set[str]]:
+def scan(
+    series: Iterable[Series], policy: Policy, judge_from: datetime | None = None
+) -> tuple[list[Finding], set[str]]:
     """Run the detector on every series with a policy (judging only from ``judge_from`` if given); each
     series with its own calendar (:func:`series_config`).
 
@@ -173,35 +187,51 @@ def explain(finding: Finding, policy: Policy) -> tuple[Contribution, ...]:
     for dim in dims:
         if s.metric in ("error_ratio", "cache_hit_ratio"):
             bad_col, total_col = ("errors", "requests") if s.metric == "error_ratio" else ("misses", "cache_requests")
-            frame = now.with_columns((pl.col("cache_requests") - pl.col("cache_hits")).alias("misses")) \
-                if s.metric == "cache_hit_ratio" else now
+            frame = (
+                now.with_columns((pl.col("cache_requests") - pl.col("cache_hits")).alias("misses"))
+                if s.metric == "cache_hit_ratio"
+                else now
+            )
             g = frame.group_by(dim).agg(pl.col(bad_col).sum(), pl.col(total_col).sum())
             names = [str(v) for v in g[dim]]
             expected_bad = ep.expected if s.metric == "error_ratio" else 1 - ep.expected
-            part = contributions_ratio(dict(zip(names, g[bad_col], strict=True)), dict(zip(names, g[total_col], strict=True)),
-                                       expected_bad, dim)
+            part = contributions_ratio(
+                dict(zip(names, g[bad_col], strict=True)),
+                dict(zip(names, g[total_col], strict=True)),
+                expected_bad,
+                dim,
+            )
             if s.metric == "cache_hit_ratio":  # misses up = hit ratio down: flip the sign
                 part = [Contribution(c.dimension, c.value, -c.contribution, c.share_of_deviation) for c in part]
             out += part
         elif s.metric == "latency_p95_ms":
+
             def p95_by(frame: pl.DataFrame, d: str = dim) -> dict[str, float]:
                 res = {}
                 for (v,), block in frame.group_by(d):
                     agg = block.group_by("le").agg(pl.col("count").sum())
-                    q = histogram_quantile(0.95, [(le_value(le), n) for le, n in zip(agg["le"], agg["count"], strict=True)])
+                    q = histogram_quantile(
+                        0.95, [(le_value(le), n) for le, n in zip(agg["le"], agg["count"], strict=True)]
+                    )
                     if q is not None:
                         res[str(v)] = q * 1000
                 return res
-            weights = {str(v): float(n) for v, n in now.filter(pl.col("le") == "+Inf").group_by(dim)
-                       .agg(pl.col("count").sum()).iter_rows()}
+
+            weights = {
+                str(v): float(n)
+                for v, n in now.filter(pl.col("le") == "+Inf").group_by(dim).agg(pl.col("count").sum()).iter_rows()
+            }
             out += contributions_weighted(p95_by(now), p95_by(before), weights, ep.actual - ep.expected, dim)
         else:
             value_col = {"requests": "requests", "concurrent_users": "value"}.get(s.metric, "value")
             g = now.group_by(dim).agg(pl.col(value_col).sum())
             share = before.group_by(dim).agg(pl.col(value_col).sum()) if not before.is_empty() else g
-            out += contributions_additive(dict(zip([str(v) for v in g[dim]], g[value_col], strict=True)),
-                                          dict(zip([str(v) for v in share[dim]], share[value_col], strict=True)),
-                                          ep.expected, dim)
+            out += contributions_additive(
+                dict(zip([str(v) for v in g[dim]], g[value_col], strict=True)),
+                dict(zip([str(v) for v in share[dim]], share[value_col], strict=True)),
+                ep.expected,
+                dim,
+            )
     return tuple(sorted(out, key=lambda c: (-abs(c.contribution), c.dimension, c.value)))
 
 
@@ -211,16 +241,30 @@ def to_anomaly(finding: Finding, policy: Policy) -> Anomaly:
     mp = policy.metrics[s.metric]
     cost = cost_impact(Decimal(repr(ep.actual)), ep.expected) if s.metric == "infra_cost_usd" else None
     return Anomaly(
-        key=s.key, metric=s.metric, name=mp.name, unit=mp.unit, scope=dict(s.scope),
-        severity="critical" if ep.peak_score >= policy.critical_score else "warning", direction=ep.direction,
-        started_at=ep.start, observed_at=s.ts[-1], actual=ep.actual, expected=ep.expected, lower=ep.lower,
-        upper=ep.upper, score=ep.peak_score, contributors=explain(finding, policy), cost=cost,
-        dashboard=mp.dashboard, app_page=mp.app_page,
+        key=s.key,
+        metric=s.metric,
+        name=mp.name,
+        unit=mp.unit,
+        scope=dict(s.scope),
+        severity="critical" if ep.peak_score >= policy.critical_score else "warning",
+        direction=ep.direction,
+        started_at=ep.start,
+        observed_at=s.ts[-1],
+        actual=ep.actual,
+        expected=ep.expected,
+        lower=ep.lower,
+        upper=ep.upper,
+        score=ep.peak_score,
+        contributors=explain(finding, policy),
+        cost=cost,
+        dashboard=mp.dashboard,
+        app_page=mp.app_page,
     )
 
 
-def daily_series(frame: pl.DataFrame, metric: str, value_col: str, grains: dict[str, tuple[str, ...]],
-                 timezone: str) -> list[Series]:
+def daily_series(
+    frame: pl.DataFrame, metric: str, value_col: str, grains: dict[str, tuple[str, ...]], timezone: str
+) -> list[Series]:
     """Daily series (one point per Argentine day, stamped at local midnight) at each grain.
 
     ``frame`` has ``day`` plus the grain columns and ``value_col`` (summed across finer cells).
@@ -239,11 +283,18 @@ def daily_series(frame: pl.DataFrame, metric: str, value_col: str, grains: dict[
                 continue
             days = pl.date_range(agg["day"][0], agg["day"][-1], "1d", eager=True).alias("day")
             full = pl.DataFrame(days).join(agg, on="day", how="left")
-            stamps = full.select(pl.col("day").cast(pl.Datetime("us")).dt.replace_time_zone(timezone)
-                                 .dt.convert_time_zone("UTC"))["day"].to_list()
+            stamps = full.select(
+                pl.col("day").cast(pl.Datetime("us")).dt.replace_time_zone(timezone).dt.convert_time_zone("UTC")
+            )["day"].to_list()
             scope = {k: row[k] for k in keys} or {"niche": ALL}
-            cells = cells.with_columns(pl.col("day").cast(pl.Datetime("us")).dt.replace_time_zone(timezone)
-                                       .dt.convert_time_zone("UTC").alias("ts"), pl.col(value_col).alias("value"))
+            cells = cells.with_columns(
+                pl.col("day")
+                .cast(pl.Datetime("us"))
+                .dt.replace_time_zone(timezone)
+                .dt.convert_time_zone("UTC")
+                .alias("ts"),
+                pl.col(value_col).alias("value"),
+            )
             out.append(Series(metric, scope, stamps, full[value_col].to_numpy().astype("float64"), cells))
     return out
 
@@ -255,6 +306,7 @@ def collapse_related(anomalies: list[Anomaly], window: timedelta = timedelta(hou
     A scope is broader when every dimension it fixes is fixed to the same value in the other one.
     Daily metrics use a window of a day.
     """
+
     def fixed(a: Anomaly) -> dict[str, str]:
         return {k: v for k, v in a.scope.items() if v != ALL}
 
@@ -262,8 +314,11 @@ def collapse_related(anomalies: list[Anomaly], window: timedelta = timedelta(hou
     for a in anomalies:
         span = timedelta(days=1) if a.metric in DAILY_METRICS else window
         covered = any(
-            b is not a and b.metric == a.metric and abs(b.started_at - a.started_at) <= span
-            and len(fixed(b)) < len(fixed(a)) and all(fixed(a).get(k) == v for k, v in fixed(b).items())
+            b is not a
+            and b.metric == a.metric
+            and abs(b.started_at - a.started_at) <= span
+            and len(fixed(b)) < len(fixed(a))
+            and all(fixed(a).get(k) == v for k, v in fixed(b).items())
             for b in anomalies
         )
         if not covered:

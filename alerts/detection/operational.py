@@ -57,8 +57,9 @@ def _day_cells(reader: MetricsReader, day: date, step_minutes: int) -> tuple[pl.
     return window_cells(reader, start, end, step_minutes)
 
 
-def window_cells(reader: MetricsReader, start: datetime, end: datetime,
-                 step_minutes: int) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+def window_cells(
+    reader: MetricsReader, start: datetime, end: datetime, step_minutes: int
+) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     """Like a day's cells, for the samples in ``[start, end)`` (bucket-aligned) only: what the 5-minute
     table (``alerts.detection.ops_store``) adds on each run."""
     lead = start - timedelta(minutes=5)  # the previous samples, so the window's first increase is known
@@ -66,8 +67,13 @@ def window_cells(reader: MetricsReader, start: datetime, end: datetime,
     def increases(metric: str, extra: tuple[str, ...] = ()) -> pl.DataFrame:
         raw = reader.samples(metric, lead, end)
         if raw.is_empty():
-            return pl.DataFrame(schema={"bucket": pl.Datetime("us", "UTC"), **{c: pl.String for c in (*CELL, *extra)},
-                                        "increase": pl.Float64})
+            return pl.DataFrame(
+                schema={
+                    "bucket": pl.Datetime("us", "UTC"),
+                    **{c: pl.String for c in (*CELL, *extra)},
+                    "increase": pl.Float64,
+                }
+            )
         # Damaged samples (no time, negative or non-finite) are the warehouse loader's to quarantine;
         # here they are left out so one bad row cannot fake a traffic collapse.
         raw = raw.filter(pl.col("ts").is_not_null() & pl.col("value").is_finite() & (pl.col("value") >= 0))
@@ -81,14 +87,19 @@ def window_cells(reader: MetricsReader, start: datetime, end: datetime,
     )
     hits = increases("cache_hits_total").rename({"increase": "cache_hits"})
     creq = increases("cache_requests_total").rename({"increase": "cache_requests"})
-    counts = (counts.join(hits, on=["bucket", *CELL], how="full", coalesce=True)
-              .join(creq, on=["bucket", *CELL], how="full", coalesce=True).fill_null(0.0))
+    counts = (
+        counts.join(hits, on=["bucket", *CELL], how="full", coalesce=True)
+        .join(creq, on=["bucket", *CELL], how="full", coalesce=True)
+        .fill_null(0.0)
+    )
     latency = increases("http_request_duration_seconds_bucket", ("le",)).rename({"increase": "count"})
     sessions = reader.samples("active_sessions", start, end)
     sessions = sessions.filter(pl.col("ts").is_not_null() & pl.col("value").is_finite() & (pl.col("value") >= 0))
-    sessions = (sessions.group_by("ts", *CELL).agg(pl.col("value").sum()) if not sessions.is_empty()
-                else pl.DataFrame(schema={"ts": pl.Datetime("us", "UTC"), **{c: pl.String for c in CELL},
-                                          "value": pl.Float64}))
+    sessions = (
+        sessions.group_by("ts", *CELL).agg(pl.col("value").sum())
+        if not sessions.is_empty()
+        else pl.DataFrame(schema={"ts": pl.Datetime("us", "UTC"), **{c: pl.String for c in CELL}, "value": pl.Float64})
+    )
     return counts, latency, sessions
 
 
@@ -100,7 +111,9 @@ def load_operational(reader: MetricsReader, days: Iterable[date], step_minutes: 
         parts["counts"].append(counts)
         parts["latency"].append(latency)
         parts["sessions"].append(sessions)
-    return {name: pl.concat(frames, how="vertical_relaxed") if frames else pl.DataFrame() for name, frames in parts.items()}
+    return {
+        name: pl.concat(frames, how="vertical_relaxed") if frames else pl.DataFrame() for name, frames in parts.items()
+    }
 
 
 def _scope(grain: tuple[str, ...], row: dict) -> dict[str, str]:
@@ -127,8 +140,9 @@ def min_volume(step_minutes: int, catalog: Catalog | None = None) -> float:
     return float(catalog.section("burn_rate_alerts")["min_requests_per_5m"]) * step_minutes / 5
 
 
-def build_series(frames: dict[str, pl.DataFrame], step_minutes: int = 5,
-                 metrics: Iterable[str] = OPERATIONAL_METRICS) -> list[Series]:
+def build_series(
+    frames: dict[str, pl.DataFrame], step_minutes: int = 5, metrics: Iterable[str] = OPERATIONAL_METRICS
+) -> list[Series]:
     """Every watched operational series at every grain (total, niche, region).
 
     ``frames`` come from :func:`load_operational` (``counts``, ``latency``, per-minute ``sessions``) or
@@ -152,7 +166,8 @@ def build_series(frames: dict[str, pl.DataFrame], step_minutes: int = 5,
             agg = c.group_by("bucket").agg(pl.col("requests", "errors", "cache_hits", "cache_requests").sum())
             agg = agg.with_columns(
                 pl.when(pl.col("requests") >= guard).then(pl.col("errors") / pl.col("requests")).alias("error_ratio"),
-                pl.when(pl.col("cache_requests") >= guard).then(pl.col("cache_hits") / pl.col("cache_requests"))
+                pl.when(pl.col("cache_requests") >= guard)
+                .then(pl.col("cache_hits") / pl.col("cache_requests"))
                 .alias("cache_hit_ratio"),
             )
             for metric in ("requests", "error_ratio", "cache_hit_ratio"):
@@ -166,21 +181,30 @@ def build_series(frames: dict[str, pl.DataFrame], step_minutes: int = 5,
                     cum = sorted((le_value(le), n) for le, n in zip(block["le"], block["count"], strict=True))
                     q = histogram_quantile(0.95, cum) if cum and cum[-1][1] >= guard else None
                     p95.append((bucket, None if q is None else q * 1000))
-                frame = pl.DataFrame(p95, schema={"bucket": pl.Datetime("us", "UTC"), "latency_p95_ms": pl.Float64},
-                                     orient="row")
+                frame = pl.DataFrame(
+                    p95, schema={"bucket": pl.Datetime("us", "UTC"), "latency_p95_ms": pl.Float64}, orient="row"
+                )
                 ts, values = _grid(frame, "latency_p95_ms", step_minutes)
                 out.append(Series("latency_p95_ms", scope, ts, values, latency.filter(flt)))
             if "concurrent_users" in wanted and peaks is not None:
                 # From the 5-minute table: the scope's stored peak; per-cell peaks explain it.
-                s = peaks.filter((pl.col("niche") == scope["niche"]) & (pl.col("country") == scope["country"])
-                                 & (pl.col("region") == scope["region"])).select("bucket", "concurrent_users")
+                s = peaks.filter(
+                    (pl.col("niche") == scope["niche"])
+                    & (pl.col("country") == scope["country"])
+                    & (pl.col("region") == scope["region"])
+                ).select("bucket", "concurrent_users")
                 if not s.is_empty():
                     ts, values = _grid(s, "concurrent_users", step_minutes)
                     cells = c.select("bucket", *CELL, pl.col("sessions_peak").alias("value"))
                     out.append(Series("concurrent_users", scope, ts, values, cells))
             elif "concurrent_users" in wanted and not sessions.is_empty():
-                s = (sessions.filter(flt).group_by("ts").agg(pl.col("value").sum())
-                     .group_by(_bucket("ts", step_minutes)).agg(pl.col("value").max().alias("concurrent_users")))
+                s = (
+                    sessions.filter(flt)
+                    .group_by("ts")
+                    .agg(pl.col("value").sum())
+                    .group_by(_bucket("ts", step_minutes))
+                    .agg(pl.col("value").max().alias("concurrent_users"))
+                )
                 ts, values = _grid(s, "concurrent_users", step_minutes)
                 out.append(Series("concurrent_users", scope, ts, values, sessions.filter(flt)))
     return out

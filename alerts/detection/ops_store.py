@@ -46,35 +46,52 @@ _CELL_SQL = ", ".join(f"{c} VARCHAR" for c in CELL)
 def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
     """Create the schema and tables if missing."""
     con.execute("CREATE SCHEMA IF NOT EXISTS staging")
-    con.execute(f"CREATE TABLE IF NOT EXISTS {COUNTS} (day DATE, bucket TIMESTAMPTZ, {_CELL_SQL}, "
-                + ", ".join(f"{c} DOUBLE" for c in COUNT_COLUMNS) + ")")
-    con.execute(f"CREATE TABLE IF NOT EXISTS {LATENCY} (day DATE, bucket TIMESTAMPTZ, {_CELL_SQL}, le VARCHAR, "
-                "count DOUBLE)")
-    con.execute(f"CREATE TABLE IF NOT EXISTS {PEAKS} (day DATE, bucket TIMESTAMPTZ, {_CELL_SQL}, "
-                "concurrent_users DOUBLE)")
-    con.execute(f"CREATE TABLE IF NOT EXISTS {STATE} (day DATE PRIMARY KEY, stored_through TIMESTAMPTZ, "
-                "step_minutes INTEGER, updated_at TIMESTAMPTZ)")
+    con.execute(
+        f"CREATE TABLE IF NOT EXISTS {COUNTS} (day DATE, bucket TIMESTAMPTZ, {_CELL_SQL}, "
+        + ", ".join(f"{c} DOUBLE" for c in COUNT_COLUMNS)
+        + ")"
+    )
+    con.execute(
+        f"CREATE TABLE IF NOT EXISTS {LATENCY} (day DATE, bucket TIMESTAMPTZ, {_CELL_SQL}, le VARCHAR, count DOUBLE)"
+    )
+    con.execute(
+        f"CREATE TABLE IF NOT EXISTS {PEAKS} (day DATE, bucket TIMESTAMPTZ, {_CELL_SQL}, concurrent_users DOUBLE)"
+    )
+    con.execute(
+        f"CREATE TABLE IF NOT EXISTS {STATE} (day DATE PRIMARY KEY, stored_through TIMESTAMPTZ, "
+        "step_minutes INTEGER, updated_at TIMESTAMPTZ)"
+    )
 
 
-def summarize(counts: pl.DataFrame, latency: pl.DataFrame, sessions: pl.DataFrame,
-              step_minutes: int) -> dict[str, pl.DataFrame]:
+def summarize(
+    counts: pl.DataFrame, latency: pl.DataFrame, sessions: pl.DataFrame, step_minutes: int
+) -> dict[str, pl.DataFrame]:
     """The table rows of one window from :func:`alerts.detection.operational.window_cells` frames."""
     bucket = pl.col("ts").dt.truncate(f"{step_minutes}m").alias("bucket")
     cell_peak = sessions.group_by(bucket, *CELL).agg(pl.col("value").max().alias("sessions_peak"))
-    rows = (counts.join(cell_peak, on=["bucket", *CELL], how="full", coalesce=True)
-            .with_columns(pl.col(c).fill_null(0.0).cast(pl.Float64) for c in ("requests", "errors", "cache_hits",
-                                                                                "cache_requests"))
-            .select("bucket", *CELL, *COUNT_COLUMNS))
+    rows = (
+        counts.join(cell_peak, on=["bucket", *CELL], how="full", coalesce=True)
+        .with_columns(
+            pl.col(c).fill_null(0.0).cast(pl.Float64) for c in ("requests", "errors", "cache_hits", "cache_requests")
+        )
+        .select("bucket", *CELL, *COUNT_COLUMNS)
+    )
     peaks = []
     for grain in GRAINS.values():
         keys = list(grain)
         per_minute = sessions.group_by("ts", *keys).agg(pl.col("value").sum())
         p = per_minute.group_by(bucket, *keys).agg(pl.col("value").max().alias("concurrent_users"))
-        peaks.append(p.with_columns(pl.lit(ALL).alias(c) for c in CELL if c not in keys)
-                     .select("bucket", *CELL, "concurrent_users"))
+        peaks.append(
+            p.with_columns(pl.lit(ALL).alias(c) for c in CELL if c not in keys).select(
+                "bucket", *CELL, "concurrent_users"
+            )
+        )
     lat = latency.select("bucket", *CELL, "le", pl.col("count").cast(pl.Float64))
-    return {"counts": rows.sort("bucket", *CELL), "latency": lat.sort("bucket", *CELL, "le"),
-            "peaks": pl.concat(peaks).sort("bucket", *CELL)}
+    return {
+        "counts": rows.sort("bucket", *CELL),
+        "latency": lat.sort("bucket", *CELL, "le"),
+        "peaks": pl.concat(peaks).sort("bucket", *CELL),
+    }
 
 
 def settled_until(now: datetime, step_minutes: int, settle: timedelta = timedelta(minutes=2)) -> datetime:
@@ -104,9 +121,15 @@ class UpdateResult:
 RESTATE = timedelta(minutes=10)
 
 
-def update(con: duckdb.DuckDBPyConnection, reader: MetricsReader, days: Iterable[date], now: datetime,
-           step_minutes: int = 5, settle: timedelta = timedelta(minutes=2),
-           restate: timedelta = RESTATE) -> UpdateResult:
+def update(
+    con: duckdb.DuckDBPyConnection,
+    reader: MetricsReader,
+    days: Iterable[date],
+    now: datetime,
+    step_minutes: int = 5,
+    settle: timedelta = timedelta(minutes=2),
+    restate: timedelta = RESTATE,
+) -> UpdateResult:
     """Append every settled bucket of ``days`` not stored yet, re-reading and replacing the last
     ``restate`` of stored buckets with them (late samples); reads nothing when nothing new has settled."""
     ensure_tables(con)
@@ -132,8 +155,14 @@ def update(con: duckdb.DuckDBPyConnection, reader: MetricsReader, days: Iterable
     return UpdateResult(tuple(touched), buckets, rows, first, last)
 
 
-def _write(con: duckdb.DuckDBPyConnection, day: date, lo: datetime, hi: datetime, parts: dict[str, pl.DataFrame],
-           step_minutes: int) -> int:
+def _write(
+    con: duckdb.DuckDBPyConnection,
+    day: date,
+    lo: datetime,
+    hi: datetime,
+    parts: dict[str, pl.DataFrame],
+    step_minutes: int,
+) -> int:
     con.execute("BEGIN TRANSACTION")
     try:
         for table, name in ((COUNTS, "counts"), (LATENCY, "latency"), (PEAKS, "peaks")):
@@ -166,15 +195,20 @@ def read_frames(con: duckdb.DuckDBPyConnection, start: datetime, end: datetime) 
     ensure_tables(con)
 
     def q(table: str, cols: str) -> pl.DataFrame:
-        frame = pl.from_arrow(con.sql(
-            f"SELECT {cols} FROM {table} WHERE bucket >= $start AND bucket < $end ORDER BY ALL",  # noqa: S608
-            params={"start": start, "end": end}).to_arrow_table())
+        frame = pl.from_arrow(
+            con.sql(
+                f"SELECT {cols} FROM {table} WHERE bucket >= $start AND bucket < $end ORDER BY ALL",  # noqa: S608
+                params={"start": start, "end": end},
+            ).to_arrow_table()
+        )
         return frame.with_columns(pl.col("bucket").dt.convert_time_zone("UTC"))
 
     cells = ", ".join(CELL)
-    return {"counts": q(COUNTS, f"bucket, {cells}, " + ", ".join(COUNT_COLUMNS)),
-            "latency": q(LATENCY, f"bucket, {cells}, le, count"),
-            "peaks": q(PEAKS, f"bucket, {cells}, concurrent_users")}
+    return {
+        "counts": q(COUNTS, f"bucket, {cells}, " + ", ".join(COUNT_COLUMNS)),
+        "latency": q(LATENCY, f"bucket, {cells}, le, count"),
+        "peaks": q(PEAKS, f"bucket, {cells}, concurrent_users"),
+    }
 
 
 def history_days(now: datetime, days: int) -> list[date]:

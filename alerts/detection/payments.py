@@ -39,10 +39,22 @@ from pipelines.lib.storage import Storage
 METRIC = "mercadopago_success_intraday"
 CELL = ("niche", "country", "region")
 GRAINS: dict[str, tuple[str, ...]] = {"total": (), "country": ("country",)}
-DECISION_SCHEMA = {"payment_id": pl.String, "niche": pl.String, "country": pl.String, "region": pl.String,
-                   "decided_at": pl.Datetime("us", "UTC"), "success": pl.Boolean}
-COUNT_SCHEMA = {"bucket": pl.Datetime("us", "UTC"), "niche": pl.String, "country": pl.String, "region": pl.String,
-                "success": pl.Float64, "decided": pl.Float64}
+DECISION_SCHEMA = {
+    "payment_id": pl.String,
+    "niche": pl.String,
+    "country": pl.String,
+    "region": pl.String,
+    "decided_at": pl.Datetime("us", "UTC"),
+    "success": pl.Boolean,
+}
+COUNT_SCHEMA = {
+    "bucket": pl.Datetime("us", "UTC"),
+    "niche": pl.String,
+    "country": pl.String,
+    "region": pl.String,
+    "success": pl.Float64,
+    "decided": pl.Float64,
+}
 
 
 @dataclass(frozen=True)
@@ -87,7 +99,9 @@ def _ts(value: object) -> datetime | None:
         return None
 
 
-def read_updates(storage: Storage, arrival_days: Iterable[date], provider: str = "mercadopago") -> tuple[pl.DataFrame, int]:
+def read_updates(
+    storage: Storage, arrival_days: Iterable[date], provider: str = "mercadopago"
+) -> tuple[pl.DataFrame, int]:
     """The ``payment.updated`` events of ``provider`` in the arrival-day folders (non-personal fields
     only), and how many lines were unreadable (skipped here; the warehouse loader quarantines them)."""
     rows: list[tuple] = []
@@ -113,12 +127,30 @@ def read_updates(storage: Storage, arrival_days: Iterable[date], provider: str =
                 if pay.get("id") is None or updated is None:
                     bad += 1
                     continue
-                rows.append((str(pay["id"]), ev.get("niche"), ev.get("country"), ev.get("region"),
-                             str(pay.get("status")), _ts(pay.get("date_approved")), updated))
-    frame = pl.DataFrame(rows, schema={"payment_id": pl.String, "niche": pl.String, "country": pl.String,
-                                       "region": pl.String, "status": pl.String,
-                                       "date_approved": pl.Datetime("us", "UTC"),
-                                       "date_last_updated": pl.Datetime("us", "UTC")}, orient="row")
+                rows.append(
+                    (
+                        str(pay["id"]),
+                        ev.get("niche"),
+                        ev.get("country"),
+                        ev.get("region"),
+                        str(pay.get("status")),
+                        _ts(pay.get("date_approved")),
+                        updated,
+                    )
+                )
+    frame = pl.DataFrame(
+        rows,
+        schema={
+            "payment_id": pl.String,
+            "niche": pl.String,
+            "country": pl.String,
+            "region": pl.String,
+            "status": pl.String,
+            "date_approved": pl.Datetime("us", "UTC"),
+            "date_last_updated": pl.Datetime("us", "UTC"),
+        },
+        orient="row",
+    )
     return frame, bad
 
 
@@ -145,8 +177,9 @@ def decisions(updates: pl.DataFrame, catalog: Catalog | None = None) -> pl.DataF
     return out.select("payment_id", *CELL, decided.alias("decided_at"), "success").sort("decided_at", "payment_id")
 
 
-def decision_counts(decided: pl.DataFrame, step_minutes: int = 15, start: datetime | None = None,
-                    end: datetime | None = None) -> pl.DataFrame:
+def decision_counts(
+    decided: pl.DataFrame, step_minutes: int = 15, start: datetime | None = None, end: datetime | None = None
+) -> pl.DataFrame:
     """Decisions and successes per bucket x niche x country x region, within ``[start, end)`` if given."""
     if start is not None:
         decided = decided.filter(pl.col("decided_at") >= start)
@@ -154,13 +187,20 @@ def decision_counts(decided: pl.DataFrame, step_minutes: int = 15, start: dateti
         decided = decided.filter(pl.col("decided_at") < end)
     if decided.is_empty():
         return pl.DataFrame(schema=COUNT_SCHEMA)
-    return (decided.group_by(pl.col("decided_at").dt.truncate(f"{step_minutes}m").alias("bucket"), *CELL)
-            .agg(pl.col("success").sum().cast(pl.Float64), pl.len().cast(pl.Float64).alias("decided"))
-            .sort("bucket", *CELL))
+    return (
+        decided.group_by(pl.col("decided_at").dt.truncate(f"{step_minutes}m").alias("bucket"), *CELL)
+        .agg(pl.col("success").sum().cast(pl.Float64), pl.len().cast(pl.Float64).alias("decided"))
+        .sort("bucket", *CELL)
+    )
 
 
-def load_intraday(storage: Storage, days: Iterable[date], now: datetime | None = None,
-                  config: IntradayConfig | None = None, catalog: Catalog | None = None) -> pl.DataFrame:
+def load_intraday(
+    storage: Storage,
+    days: Iterable[date],
+    now: datetime | None = None,
+    config: IntradayConfig | None = None,
+    catalog: Catalog | None = None,
+) -> pl.DataFrame:
     """Decision counts for the Argentine ``days`` (through ``now``) from the events source."""
     from pipelines.lib.warehouse import day_bounds_utc
 
@@ -197,8 +237,11 @@ def build_payment_series(counts: pl.DataFrame, config: IntradayConfig | None = N
                 flt = flt & (pl.col(key) == row[key])
             cells = counts.filter(flt)
             agg = cells.group_by("bucket").agg(pl.col("success", "decided").sum()).sort("bucket")
-            full = pl.DataFrame(pl.datetime_range(agg["bucket"][0], agg["bucket"][-1], f"{config.step_minutes}m",
-                                                  eager=True).alias("bucket"))
+            full = pl.DataFrame(
+                pl.datetime_range(agg["bucket"][0], agg["bucket"][-1], f"{config.step_minutes}m", eager=True).alias(
+                    "bucket"
+                )
+            )
             agg = full.join(agg, on="bucket", how="left").fill_null(0.0)
             ratio = pl.lit(None, dtype=pl.Float64)
             for width in range(widest, k - 1, -1):  # the narrowest enough window wins: built last

@@ -90,7 +90,9 @@ class DailyModel:
         """Expected total of ``days`` (series' units, log models only) and its standard deviation: the
         level/trend error is shared by every day (it does not average out), the day noise independent."""
         mus = [math.exp(self.level + self.slope * (d - self.as_of).days + self.profile[self.day_type(d)]) for d in days]
-        shared = sum(m * (self.level_se + self.slope_se * (d - self.as_of).days) for m, d in zip(mus, days, strict=True))
+        shared = sum(
+            m * (self.level_se + self.slope_se * (d - self.as_of).days) for m, d in zip(mus, days, strict=True)
+        )
         noise = math.sqrt(sum((m * self.sigma) ** 2 for m in mus))
         return sum(mus), math.sqrt(shared**2 + noise**2)
 
@@ -165,22 +167,31 @@ class _Replay:
         out = []
         for t in self.origins(as_of):
             errs = self._errors(t, total)
-            out += [e for e in errs[:min(horizon_days, (as_of - t).days)] if e is not None]
+            out += [e for e in errs[: min(horizon_days, (as_of - t).days)] if e is not None]
         return out
 
 
 def _clean(days: Sequence[date], values: Sequence[float | Decimal | None]) -> tuple[list[date], np.ndarray]:
     if len(days) != len(values):
         raise ForecastInputError(f"{len(days)} days but {len(values)} values")
-    pairs = sorted((d, float(v)) for d, v in zip(days, values, strict=True) if v is not None and math.isfinite(float(v)))
+    pairs = sorted(
+        (d, float(v)) for d, v in zip(days, values, strict=True) if v is not None and math.isfinite(float(v))
+    )
     if any(a[0] == b[0] for a, b in zip(pairs, pairs[1:], strict=False)):
         raise ForecastInputError("a day appears twice in the series")
     return [p[0] for p in pairs], np.array([p[1] for p in pairs])
 
 
-def fit_daily(days: Sequence[date], values: Sequence[float | Decimal | None], as_of: date, *,
-              history_days: int = 56, min_history_days: int = 14, holidays_country: str | None = "AR",
-              log: bool = True) -> DailyModel:
+def fit_daily(
+    days: Sequence[date],
+    values: Sequence[float | Decimal | None],
+    as_of: date,
+    *,
+    history_days: int = 56,
+    min_history_days: int = 14,
+    holidays_country: str | None = "AR",
+    log: bool = True,
+) -> DailyModel:
     """Fit on the days in ``[as_of - history_days, as_of)``; raises if fewer than ``min_history_days``.
 
     ``log=True``: multiplicative growth and weekday factors (values must be positive); ``log=False``:
@@ -210,8 +221,9 @@ def fit_daily(days: Sequence[date], values: Sequence[float | Decimal | None], as
             slope_se = MAD_TO_SIGMA * float(np.median(np.abs(changes - slope))) / math.sqrt(len(changes))
         detr = u + slope * dd  # values brought to as_of's trend level
         centred = detr - float(np.median(detr - profile[dtype]))
-        profile = np.array([float(np.median(centred[dtype == k])) if (dtype == k).sum() >= 2 else 0.0
-                            for k in range(7)])
+        profile = np.array(
+            [float(np.median(centred[dtype == k])) if (dtype == k).sum() >= 2 else 0.0 for k in range(7)]
+        )
     recent = dd <= 7
     level = float(np.median((detr - profile[dtype])[recent]))
     resid = detr - profile[dtype] - level
@@ -220,8 +232,13 @@ def fit_daily(days: Sequence[date], values: Sequence[float | Decimal | None], as
     return DailyModel(as_of, level, slope, slope_se, tuple(profile), sigma, level_se, holidays_country, log)
 
 
-def forecast_days(days: Sequence[date], values: Sequence[float | Decimal | None], horizon_days: int,
-                  as_of: date | None = None, **fit_args) -> pl.DataFrame:
+def forecast_days(
+    days: Sequence[date],
+    values: Sequence[float | Decimal | None],
+    horizon_days: int,
+    as_of: date | None = None,
+    **fit_args,
+) -> pl.DataFrame:
     """Traffic, concurrent users or any positive daily series for the next ``horizon_days`` days.
 
     Returns ``day, forecast, lower, upper`` (90 % interval, calibrated on the errors of the same
@@ -255,8 +272,9 @@ def _money(x: float | Decimal) -> Decimal:
     return (x if isinstance(x, Decimal) else Decimal(repr(float(x)))).quantize(MONEY, rounding=ROUND_HALF_UP)
 
 
-def forecast_month_end(days: Sequence[date], cost: Sequence[Decimal | float | None], as_of: date,
-                       **fit_args) -> MonthEndForecast:
+def forecast_month_end(
+    days: Sequence[date], cost: Sequence[Decimal | float | None], as_of: date, **fit_args
+) -> MonthEndForecast:
     """Cost to the end of ``as_of``'s month: actual days before ``as_of`` + forecast from ``as_of`` on.
 
     The interval's shape treats the level/trend error as shared by every remaining day (it does not
@@ -267,22 +285,31 @@ def forecast_month_end(days: Sequence[date], cost: Sequence[Decimal | float | No
     return _month_end(_Replay(days, cost, fit_args), days, cost, as_of)
 
 
-def _month_end(replay: _Replay, days: Sequence[date], cost: Sequence[Decimal | float | None],
-               as_of: date) -> MonthEndForecast:
+def _month_end(
+    replay: _Replay, days: Sequence[date], cost: Sequence[Decimal | float | None], as_of: date
+) -> MonthEndForecast:
     model = replay.model(as_of)
     if model is None:
         fit_daily(days, cost, as_of, **replay.fit_args)  # raises the reason
     first = as_of.replace(day=1)
     nxt = (first + timedelta(days=32)).replace(day=1)
-    actual = sum((_money(v) for d, v in zip(days, cost, strict=True) if first <= d < as_of and v is not None),
-                 Decimal(0))
+    actual = sum(
+        (_money(v) for d, v in zip(days, cost, strict=True) if first <= d < as_of and v is not None), Decimal(0)
+    )
     remaining = [as_of + timedelta(days=k) for k in range((nxt - as_of).days)]
     mean, sd = model.sum_mean_sd(remaining)
     z = conformal_multiplier(replay.scores(as_of, len(remaining), total=True)) or Z90
     spread = z * sd
     fc = _money(mean)
-    return MonthEndForecast(f"{first:%Y-%m}", as_of, actual, fc, actual + fc,
-                            actual + _money(max(0.0, mean - spread)), actual + _money(mean + spread))
+    return MonthEndForecast(
+        f"{first:%Y-%m}",
+        as_of,
+        actual,
+        fc,
+        actual + fc,
+        actual + _money(max(0.0, mean - spread)),
+        actual + _money(mean + spread),
+    )
 
 
 @dataclass(frozen=True)
@@ -295,9 +322,17 @@ class Crossing:
     days_from_now: int | None
 
 
-def trend_crossing(days: Sequence[date], values: Sequence[float | None], threshold: float, *,
-                   direction: str = "up", as_of: date | None = None, log: bool = True,
-                   horizon_days: int = 730, **fit_args) -> Crossing:
+def trend_crossing(
+    days: Sequence[date],
+    values: Sequence[float | None],
+    threshold: float,
+    *,
+    direction: str = "up",
+    as_of: date | None = None,
+    log: bool = True,
+    horizon_days: int = 730,
+    **fit_args,
+) -> Crossing:
     """The first day the de-seasonalised trend reaches ``threshold`` going ``direction`` ("up"/"down").
 
     ``log=True`` projects growth multiplicatively (users, traffic, cost); ``log=False`` linearly (ratios,
@@ -319,17 +354,21 @@ def trend_crossing(days: Sequence[date], values: Sequence[float | None], thresho
     return Crossing(threshold, "will_cross", start + timedelta(days=n), n)
 
 
-def capacity_crossings(days: Sequence[date], peak_users: Sequence[float | None], catalog: Catalog | None = None,
-                       as_of: date | None = None) -> dict[str, Crossing]:
+def capacity_crossings(
+    days: Sequence[date], peak_users: Sequence[float | None], catalog: Catalog | None = None, as_of: date | None = None
+) -> dict[str, Crossing]:
     """When daily peak concurrent users pass each plan capacity (catalog targets of peak_concurrent_users)."""
     catalog = catalog or load_catalog()
     targets = catalog.kpi("peak_concurrent_users").targets
-    return {phase: trend_crossing(days, peak_users, value, direction="up", as_of=as_of)
-            for phase, value in sorted(targets.items(), key=lambda kv: kv[1])}
+    return {
+        phase: trend_crossing(days, peak_users, value, direction="up", as_of=as_of)
+        for phase, value in sorted(targets.items(), key=lambda kv: kv[1])
+    }
 
 
-def kpi_target_crossings(kpi_daily: pl.DataFrame, as_of: date | None = None, catalog: Catalog | None = None,
-                         horizon_days: int = 365) -> pl.DataFrame:
+def kpi_target_crossings(
+    kpi_daily: pl.DataFrame, as_of: date | None = None, catalog: Catalog | None = None, horizon_days: int = 365
+) -> pl.DataFrame:
     """For every total-grain KPI with a target: its status now and the day the trend changes it.
 
     ``kpi_daily`` follows the published contract (``day, kpi, niche, country, region, value``). The
@@ -337,8 +376,12 @@ def kpi_target_crossings(kpi_daily: pl.DataFrame, as_of: date | None = None, cat
     rising target counts. Returns ``kpi, status_now, crossing_day, projected_value, target_then``.
     """
     catalog = catalog or load_catalog()
-    totals = kpi_daily.filter((pl.col("niche") == ALL) & (pl.col("country") == ALL) & (pl.col("region") == ALL)
-                              & pl.col("value").is_not_null())
+    totals = kpi_daily.filter(
+        (pl.col("niche") == ALL)
+        & (pl.col("country") == ALL)
+        & (pl.col("region") == ALL)
+        & pl.col("value").is_not_null()
+    )
     rows = []
     for kpi in catalog.kpis:
         series = totals.filter(pl.col("kpi") == kpi.id).sort("day")
@@ -362,15 +405,35 @@ def kpi_target_crossings(kpi_daily: pl.DataFrame, as_of: date | None = None, cat
             if (catalog.status(kpi.id, value, target) == "breach") != (status_now == "breach"):
                 crossing, projected, target_then = d, value, target
                 break
-        rows.append({"kpi": kpi.id, "status_now": status_now, "value_now": now_value, "crossing_day": crossing,
-                     "projected_value": projected, "target_then": target_then})
-    return pl.DataFrame(rows, schema={"kpi": pl.String, "status_now": pl.String, "value_now": pl.Float64,
-                                      "crossing_day": pl.Date, "projected_value": pl.Float64,
-                                      "target_then": pl.Float64})
+        rows.append(
+            {
+                "kpi": kpi.id,
+                "status_now": status_now,
+                "value_now": now_value,
+                "crossing_day": crossing,
+                "projected_value": projected,
+                "target_then": target_then,
+            }
+        )
+    return pl.DataFrame(
+        rows,
+        schema={
+            "kpi": pl.String,
+            "status_now": pl.String,
+            "value_now": pl.Float64,
+            "crossing_day": pl.Date,
+            "projected_value": pl.Float64,
+            "target_then": pl.Float64,
+        },
+    )
 
 
-def backtest_month_end(days: Sequence[date], cost: Sequence[Decimal | float | None],
-                       min_history_days: int = 14, holidays_country: str | None = None) -> pl.DataFrame:
+def backtest_month_end(
+    days: Sequence[date],
+    cost: Sequence[Decimal | float | None],
+    min_history_days: int = 14,
+    holidays_country: str | None = None,
+) -> pl.DataFrame:
     """Month-end forecasts made on every day of every complete month, against the month's actual total.
 
     Returns ``as_of, month, forecast, lower, upper, actual, ape`` (absolute percentage error); MAPE is
@@ -378,8 +441,11 @@ def backtest_month_end(days: Sequence[date], cost: Sequence[Decimal | float | No
     """
     by_day = {d: _money(v) for d, v in zip(days, cost, strict=True) if v is not None}
     first_day, last_day = min(by_day), max(by_day)
-    replay = _Replay(list(by_day), list(by_day.values()),
-                     {"holidays_country": holidays_country, "min_history_days": min_history_days})
+    replay = _Replay(
+        list(by_day),
+        list(by_day.values()),
+        {"holidays_country": holidays_country, "min_history_days": min_history_days},
+    )
     rows = []
     month = first_day.replace(day=1)
     while month <= last_day:
@@ -392,9 +458,27 @@ def backtest_month_end(days: Sequence[date], cost: Sequence[Decimal | float | No
                     continue
                 f = _month_end(replay, list(by_day), list(by_day.values()), as_of)
                 ape = abs(f.total - actual) / actual * 100 if actual else None
-                rows.append({"as_of": as_of, "month": f.month, "forecast": f.total, "lower": f.lower, "upper": f.upper,
-                             "actual": actual, "ape": float(ape) if ape is not None else None})
+                rows.append(
+                    {
+                        "as_of": as_of,
+                        "month": f.month,
+                        "forecast": f.total,
+                        "lower": f.lower,
+                        "upper": f.upper,
+                        "actual": actual,
+                        "ape": float(ape) if ape is not None else None,
+                    }
+                )
         month = nxt
-    return pl.DataFrame(rows, schema={"as_of": pl.Date, "month": pl.String, "forecast": pl.Decimal(18, 6),
-                                      "lower": pl.Decimal(18, 6), "upper": pl.Decimal(18, 6),
-                                      "actual": pl.Decimal(18, 6), "ape": pl.Float64})
+    return pl.DataFrame(
+        rows,
+        schema={
+            "as_of": pl.Date,
+            "month": pl.String,
+            "forecast": pl.Decimal(18, 6),
+            "lower": pl.Decimal(18, 6),
+            "upper": pl.Decimal(18, 6),
+            "actual": pl.Decimal(18, 6),
+            "ape": pl.Float64,
+        },
+    )

@@ -56,19 +56,30 @@ class _NoJitter(Jitter):
 class RetryAfterHandler(RetryHandler):
     """429: wait exactly the ``Retry-After`` seconds (capped at ``max_wait``), then try again."""
 
-    def __init__(self, max_retry_count: int = 3, max_wait: float = 60.0,
-                 sleep: Callable[[float], None] = time.sleep):
+    def __init__(self, max_retry_count: int = 3, max_wait: float = 60.0, sleep: Callable[[float], None] = time.sleep):
         super().__init__(max_retry_count)
         self.max_wait = max_wait
         self.sleep = sleep
         self.waits: list[float] = []
 
-    def _can_retry(self, *, state: RetryState, request: HttpRequest, response: HttpResponse | None = None,
-                   error: Exception | None = None) -> bool:
+    def _can_retry(
+        self,
+        *,
+        state: RetryState,
+        request: HttpRequest,
+        response: HttpResponse | None = None,
+        error: Exception | None = None,
+    ) -> bool:
         return response is not None and response.status_code == 429
 
-    def prepare_for_next_attempt(self, *, state: RetryState, request: HttpRequest,
-                                 response: HttpResponse | None = None, error: Exception | None = None) -> None:
+    def prepare_for_next_attempt(
+        self,
+        *,
+        state: RetryState,
+        request: HttpRequest,
+        response: HttpResponse | None = None,
+        error: Exception | None = None,
+    ) -> None:
         wait = 1.0
         for name, values in (response.headers if response else {}).items():
             if name.lower() == "retry-after":
@@ -86,16 +97,28 @@ class RetryAfterHandler(RetryHandler):
 class ServerErrorHandler(RetryHandler):
     """Any 5xx (slack_sdk's own handler only knows 500 and 503), with exponential backoff."""
 
-    def _can_retry(self, *, state: RetryState, request: HttpRequest, response: HttpResponse | None = None,
-                   error: Exception | None = None) -> bool:
+    def _can_retry(
+        self,
+        *,
+        state: RetryState,
+        request: HttpRequest,
+        response: HttpResponse | None = None,
+        error: Exception | None = None,
+    ) -> bool:
         return response is not None and 500 <= response.status_code < 600
 
 
 class ConnectionHandler(RetryHandler):
     """Refused/reset connections and timeouts (no HTTP response at all), with exponential backoff."""
 
-    def _can_retry(self, *, state: RetryState, request: HttpRequest, response: HttpResponse | None = None,
-                   error: Exception | None = None) -> bool:
+    def _can_retry(
+        self,
+        *,
+        state: RetryState,
+        request: HttpRequest,
+        response: HttpResponse | None = None,
+        error: Exception | None = None,
+    ) -> bool:
         return response is None and isinstance(error, URLError | ConnectionError | RemoteDisconnected | TimeoutError)
 
 
@@ -120,8 +143,15 @@ def _secret_parts(url: str) -> list[str]:
 class SlackWebhookSender:
     """Sends Block Kit payloads to the webhook in ``SLACK_WEBHOOK_URL`` (or ``url``, for tests)."""
 
-    def __init__(self, url: str | None = None, *, timeout: float = 5.0, max_retries: int = 3,
-                 backoff_factor: float = 0.5, max_retry_after: float = 60.0):
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        timeout: float = 5.0,
+        max_retries: int = 3,
+        backoff_factor: float = 0.5,
+        max_retry_after: float = 60.0,
+    ):
         url = url or os.environ.get(ENV_VAR, "")
         if not url.startswith(("http://", "https://")):
             raise SlackConfigError(f"{ENV_VAR} is not set to an http(s) URL; Slack alerts stay in the outbox")
@@ -130,9 +160,14 @@ class SlackWebhookSender:
         backoff = BackoffRetryIntervalCalculator(backoff_factor=backoff_factor, jitter=_NoJitter())
         self.rate_limit = RetryAfterHandler(max_retry_count=max_retries, max_wait=max_retry_after)
         self._client = WebhookClient(
-            url, timeout=int(max(1, timeout)), logger=_quiet_logger(),
-            retry_handlers=[self.rate_limit, ServerErrorHandler(max_retries, backoff),
-                            ConnectionHandler(max_retries, backoff)],
+            url,
+            timeout=int(max(1, timeout)),
+            logger=_quiet_logger(),
+            retry_handlers=[
+                self.rate_limit,
+                ServerErrorHandler(max_retries, backoff),
+                ConnectionHandler(max_retries, backoff),
+            ],
         )
 
     def __repr__(self) -> str:  # never show the secret URL

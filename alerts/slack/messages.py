@@ -57,8 +57,13 @@ class Anomaly:
 
 
 def _allowed_values(catalog: Catalog) -> set[str]:
-    return ({ALL} | set(catalog.niche_ids) | {c.id for c in catalog.countries} | {r.id for r in catalog.regions}
-            | {s.id for s in catalog.services})
+    return (
+        {ALL}
+        | set(catalog.niche_ids)
+        | {c.id for c in catalog.countries}
+        | {r.id for r in catalog.regions}
+        | {s.id for s in catalog.services}
+    )
 
 
 def safe_label(value: str, catalog: Catalog | None = None) -> str:
@@ -141,8 +146,11 @@ def _contributors_text(anomaly: Anomaly, catalog: Catalog, top: int = 3) -> str:
     for c in anomaly.contributors[:top]:
         share = f" ({float(c.share_of_deviation) * 100:.0f}% of the change)" if c.share_of_deviation is not None else ""
         amount = float(c.contribution)
-        text = f"{amount * 100:+.2f} pp" if anomaly.unit == "ratio" else (
-            ("+" if amount >= 0 else "-") + format_value(abs(amount), anomaly.unit))
+        text = (
+            f"{amount * 100:+.2f} pp"
+            if anomaly.unit == "ratio"
+            else (("+" if amount >= 0 else "-") + format_value(abs(amount), anomaly.unit))
+        )
         lines.append(f"• {c.dimension} *{safe_label(c.value, catalog)}*: {text}{share}")
     return "\n".join(lines) if lines else "No single dimension stands out."
 
@@ -172,20 +180,37 @@ def firing_message(anomaly: Anomaly, catalog: Catalog | None = None, *, escalate
     if anomaly.cost is not None:
         c = anomaly.cost
         pct = f" ({c.impact_percent:+}%)" if c.impact_percent is not None else ""
-        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": (
-            f"*Cost impact* — expected spend {format_value(c.expected_spend, 'usd')}, actual spend "
-            f"{format_value(c.actual_spend, 'usd')}, impact "
-            f"{'+' if c.total_impact >= 0 else '-'}{format_value(abs(c.total_impact), 'usd')}{pct}")}})
+        blocks.append(
+            {
+                "type": "section",
+                "text": {
+                    "type": "mrkdwn",
+                    "text": (
+                        f"*Cost impact* — expected spend {format_value(c.expected_spend, 'usd')}, actual spend "
+                        f"{format_value(c.actual_spend, 'usd')}, impact "
+                        f"{'+' if c.total_impact >= 0 else '-'}{format_value(abs(c.total_impact), 'usd')}{pct}"
+                    ),
+                },
+            }
+        )
     blocks += [
-        {"type": "section", "text": {"type": "mrkdwn", "text": "*Top contributors*\n" + _contributors_text(anomaly, catalog)}},
-        {"type": "actions", "elements": [
-            {"type": "button", "text": {"type": "plain_text", "text": "Grafana dashboard"}, "url": grafana},
-            {"type": "button", "text": {"type": "plain_text", "text": "Executive view"}, "url": app},
-        ]},
+        {
+            "type": "section",
+            "text": {"type": "mrkdwn", "text": "*Top contributors*\n" + _contributors_text(anomaly, catalog)},
+        },
+        {
+            "type": "actions",
+            "elements": [
+                {"type": "button", "text": {"type": "plain_text", "text": "Grafana dashboard"}, "url": grafana},
+                {"type": "button", "text": {"type": "plain_text", "text": "Executive view"}, "url": app},
+            ],
+        },
         {"type": "context", "elements": [{"type": "mrkdwn", "text": f"Pulso · alert `{_shown_id(anomaly, catalog)}`"}]},
     ]
-    text = (f"{SEVERITY_EMOJI.get(anomaly.severity, '')} {title}: {format_value(anomaly.actual, anomaly.unit)} vs "
-            f"expected {format_value(anomaly.expected, anomaly.unit)}").strip()
+    text = (
+        f"{SEVERITY_EMOJI.get(anomaly.severity, '')} {title}: {format_value(anomaly.actual, anomaly.unit)} vs "
+        f"expected {format_value(anomaly.expected, anomaly.unit)}"
+    ).strip()
     return {"text": text, "blocks": blocks}
 
 
@@ -202,17 +227,29 @@ def resolved_message(anomaly: Anomaly, resolved_at: datetime, catalog: Catalog |
         "text": f":white_check_mark: {title} (lasted {lasted})",
         "blocks": [
             {"type": "header", "text": {"type": "plain_text", "text": title[:150], "emoji": True}},
-            {"type": "section", "fields": [
-                {"type": "mrkdwn", "text": f"*Started*\n{_local(anomaly.started_at, catalog)}"},
-                {"type": "mrkdwn", "text": f"*Resolved*\n{_local(resolved_at, catalog)}"},
-                {"type": "mrkdwn", "text": f"*Lasted*\n{lasted}"},
-                {"type": "mrkdwn", "text": f"*Peak*\n{format_value(anomaly.actual, anomaly.unit)} vs expected "
-                                           f"{format_value(anomaly.expected, anomaly.unit)}"},
-            ]},
-            {"type": "actions", "elements": [
-                {"type": "button", "text": {"type": "plain_text", "text": "Grafana dashboard"}, "url": grafana},
-                {"type": "button", "text": {"type": "plain_text", "text": "Executive view"}, "url": app},
-            ]},
-            {"type": "context", "elements": [{"type": "mrkdwn", "text": f"Pulso · alert `{_shown_id(anomaly, catalog)}`"}]},
+            {
+                "type": "section",
+                "fields": [
+                    {"type": "mrkdwn", "text": f"*Started*\n{_local(anomaly.started_at, catalog)}"},
+                    {"type": "mrkdwn", "text": f"*Resolved*\n{_local(resolved_at, catalog)}"},
+                    {"type": "mrkdwn", "text": f"*Lasted*\n{lasted}"},
+                    {
+                        "type": "mrkdwn",
+                        "text": f"*Peak*\n{format_value(anomaly.actual, anomaly.unit)} vs expected "
+                        f"{format_value(anomaly.expected, anomaly.unit)}",
+                    },
+                ],
+            },
+            {
+                "type": "actions",
+                "elements": [
+                    {"type": "button", "text": {"type": "plain_text", "text": "Grafana dashboard"}, "url": grafana},
+                    {"type": "button", "text": {"type": "plain_text", "text": "Executive view"}, "url": app},
+                ],
+            },
+            {
+                "type": "context",
+                "elements": [{"type": "mrkdwn", "text": f"Pulso · alert `{_shown_id(anomaly, catalog)}`"}],
+            },
         ],
     }

@@ -79,39 +79,89 @@ def _finite(x: float | None) -> float | None:
 
 def anomaly_to_json(a: Anomaly) -> str:
     """Serialise an anomaly for the state table (decimals as strings, times as ISO)."""
-    return json.dumps({
-        "key": a.key, "metric": a.metric, "name": a.name, "unit": a.unit, "scope": a.scope,
-        "severity": a.severity, "direction": a.direction, "started_at": a.started_at.isoformat(),
-        "observed_at": a.observed_at.isoformat(), "actual": _finite(a.actual), "expected": _finite(a.expected),
-        "lower": _finite(a.lower), "upper": _finite(a.upper), "score": a.score,
-        "contributors": [[c.dimension, c.value, str(c.contribution),
-                          None if c.share_of_deviation is None else str(c.share_of_deviation)] for c in a.contributors],
-        "cost": None if a.cost is None else [str(a.cost.expected_spend), str(a.cost.actual_spend),
-                                             str(a.cost.total_impact),
-                                             None if a.cost.impact_percent is None else str(a.cost.impact_percent)],
-        "dashboard": a.dashboard, "app_page": a.app_page,
-    })
+    return json.dumps(
+        {
+            "key": a.key,
+            "metric": a.metric,
+            "name": a.name,
+            "unit": a.unit,
+            "scope": a.scope,
+            "severity": a.severity,
+            "direction": a.direction,
+            "started_at": a.started_at.isoformat(),
+            "observed_at": a.observed_at.isoformat(),
+            "actual": _finite(a.actual),
+            "expected": _finite(a.expected),
+            "lower": _finite(a.lower),
+            "upper": _finite(a.upper),
+            "score": a.score,
+            "contributors": [
+                [
+                    c.dimension,
+                    c.value,
+                    str(c.contribution),
+                    None if c.share_of_deviation is None else str(c.share_of_deviation),
+                ]
+                for c in a.contributors
+            ],
+            "cost": None
+            if a.cost is None
+            else [
+                str(a.cost.expected_spend),
+                str(a.cost.actual_spend),
+                str(a.cost.total_impact),
+                None if a.cost.impact_percent is None else str(a.cost.impact_percent),
+            ],
+            "dashboard": a.dashboard,
+            "app_page": a.app_page,
+        }
+    )
 
 
 def anomaly_from_json(text: str) -> Anomaly:
     """Inverse of :func:`anomaly_to_json`."""
     d = json.loads(text)
-    contributors = tuple(Contribution(dim, val, Decimal(c), None if s is None else Decimal(s))
-                         for dim, val, c, s in d["contributors"])
-    cost = None if d["cost"] is None else CostImpact(
-        Decimal(d["cost"][0]), Decimal(d["cost"][1]), Decimal(d["cost"][2]),
-        None if d["cost"][3] is None else Decimal(d["cost"][3]))
-    return Anomaly(d["key"], d["metric"], d["name"], d["unit"], d["scope"], d["severity"], d["direction"],
-                   datetime.fromisoformat(d["started_at"]), datetime.fromisoformat(d["observed_at"]),
-                   d["actual"], d["expected"], d["lower"], d["upper"], d["score"], contributors, cost,
-                   d["dashboard"], d["app_page"])
+    contributors = tuple(
+        Contribution(dim, val, Decimal(c), None if s is None else Decimal(s)) for dim, val, c, s in d["contributors"]
+    )
+    cost = (
+        None
+        if d["cost"] is None
+        else CostImpact(
+            Decimal(d["cost"][0]),
+            Decimal(d["cost"][1]),
+            Decimal(d["cost"][2]),
+            None if d["cost"][3] is None else Decimal(d["cost"][3]),
+        )
+    )
+    return Anomaly(
+        d["key"],
+        d["metric"],
+        d["name"],
+        d["unit"],
+        d["scope"],
+        d["severity"],
+        d["direction"],
+        datetime.fromisoformat(d["started_at"]),
+        datetime.fromisoformat(d["observed_at"]),
+        d["actual"],
+        d["expected"],
+        d["lower"],
+        d["upper"],
+        d["score"],
+        contributors,
+        cost,
+        d["dashboard"],
+        d["app_page"],
+    )
 
 
 class AlertStore:
     """The alert state machine over a DuckDB connection (schema ``alerts``)."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, catalog: Catalog | None = None,
-                 cooldown: timedelta = timedelta(hours=1)):
+    def __init__(
+        self, con: duckdb.DuckDBPyConnection, catalog: Catalog | None = None, cooldown: timedelta = timedelta(hours=1)
+    ):
         self.con = con
         self.catalog = catalog or load_catalog()
         self.cooldown = cooldown
@@ -127,20 +177,37 @@ class AlertStore:
     def _history_upsert(self, a: Anomaly, state: str, announced: bool, resolved_at: datetime | None = None) -> None:
         tz = ZoneInfo(self.catalog.timezone)
         top = json.dumps([c.as_dict() for c in a.contributors[:5]])
-        existing = self.con.execute("SELECT score, message_ts FROM alerts.history WHERE alert_id = ?",
-                                    [a.alert_id]).fetchone()
+        existing = self.con.execute(
+            "SELECT score, message_ts FROM alerts.history WHERE alert_id = ?", [a.alert_id]
+        ).fetchone()
         if existing is not None and existing[0] is not None and existing[0] > a.score and resolved_at is None:
             # Keep the values of the episode's most anomalous point; only the severity/state move.
-            self.con.execute("UPDATE alerts.history SET severity = ?, state = ? WHERE alert_id = ?",
-                             [a.severity, state, a.alert_id])
+            self.con.execute(
+                "UPDATE alerts.history SET severity = ?, state = ? WHERE alert_id = ?", [a.severity, state, a.alert_id]
+            )
             return
         message_ts = existing[1] if existing else None
         self.con.execute("DELETE FROM alerts.history WHERE alert_id = ?", [a.alert_id])
         self.con.execute(
             "INSERT INTO alerts.history VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [a.alert_id, a.started_at.astimezone(tz).date(), a.key, a.metric, a.severity, state, a.started_at,
-             resolved_at, _finite(a.actual), _finite(a.expected), _finite(a.lower), _finite(a.upper), top,
-             message_ts, announced, a.score],
+            [
+                a.alert_id,
+                a.started_at.astimezone(tz).date(),
+                a.key,
+                a.metric,
+                a.severity,
+                state,
+                a.started_at,
+                resolved_at,
+                _finite(a.actual),
+                _finite(a.expected),
+                _finite(a.lower),
+                _finite(a.upper),
+                top,
+                message_ts,
+                announced,
+                a.score,
+            ],
         )
 
     def process(self, active: Iterable[Anomaly], evaluated_keys: Iterable[str], now: datetime) -> ProcessSummary:
@@ -150,8 +217,12 @@ class AlertStore:
         evaluated = set(evaluated_keys) | set(active_by_key)
         self.con.execute("BEGIN TRANSACTION")
         try:
-            states = {r[0]: r for r in self.con.execute(
-                "SELECT key, alert_id, status, severity, last_fired_at, anomaly FROM alerts.state").fetchall()}
+            states = {
+                r[0]: r
+                for r in self.con.execute(
+                    "SELECT key, alert_id, status, severity, last_fired_at, anomaly FROM alerts.state"
+                ).fetchall()
+            }
             for key, a in active_by_key.items():
                 row = states.get(key)
                 status = row[2] if row else None
@@ -160,15 +231,21 @@ class AlertStore:
                     # The same incident continues (even if the detector's episode restarted): keep its id.
                     merged = Anomaly(**{**a.__dict__, "started_at": current.started_at})
                     if status == "firing" and SEVERITY_RANK.get(a.severity, 0) > SEVERITY_RANK.get(row[3], 0):
-                        self._enqueue(merged.alert_id, f"escalated-{a.severity}",
-                                      firing_message(merged, self.catalog, escalated=True), now)
+                        self._enqueue(
+                            merged.alert_id,
+                            f"escalated-{a.severity}",
+                            firing_message(merged, self.catalog, escalated=True),
+                            now,
+                        )
                         summary.escalated += 1
                     else:
                         summary.deduplicated += 1
                     severity = max(a.severity, row[3], key=lambda s: SEVERITY_RANK.get(s, 0))
                     merged = Anomaly(**{**merged.__dict__, "severity": severity})
-                    self.con.execute("UPDATE alerts.state SET severity = ?, anomaly = ? WHERE key = ?",
-                                     [severity, anomaly_to_json(merged), key])
+                    self.con.execute(
+                        "UPDATE alerts.state SET severity = ?, anomaly = ? WHERE key = ?",
+                        [severity, anomaly_to_json(merged), key],
+                    )
                     self._history_upsert(merged, status, announced=status == "firing")
                     continue
                 last_fired = row[4] if row else None
@@ -180,8 +257,10 @@ class AlertStore:
                     self._enqueue(a.alert_id, "firing", firing_message(a, self.catalog), now)
                     summary.fired += 1
                     last_fired = now
-                self.con.execute("INSERT OR REPLACE INTO alerts.state VALUES (?, ?, ?, ?, ?, ?)",
-                                 [key, a.alert_id, new_status, a.severity, last_fired, anomaly_to_json(a)])
+                self.con.execute(
+                    "INSERT OR REPLACE INTO alerts.state VALUES (?, ?, ?, ?, ?, ?)",
+                    [key, a.alert_id, new_status, a.severity, last_fired, anomaly_to_json(a)],
+                )
                 self._history_upsert(a, new_status, announced=new_status == "firing")
             for key, row in states.items():
                 if key in active_by_key or key not in evaluated or row[2] not in ("firing", "suppressed"):
@@ -205,7 +284,9 @@ class AlertStore:
         summary = DeliverySummary()
         rows = self.con.execute(
             "SELECT message_id, alert_id, kind, payload, attempts FROM alerts.outbox "
-            "WHERE delivered_at IS NULL AND next_attempt_at <= ? ORDER BY seq", [now]).fetchall()
+            "WHERE delivered_at IS NULL AND next_attempt_at <= ? ORDER BY seq",
+            [now],
+        ).fetchall()
         blocked: set[str] = set()
         unreachable = False
         for message_id, alert_id, kind, payload, attempts in rows:
@@ -214,25 +295,34 @@ class AlertStore:
             result = sender.send(json.loads(payload))
             if result.ok:
                 # Marked delivered at once, so a later run never sends it again.
-                self.con.execute("UPDATE alerts.outbox SET delivered_at = ?, attempts = ?, last_status = 200, "
-                                 "last_error = NULL WHERE message_id = ?", [now, attempts + 1, message_id])
+                self.con.execute(
+                    "UPDATE alerts.outbox SET delivered_at = ?, attempts = ?, last_status = 200, "
+                    "last_error = NULL WHERE message_id = ?",
+                    [now, attempts + 1, message_id],
+                )
                 if kind == "firing":
-                    self.con.execute("UPDATE alerts.history SET message_ts = ? WHERE alert_id = ?",
-                                     [now.astimezone(UTC).isoformat(), alert_id])
+                    self.con.execute(
+                        "UPDATE alerts.history SET message_ts = ? WHERE alert_id = ?",
+                        [now.astimezone(UTC).isoformat(), alert_id],
+                    )
                 summary.delivered += 1
             else:
                 backoff = min(MAX_BACKOFF, timedelta(seconds=30 * 2**attempts))
-                self.con.execute("UPDATE alerts.outbox SET attempts = ?, next_attempt_at = ?, last_status = ?, "
-                                 "last_error = ? WHERE message_id = ?",
-                                 [attempts + 1, now + backoff, result.status, result.error, message_id])
+                self.con.execute(
+                    "UPDATE alerts.outbox SET attempts = ?, next_attempt_at = ?, last_status = ?, "
+                    "last_error = ? WHERE message_id = ?",
+                    [attempts + 1, now + backoff, result.status, result.error, message_id],
+                )
                 summary.failed += 1
                 blocked.add(alert_id)
                 unreachable = result.connection_failed  # the receiver is down: stop this round
-        summary.pending = self.con.execute(
-            "SELECT count(*) FROM alerts.outbox WHERE delivered_at IS NULL").fetchone()[0]
+        summary.pending = self.con.execute("SELECT count(*) FROM alerts.outbox WHERE delivered_at IS NULL").fetchone()[
+            0
+        ]
         return summary
 
     def pending(self) -> list[tuple[str, int, str | None]]:
         """Undelivered messages: (message_id, attempts, last_error)."""
-        return self.con.execute("SELECT message_id, attempts, last_error FROM alerts.outbox "
-                                "WHERE delivered_at IS NULL ORDER BY seq").fetchall()
+        return self.con.execute(
+            "SELECT message_id, attempts, last_error FROM alerts.outbox WHERE delivered_at IS NULL ORDER BY seq"
+        ).fetchall()

@@ -17,7 +17,9 @@ else:
     for _, row in alerts.display.head(20).iterrows():
         severity, state = row.iloc[2], row.iloc[3]
         with st.container(border=True):
-            st.markdown(f":{colors.get(severity, 'gray')}-badge[{severity}] :gray-badge[{state}] **{row.iloc[1]}** · {row.iloc[0]}")
+            st.markdown(
+                f":{colors.get(severity, 'gray')}-badge[{severity}] :gray-badge[{state}] **{row.iloc[1]}** · {row.iloc[0]}"
+            )
             st.write(row.iloc[7])
             st.caption(f"{ctx.t('drivers')}: {row.iloc[6]}")
     with st.expander(ctx.t("alerts_title")):

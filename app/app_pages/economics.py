@@ -12,9 +12,16 @@ render.cards(ctx, views.kpi_cards(view, [ctx.catalog.kpi(k) for k in views.ECONO
 
 st.subheader(ctx.t("cost_vs_budget"))
 table, points = views.cost_vs_budget(view)
-render.chart(ctx, charts.daily_lines(
-    {ctx.t("cost"): [(p.day, p.value) for p in points], ctx.t("budget"): [(p.day, p.target) for p in points]},
-    "usd", ctx.lang, ctx.scope.currency, dashed=(ctx.t("budget"),)))
+render.chart(
+    ctx,
+    charts.daily_lines(
+        {ctx.t("cost"): [(p.day, p.value) for p in points], ctx.t("budget"): [(p.day, p.target) for p in points]},
+        "usd",
+        ctx.lang,
+        ctx.scope.currency,
+        dashed=(ctx.t("budget"),),
+    ),
+)
 with st.expander(ctx.t("daily")):
     render.table(ctx, table)
 
@@ -33,4 +40,6 @@ with right:
     split = views.shared_split(view)
     render.table(ctx, split)
 
-session.record_sensitive(ctx, "economics", set(per_niche.raw.iloc[:, 0]) | set(split.raw.iloc[:, 0]) | {ctx.scope.niche})
+session.record_sensitive(
+    ctx, "economics", set(per_niche.raw.iloc[:, 0]) | set(split.raw.iloc[:, 0]) | {ctx.scope.niche}
+)

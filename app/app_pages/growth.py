@@ -13,10 +13,15 @@ session.record_sensitive(ctx, "growth", [ctx.scope.niche])
 growth = views.mom_growth(view)
 cards = {c.kpi: c for c in views.kpi_cards(view, [ctx.catalog.kpi(k) for k in ("active_users", "bookings")])}
 c1, c2, c3 = st.columns(3)
-c1.metric(ctx.t("mom_growth"), fmt.percent(growth.mom, ctx.lang, 1), border=True,
-          help=ctx.t("mom_help", day=fmt.day(ctx.scope.end, ctx.lang)),
-          delta=None if growth.mom_target is None else f"{ctx.t('goal')}: {fmt.percent(growth.mom_target, ctx.lang, 0)}",
-          delta_color="off", delta_arrow="off")
+c1.metric(
+    ctx.t("mom_growth"),
+    fmt.percent(growth.mom, ctx.lang, 1),
+    border=True,
+    help=ctx.t("mom_help", day=fmt.day(ctx.scope.end, ctx.lang)),
+    delta=None if growth.mom_target is None else f"{ctx.t('goal')}: {fmt.percent(growth.mom_target, ctx.lang, 0)}",
+    delta_color="off",
+    delta_arrow="off",
+)
 for col, kpi in ((c2, "active_users"), (c3, "bookings")):
     render.metric(col, cards[kpi], ctx.t("vs_previous"))
 
@@ -24,12 +29,20 @@ series = views.kpi_series(ctx.con, ctx.catalog, ["active_users", "bookings"], ct
 left, right = st.columns(2)
 with left:
     st.subheader(views.catalog_name(ctx.catalog.kpi("active_users"), ctx.lang))
-    render.chart(ctx, charts.daily_lines(
-        {cards["active_users"].label: [(p.day, p.value) for p in series["active_users"]]}, "users", ctx.lang, ""))
+    render.chart(
+        ctx,
+        charts.daily_lines(
+            {cards["active_users"].label: [(p.day, p.value) for p in series["active_users"]]}, "users", ctx.lang, ""
+        ),
+    )
 with right:
     st.subheader(views.catalog_name(ctx.catalog.kpi("bookings"), ctx.lang))
-    render.chart(ctx, charts.daily_lines(
-        {cards["bookings"].label: [(p.day, p.value) for p in series["bookings"]]}, "count", ctx.lang, ""))
+    render.chart(
+        ctx,
+        charts.daily_lines(
+            {cards["bookings"].label: [(p.day, p.value) for p in series["bookings"]]}, "count", ctx.lang, ""
+        ),
+    )
 
 st.subheader(ctx.t("month6_goals"))
 goals = views.month6_goals(view)

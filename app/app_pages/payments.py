@@ -14,12 +14,24 @@ render.metric(st, card, ctx.t("vs_previous"))
 
 st.subheader(ctx.t("mp_success_over_time"))
 daily = views.payments_daily_table(view)
-target = [(d, ctx.catalog.target("mercadopago_success_ratio", d)) for d in views.mercadopago_daily(
-    ctx.con, ctx.catalog, ctx.scope)]
+target = [
+    (d, ctx.catalog.target("mercadopago_success_ratio", d))
+    for d in views.mercadopago_daily(ctx.con, ctx.catalog, ctx.scope)
+]
 counts = views.mercadopago_daily(ctx.con, ctx.catalog, ctx.scope)
-render.chart(ctx, charts.daily_lines(
-    {ctx.t("success_rate"): [(d, c.success_ratio) for d, c in sorted(counts.items())],
-     ctx.t("goal"): sorted(target)}, "ratio", ctx.lang, "", dashed=(ctx.t("goal"),)))
+render.chart(
+    ctx,
+    charts.daily_lines(
+        {
+            ctx.t("success_rate"): [(d, c.success_ratio) for d, c in sorted(counts.items())],
+            ctx.t("goal"): sorted(target),
+        },
+        "ratio",
+        ctx.lang,
+        "",
+        dashed=(ctx.t("goal"),),
+    ),
+)
 with st.expander(ctx.t("daily")):
     render.table(ctx, daily)
 

@@ -19,8 +19,11 @@ target = ctx.catalog.target("mttr_minutes", ctx.scope.end)
 worst = incidents.raw.iloc[:, 5].max() if not incidents.empty else None
 c1, c2, c3 = st.columns(3)
 c1.metric(ctx.t("incident_count"), fmt.number(len(incidents.raw), ctx.lang), border=True)
-c2.metric(ctx.t("worst_recovery"), fmt.kpi_value(None if worst is None or fmt.is_missing(worst) else float(worst),
-                                                 "minutes", ctx.lang, "USD"), border=True)
+c2.metric(
+    ctx.t("worst_recovery"),
+    fmt.kpi_value(None if worst is None or fmt.is_missing(worst) else float(worst), "minutes", ctx.lang, "USD"),
+    border=True,
+)
 c3.metric(ctx.t("recovery_target"), fmt.kpi_value(target, "minutes", ctx.lang, "USD"), border=True)
 render.table(ctx, incidents, "incidents_none")
 

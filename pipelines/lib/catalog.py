@@ -198,9 +198,7 @@ class Catalog:
             return "month_3"
         return "now"
 
-    def target(
-        self, kpi_id: str, day: date, niche: str = ALL, country: str = ALL
-    ) -> float | None:
+    def target(self, kpi_id: str, day: date, niche: str = ALL, country: str = ALL) -> float | None:
         """The target in force for a KPI on a day; a missing phase inherits the earlier one.
 
         Country overrides (``targets_by_country``) apply to rows of that country; the per-niche margin
@@ -312,13 +310,21 @@ def _parse_catalog(data: Any, path: Path) -> Catalog:
             raise CatalogError(f"niche {n['id']!r}: launch must be one of {PHASES}")
         peaks = tuple(tuple(int(h) for h in p) for p in n.get("peak_hours", data.get("peak_hours_default", [])))
         niches.append(
-            Niche(unique("niche", n["id"]), _name(n, f"niche {n['id']}"), n["launch"], peaks, bool(n.get("sensitive", False)))
+            Niche(
+                unique("niche", n["id"]),
+                _name(n, f"niche {n['id']}"),
+                n["launch"],
+                peaks,
+                bool(n.get("sensitive", False)),
+            )
         )
     countries = []
     for c in data["countries"]:
         _require(c, ("id", "name", "launch", "currency", "latency_slo_ms", "regions"), f"country {c.get('id')!r}")
         regions = tuple(
-            Region(unique("region", r["id"]), c["id"], _name(r, f"region {r['id']}"), float(r.get("traffic_share", 1.0)))
+            Region(
+                unique("region", r["id"]), c["id"], _name(r, f"region {r['id']}"), float(r.get("traffic_share", 1.0))
+            )
             for r in c["regions"]
         )
         share = sum(r.traffic_share for r in regions)
@@ -326,11 +332,19 @@ def _parse_catalog(data: Any, path: Path) -> Catalog:
             raise CatalogError(f"country {c['id']!r}: region traffic_share sums to {share}, not 1")
         countries.append(
             Country(
-                unique("country", c["id"]), _name(c, f"country {c['id']}"), c["launch"], c["currency"],
-                c.get("timezone", data["timezone"]), int(c["latency_slo_ms"]), regions,
+                unique("country", c["id"]),
+                _name(c, f"country {c['id']}"),
+                c["launch"],
+                c["currency"],
+                c.get("timezone", data["timezone"]),
+                int(c["latency_slo_ms"]),
+                regions,
             )
         )
-    services = tuple(Service(unique("service", s["id"]), _name(s, f"service {s['id']}"), s.get("route", "/")) for s in data["services"])
+    services = tuple(
+        Service(unique("service", s["id"]), _name(s, f"service {s['id']}"), s.get("route", "/"))
+        for s in data["services"]
+    )
     kpis = []
     for k in data["kpis"]:
         _require(k, ("id", "name", "unit", "direction", "definition", "targets"), f"kpi {k.get('id')!r}")
@@ -340,8 +354,17 @@ def _parse_catalog(data: Any, path: Path) -> Catalog:
         if bad:
             raise CatalogError(f"kpi {k['id']!r}: unknown target phases {sorted(bad)}")
         kpis.append(
-            Kpi(unique("kpi", k["id"]), _name(k, f"kpi {k['id']}"), k["unit"], k["direction"], k["definition"],
-                tuple(k.get("dims", [])), {p: float(v) for p, v in k["targets"].items()}, k.get("source", "strategy"), k)
+            Kpi(
+                unique("kpi", k["id"]),
+                _name(k, f"kpi {k['id']}"),
+                k["unit"],
+                k["direction"],
+                k["definition"],
+                tuple(k.get("dims", [])),
+                {p: float(v) for p, v in k["targets"].items()},
+                k.get("source", "strategy"),
+                k,
+            )
         )
     slos = []
     for s in data["slos"]:
@@ -349,21 +372,46 @@ def _parse_catalog(data: Any, path: Path) -> Catalog:
         objective = float(s["objective"])
         if not 0 < objective < 1:
             raise CatalogError(f"slo {s['id']!r}: objective must be in (0, 1)")
-        slos.append(Slo(unique("slo", s["id"]), _name(s, f"slo {s['id']}"), s.get("sli", ""), objective,
-                        int(s["period_days"]), tuple(s.get("dims", [])), s))
+        slos.append(
+            Slo(
+                unique("slo", s["id"]),
+                _name(s, f"slo {s['id']}"),
+                s.get("sli", ""),
+                objective,
+                int(s["period_days"]),
+                tuple(s.get("dims", [])),
+                s,
+            )
+        )
     buckets = tuple(float(b) for b in data.get("latency_buckets_seconds", []))
     if list(buckets) != sorted(set(buckets)):
         raise CatalogError("latency_buckets_seconds must be strictly increasing")
     for c in countries:
         if c.latency_slo_ms / 1000 not in buckets:
             raise CatalogError(f"country {c.id!r}: latency_slo_ms {c.latency_slo_ms} is not a histogram bucket bound")
-    groups = tuple(AutoscalingGroup(g["id"], int(g["min"]), int(g["max"]), int(g["users_per_instance"]))
-                   for g in data.get("capacity", {}).get("autoscaling_groups", []))
-    windows = tuple(BurnWindow(w["severity"], w["long"], w["short"], float(w["budget_consumed"]))
-                    for w in data.get("burn_rate_alerts", {}).get("windows", []))
+    groups = tuple(
+        AutoscalingGroup(g["id"], int(g["min"]), int(g["max"]), int(g["users_per_instance"]))
+        for g in data.get("capacity", {}).get("autoscaling_groups", [])
+    )
+    windows = tuple(
+        BurnWindow(w["severity"], w["long"], w["short"], float(w["budget_consumed"]))
+        for w in data.get("burn_rate_alerts", {}).get("windows", [])
+    )
     _fx_quote_range(data.get("currency"))  # validated here, read by Catalog.fx_quote_range
-    return Catalog(path, data["timezone"], plan, tuple(niches), tuple(countries), services, tuple(kpis),
-                   tuple(slos), buckets, groups, windows, data)
+    return Catalog(
+        path,
+        data["timezone"],
+        plan,
+        tuple(niches),
+        tuple(countries),
+        services,
+        tuple(kpis),
+        tuple(slos),
+        buckets,
+        groups,
+        windows,
+        data,
+    )
 
 
 def _fx_quote_range(currency: Any) -> tuple[Decimal, Decimal]:

@@ -170,7 +170,11 @@ def publish(
             "publish_id": publish_id,
             "published_at": datetime.now(UTC).isoformat(),
             "tables": new_tables,
-            **{k: v for k, v in current.items() if k not in {"format", "version", "publish_id", "published_at", "tables"}},
+            **{
+                k: v
+                for k, v in current.items()
+                if k not in {"format", "version", "publish_id", "published_at", "tables"}
+            },
             **(extra or {}),
         }
         crash_point("publish:files-written")  # test-only fault injection (pipelines.lib.faults)
@@ -253,8 +257,13 @@ class PublishedReader:
     until the manifest file changes, so a reader polling every request only pays a ``stat``.
     """
 
-    def __init__(self, root: Path | str | None = None, tables: Iterable[str] | None = None, retries: int = 5,
-                 since: date | None = None):
+    def __init__(
+        self,
+        root: Path | str | None = None,
+        tables: Iterable[str] | None = None,
+        retries: int = 5,
+        since: date | None = None,
+    ):
         self.root = Path(root or default_root())
         self.only = {check_table_name(t) for t in tables} if tables else None
         self.since = since
@@ -304,8 +313,11 @@ class PublishedReader:
     def files(self, manifest: Manifest, table: str) -> list[Path]:
         """The files of ``table`` this reader loads: every listed day, or those from ``since`` on."""
         entry = manifest.tables.get(table) or {"files": {}}
-        return [manifest.root / rel for day, rel in sorted(entry["files"].items())
-                if self.since is None or date.fromisoformat(day) >= self.since]
+        return [
+            manifest.root / rel
+            for day, rel in sorted(entry["files"].items())
+            if self.since is None or date.fromisoformat(day) >= self.since
+        ]
 
     def _load(self, manifest: Manifest) -> duckdb.DuckDBPyConnection:
         con = duckdb.connect(":memory:")

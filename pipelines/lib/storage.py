@@ -26,7 +26,9 @@ class InputTooLarge(SourceError):
 _CHUNK = 1024 * 1024
 
 
-def too_large(where: str, what: str, limit: int, name: str, size: int | None = None, unit: str = "bytes") -> InputTooLarge:
+def too_large(
+    where: str, what: str, limit: int, name: str, size: int | None = None, unit: str = "bytes"
+) -> InputTooLarge:
     """The error for ``where`` past the limit ``name`` (a :class:`~pipelines.lib.limits.Limits` field)."""
     fmt = limits.human if unit == "bytes" else (lambda n: f"{n:,} {unit}")
     got = f" ({fmt(size)})" if size is not None else ""
@@ -49,7 +51,6 @@ def read_limited(stream: io.BufferedIOBase | object, where: str, size: int | Non
         if total > limit:
             raise too_large(where, "file", limit, "max_file_bytes")
     return parts[0] if len(parts) == 1 else b"".join(parts)
-
 
 
 def gunzip_limited(data: bytes, where: str) -> tuple[bytes, str | None]:
@@ -114,8 +115,14 @@ def check_parquet(data: bytes, where: str) -> None:
     if rows > lim.max_parquet_rows:
         raise too_large(where, "Parquet row count", lim.max_parquet_rows, "max_parquet_rows", rows, unit="rows")
     if groups is not None and groups > lim.max_parquet_row_groups:
-        raise too_large(where, "Parquet row group count", lim.max_parquet_row_groups, "max_parquet_row_groups",
-                        groups, unit="row groups")
+        raise too_large(
+            where,
+            "Parquet row group count",
+            lim.max_parquet_row_groups,
+            "max_parquet_row_groups",
+            groups,
+            unit="row groups",
+        )
     check_columns(columns, where)
 
 

@@ -141,8 +141,16 @@ def record_load(con: duckdb.DuckDBPyConnection, result: LoadResult) -> None:
     crash_point(f"load:{result.source}")
     con.execute(
         "INSERT INTO ops.loads VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        [result.source, result.scope, result.rows_read, result.rows_loaded, result.rows_quarantined,
-         result.files, result.warnings[:100], datetime.now(UTC)],
+        [
+            result.source,
+            result.scope,
+            result.rows_read,
+            result.rows_loaded,
+            result.rows_quarantined,
+            result.files,
+            result.warnings[:100],
+            datetime.now(UTC),
+        ],
     )
 
 
@@ -177,7 +185,10 @@ def table_exists(con: duckdb.DuckDBPyConnection, qualified: str) -> bool:
 
 
 def replace_days(
-    con: duckdb.DuckDBPyConnection, table: str, select_sql: str, days: Iterable[date],
+    con: duckdb.DuckDBPyConnection,
+    table: str,
+    select_sql: str,
+    days: Iterable[date],
     params: dict[str, Any] | None = None,
 ) -> int:
     """Replace the rows of ``days`` in ``table`` by ``select_sql`` (idempotent partition write).
@@ -202,7 +213,8 @@ VOLATILE_COLUMNS = frozenset({"_loaded_at", "loaded_at", "noted_at"})
 
 
 def table_checksums(
-    con: duckdb.DuckDBPyConnection, schemas: Iterable[str] = ("raw", "staging", "marts", "psychology"),
+    con: duckdb.DuckDBPyConnection,
+    schemas: Iterable[str] = ("raw", "staging", "marts", "psychology"),
     exclude: Iterable[str] = VOLATILE_COLUMNS,
 ) -> dict[str, tuple[int, str]]:
     """``{schema.table: (rows, md5)}`` of every table of ``schemas``, order-independent and without the
@@ -211,16 +223,25 @@ def table_checksums(
     wanted = list(schemas)
     tables = con.execute(
         "SELECT table_schema, table_name FROM information_schema.tables WHERE table_type = 'BASE TABLE' "
-        "AND table_schema IN (SELECT unnest($s::VARCHAR[])) ORDER BY ALL", {"s": wanted}).fetchall()
+        "AND table_schema IN (SELECT unnest($s::VARCHAR[])) ORDER BY ALL",
+        {"s": wanted},
+    ).fetchall()
     out: dict[str, tuple[int, str]] = {}
     for schema, table in tables:
-        columns = [r[0] for r in con.execute(
-            "SELECT column_name FROM information_schema.columns WHERE table_schema = ? AND table_name = ? "
-            "ORDER BY ordinal_position", [schema, table]).fetchall() if r[0] not in skip]
+        columns = [
+            r[0]
+            for r in con.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_schema = ? AND table_name = ? "
+                "ORDER BY ordinal_position",
+                [schema, table],
+            ).fetchall()
+            if r[0] not in skip
+        ]
         listed = ", ".join(f'"{c}"' for c in columns)
         # Each row as text (a struct), the rows sorted: the digest does not depend on storage order.
         rows, digest = con.execute(
-            f'SELECT count(*), md5(coalesce(string_agg(r, chr(10) ORDER BY r), \'\')) '  # noqa: S608
-            f'FROM (SELECT CAST(ROW({listed}) AS VARCHAR) AS r FROM "{schema}"."{table}")').fetchall()[0]
+            f"SELECT count(*), md5(coalesce(string_agg(r, chr(10) ORDER BY r), '')) "  # noqa: S608
+            f'FROM (SELECT CAST(ROW({listed}) AS VARCHAR) AS r FROM "{schema}"."{table}")'
+        ).fetchall()[0]
         out[f"{schema}.{table}"] = (int(rows), str(digest))
     return out

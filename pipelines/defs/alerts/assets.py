@@ -6,7 +6,6 @@ report metadata. Every DuckDB write is in the ``duckdb`` pool (one writer). Slac
 from ``SLACK_WEBHOOK_URL``; without it messages wait in ``alerts.outbox`` and go out on a later run.
 """
 
-
 import os
 from datetime import UTC, date, datetime, timedelta
 
@@ -49,9 +48,16 @@ def _notify(con, series: list[Series], policy: Policy, now: datetime, judge_from
     active = collapse_related([to_anomaly(f, policy) for f in findings if f.ongoing])
     store = AlertStore(con, cooldown=policy.cooldown)
     summary = store.process(active, evaluated, now)
-    meta: dict = {"series": len(series), "episodes_in_window": len(findings), "active": len(active),
-                  "fired": summary.fired, "escalated": summary.escalated, "resolved": summary.resolved,
-                  "suppressed_by_cooldown": summary.suppressed, "deduplicated": summary.deduplicated}
+    meta: dict = {
+        "series": len(series),
+        "episodes_in_window": len(findings),
+        "active": len(active),
+        "fired": summary.fired,
+        "escalated": summary.escalated,
+        "resolved": summary.resolved,
+        "suppressed_by_cooldown": summary.suppressed,
+        "deduplicated": summary.deduplicated,
+    }
     try:
         sender = SlackWebhookSender()
     except SlackConfigError:
@@ -66,8 +72,9 @@ def _notify(con, series: list[Series], policy: Policy, now: datetime, judge_from
 
 
 @dg.asset(group_name="alerts", kinds={"duckdb"}, pool="duckdb", partitions_def=daily_partitions)
-def ops_5m(context: dg.AssetExecutionContext, duckdb: DuckDBResource,
-           metrics_source: MetricsSourceResource) -> dg.MaterializeResult:
+def ops_5m(
+    context: dg.AssetExecutionContext, duckdb: DuckDBResource, metrics_source: MetricsSourceResource
+) -> dg.MaterializeResult:
     """5-minute operational counters (``staging.ops_5m``, ``ops_5m_latency``, ``ops_5m_peaks``) for an
     Argentina day, appended incrementally: only the buckets settled since the last run are read from the
     metrics source (``alerts.detection.ops_store``). Today's partition also fills any of the detector's
@@ -82,18 +89,25 @@ def ops_5m(context: dg.AssetExecutionContext, duckdb: DuckDBResource,
         pruned = ops_store.prune(con, today - timedelta(days=RETENTION_DAYS)) if day == today else 0
         through = ops_store.stored_through(con, day)
         rows = con.execute(f"SELECT count(*) FROM {ops_store.COUNTS} WHERE day = ?", [day]).fetchall()[0][0]  # noqa: S608
-    meta = {"new_buckets": result.buckets, "new_rows": result.rows, "days_updated": len(result.days),
-            "read_from": result.read_from.isoformat() if result.read_from else "nothing new",
-            "read_to": result.read_to.isoformat() if result.read_to else "nothing new",
-            "stored_through": through.isoformat() if through else "nothing stored", "dagster/row_count": rows,
-            "pruned_rows": pruned, "source": metrics_source.describe()}
+    meta = {
+        "new_buckets": result.buckets,
+        "new_rows": result.rows,
+        "days_updated": len(result.days),
+        "read_from": result.read_from.isoformat() if result.read_from else "nothing new",
+        "read_to": result.read_to.isoformat() if result.read_to else "nothing new",
+        "stored_through": through.isoformat() if through else "nothing stored",
+        "dagster/row_count": rows,
+        "pruned_rows": pruned,
+        "source": metrics_source.describe(),
+    }
     context.log.info("ops_5m %s: %s", day, meta)
     return dg.MaterializeResult(metadata=meta)
 
 
 @dg.asset(group_name="alerts", kinds={"duckdb", "slack"}, pool="duckdb", deps=[ops_5m])
-def operational_anomalies(context: dg.AssetExecutionContext, duckdb: DuckDBResource,
-                          events_source: SourceResource) -> dg.MaterializeResult:
+def operational_anomalies(
+    context: dg.AssetExecutionContext, duckdb: DuckDBResource, events_source: SourceResource
+) -> dg.MaterializeResult:
     """Anomalies on 5-minute traffic, 5xx ratio, p95 latency, cache hit ratio and concurrent users
     (total, per niche, per region; history from ``staging.ops_5m``) and on the intraday MercadoPago
     success (15-minute decisions from the events source), announced in Slack and kept in ``alerts.history``."""
@@ -115,10 +129,15 @@ def operational_anomalies(context: dg.AssetExecutionContext, duckdb: DuckDBResou
         # keeps its start, and a run costs two days of detection, not a month.
         meta = _notify(con, series, policy, now, judge_from=now - timedelta(days=1))
     context.log.info("operational anomalies: %s", {k: v for k, v in meta.items() if k != "delivery"})
-    return dg.MaterializeResult(metadata={**meta, "first_day": days[0].isoformat(), "last_day": today.isoformat(),
-                                          "ops_5m_buckets": frames["counts"]["bucket"].n_unique(),
-                                          "payment_decisions": int(counts["decided"].sum()) if counts is not None
-                                          and not counts.is_empty() else 0})
+    return dg.MaterializeResult(
+        metadata={
+            **meta,
+            "first_day": days[0].isoformat(),
+            "last_day": today.isoformat(),
+            "ops_5m_buckets": frames["counts"]["bucket"].n_unique(),
+            "payment_decisions": int(counts["decided"].sum()) if counts is not None and not counts.is_empty() else 0,
+        }
+    )
 
 
 @dg.asset(group_name="alerts", kinds={"duckdb", "slack"}, pool="duckdb", deps=[dg.AssetKey("published_marts")])
@@ -127,7 +146,9 @@ def daily_anomalies(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -
     success and bookings, from the published store, announced in Slack."""
     policy = load_policy()
     try:
-        series = published_daily_series(PublishedReader(published_root(), tables=["cost_daily", "kpi_daily"]).snapshot())
+        series = published_daily_series(
+            PublishedReader(published_root(), tables=["cost_daily", "kpi_daily"]).snapshot()
+        )
     except NotPublishedError:
         series = []
     with duckdb.get_connection() as con:
@@ -150,8 +171,15 @@ def alert_history(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> 
             version = None
         rows = con.execute("SELECT count(*) FROM alerts.alert_history").fetchall()[0][0]
         firing = con.execute("SELECT count(*) FROM alerts.alert_history WHERE state = 'firing'").fetchall()[0][0]
-    return dg.MaterializeResult(metadata={"dagster/row_count": rows, "firing_now": firing, "days": len(days),
-                                          "manifest_version": version, "webhook_configured": bool(os.environ.get(ENV_VAR))})
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": rows,
+            "firing_now": firing,
+            "days": len(days),
+            "manifest_version": version,
+            "webhook_configured": bool(os.environ.get(ENV_VAR)),
+        }
+    )
 
 
 ALERT_ASSETS = [ops_5m, operational_anomalies, daily_anomalies, alert_history]
@@ -172,8 +200,12 @@ def kpi_forecasts(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     cost = totals.filter(pl.col("kpi") == "infra_cost_usd").drop_nulls("value").sort("day")
     try:
         f = forecast_month_end(cost["day"].to_list(), cost["value"].to_list(), cost["day"][-1] + timedelta(days=1))
-        meta |= {"month_end_cost_usd": str(f.total), "month_end_cost_lower_usd": str(f.lower),
-                 "month_end_cost_upper_usd": str(f.upper), "month": f.month}
+        meta |= {
+            "month_end_cost_usd": str(f.total),
+            "month_end_cost_lower_usd": str(f.lower),
+            "month_end_cost_upper_usd": str(f.upper),
+            "month": f.month,
+        }
     except (ForecastInputError, IndexError):
         meta["month_end_cost_usd"] = "not enough history"
     users = totals.filter(pl.col("kpi") == "peak_concurrent_users").drop_nulls("value").sort("day")
@@ -184,18 +216,25 @@ def kpi_forecasts(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         meta["capacity"] = "not enough history"
     try:  # the coming week's peak concurrent users (Argentine holidays, calibrated 90 % interval)
         week = forecast_days(users["day"].to_list(), users["value"].to_list(), 7)
-        meta["peak_users_next_7_days"] = dg.MetadataValue.md("\n".join(
-            ["| day | forecast | 90 % interval |", "|---|---|---|"]
-            + [f"| {r['day']} | {r['forecast']:,.0f} | {r['lower']:,.0f} – {r['upper']:,.0f} |"
-               for r in week.iter_rows(named=True)]))
+        meta["peak_users_next_7_days"] = dg.MetadataValue.md(
+            "\n".join(
+                ["| day | forecast | 90 % interval |", "|---|---|---|"]
+                + [
+                    f"| {r['day']} | {r['forecast']:,.0f} | {r['lower']:,.0f} – {r['upper']:,.0f} |"
+                    for r in week.iter_rows(named=True)
+                ]
+            )
+        )
     except (ForecastInputError, IndexError):
         meta["peak_users_next_7_days"] = "not enough history"
     crossings = kpi_target_crossings(kpis)
     lines = ["| kpi | status now | crosses on | projected | target then |", "|---|---|---|---|---|"]
     for r in crossings.iter_rows(named=True):
-        lines.append(f"| {r['kpi']} | {r['status_now']} | {r['crossing_day'] or 'not at the current trend'} | "
-                     f"{'' if r['projected_value'] is None else round(r['projected_value'], 4)} | "
-                     f"{'' if r['target_then'] is None else r['target_then']} |")
+        lines.append(
+            f"| {r['kpi']} | {r['status_now']} | {r['crossing_day'] or 'not at the current trend'} | "
+            f"{'' if r['projected_value'] is None else round(r['projected_value'], 4)} | "
+            f"{'' if r['target_then'] is None else r['target_then']} |"
+        )
     meta["target_crossings"] = dg.MetadataValue.md("\n".join(lines))
     context.log.info("forecasts: %s", {k: v for k, v in meta.items() if k != "target_crossings"})
     return dg.MaterializeResult(metadata=meta)

@@ -10,7 +10,6 @@
 An alert that could not be delivered stays in ``alerts.outbox`` and is retried on every run.
 """
 
-
 from zoneinfo import ZoneInfo
 
 import dagster as dg
@@ -31,23 +30,38 @@ from pipelines.lib.published import NotPublishedError, read_manifest
 TZ = load_catalog().timezone
 
 operational_alerts_job = dg.define_asset_job(
-    "operational_alerts_job", selection=dg.AssetSelection.assets(ops_5m, operational_anomalies, alert_history),
+    "operational_alerts_job",
+    selection=dg.AssetSelection.assets(ops_5m, operational_anomalies, alert_history),
     partitions_def=daily_partitions,
     description="Append the new 5-minute buckets (today's partition), detect operational anomalies, post to "
-                "Slack, publish alert_history.")
+    "Slack, publish alert_history.",
+)
 daily_alerts_job = dg.define_asset_job(
-    "daily_alerts_job", selection=dg.AssetSelection.assets(daily_anomalies, alert_history, kpi_forecasts),
-    description="Detect daily cost/payment/booking anomalies, post to Slack, publish alert_history.")
+    "daily_alerts_job",
+    selection=dg.AssetSelection.assets(daily_anomalies, alert_history, kpi_forecasts),
+    description="Detect daily cost/payment/booking anomalies, post to Slack, publish alert_history.",
+)
 
-@dg.schedule(job=operational_alerts_job, cron_schedule="*/15 * * * *", execution_timezone=TZ,
-             default_status=dg.DefaultScheduleStatus.RUNNING)
+
+@dg.schedule(
+    job=operational_alerts_job,
+    cron_schedule="*/15 * * * *",
+    execution_timezone=TZ,
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+)
 def operational_alerts(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
     """Every 15 minutes: today's (Argentina) ``ops_5m`` partition, then the operational detector."""
     day = context.scheduled_execution_time.astimezone(ZoneInfo(TZ)).date()
     return dg.RunRequest(run_key=None, partition_key=day.isoformat())
+
+
 daily_cost_alerts = dg.ScheduleDefinition(
-    name="daily_cost_alerts", job=daily_alerts_job, cron_schedule="0 10 * * *", execution_timezone=TZ,
-    default_status=dg.DefaultScheduleStatus.RUNNING)
+    name="daily_cost_alerts",
+    job=daily_alerts_job,
+    cron_schedule="0 10 * * *",
+    execution_timezone=TZ,
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+)
 
 
 def published_version() -> int | None:
@@ -73,5 +87,9 @@ def published_data_alert_sensor(context: dg.SensorEvaluationContext):
 @dg.definitions
 def alerts() -> dg.Definitions:
     """Alert assets, jobs, schedules and sensor."""
-    return dg.Definitions(assets=ALERT_ASSETS, jobs=[operational_alerts_job, daily_alerts_job],
-                          schedules=[operational_alerts, daily_cost_alerts], sensors=[published_data_alert_sensor])
+    return dg.Definitions(
+        assets=ALERT_ASSETS,
+        jobs=[operational_alerts_job, daily_alerts_job],
+        schedules=[operational_alerts, daily_cost_alerts],
+        sensors=[published_data_alert_sensor],
+    )

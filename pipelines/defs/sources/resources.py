@@ -74,7 +74,9 @@ class MetricsSourceResource(SourceResource):
 
     def storage(self) -> Storage:
         if self.is_prometheus():
-            raise ValueError(f"metrics source {self.resolved_location()!r} is a Prometheus server, not files; use reader()")
+            raise ValueError(
+                f"metrics source {self.resolved_location()!r} is a Prometheus server, not files; use reader()"
+            )
         return super().storage()
 
 

@@ -24,7 +24,9 @@ TZ = load_catalog().timezone
 RAW_WITH_LATE_DATA = ("raw_events", "raw_billing")
 
 warehouse_job = dg.define_asset_job(
-    "warehouse_job", selection=dg.AssetSelection.assets(*WAREHOUSE_ASSETS), partitions_def=daily_partitions,
+    "warehouse_job",
+    selection=dg.AssetSelection.assets(*WAREHOUSE_ASSETS),
+    partitions_def=daily_partitions,
     description="Load every source and rebuild staging, marts and the published data for the selected days.",
 )
 marts_job = dg.define_asset_job(
@@ -50,8 +52,9 @@ def intraday_refresh(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
 def nightly_finalize(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
     """After midnight AR: yesterday's partition, now complete, rebuilt one last time."""
     day = _today(context.scheduled_execution_time) - timedelta(days=1)
-    return dg.RunRequest(run_key=f"finalize-{day.isoformat()}", partition_key=day.isoformat(),
-                         tags={"pulso/kind": "finalize"})
+    return dg.RunRequest(
+        run_key=f"finalize-{day.isoformat()}", partition_key=day.isoformat(), tags={"pulso/kind": "finalize"}
+    )
 
 
 def days_to_reopen(records: list[tuple[str, str | None, str]], published: set[str] | None = None) -> list[date]:
@@ -82,7 +85,8 @@ def late_data_sensor(context: dg.SensorEvaluationContext):
     newest = cursor
     for key in RAW_WITH_LATE_DATA:
         result = context.instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=dg.AssetKey(key), after_storage_id=cursor), limit=1000, ascending=True)
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey(key), after_storage_id=cursor), limit=1000, ascending=True
+        )
         for rec in result.records:
             newest = max(newest, rec.storage_id)
             mat = rec.asset_materialization
@@ -93,7 +97,10 @@ def late_data_sensor(context: dg.SensorEvaluationContext):
             records.append((rec.run_id, mat.partition, str(text)))
     published: set[str] = set()
     result = context.instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey("published_marts"), after_storage_id=cursor), limit=1000, ascending=True)
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("published_marts"), after_storage_id=cursor),
+        limit=1000,
+        ascending=True,
+    )
     for rec in result.records:
         mat = rec.asset_materialization
         if mat is None:
@@ -109,6 +116,10 @@ def late_data_sensor(context: dg.SensorEvaluationContext):
     start, end = days[0].isoformat(), days[-1].isoformat()
     return dg.RunRequest(
         run_key=f"late-{start}-{end}-{newest}",
-        tags={"dagster/asset_partition_range_start": start, "dagster/asset_partition_range_end": end,
-              "pulso/kind": "late-data", "pulso/days": ",".join(d.isoformat() for d in days)[:1000]},
+        tags={
+            "dagster/asset_partition_range_start": start,
+            "dagster/asset_partition_range_end": end,
+            "pulso/kind": "late-data",
+            "pulso/days": ",".join(d.isoformat() for d in days)[:1000],
+        },
     )

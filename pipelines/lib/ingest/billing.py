@@ -50,10 +50,19 @@ CREATE TABLE IF NOT EXISTS raw.billing_line_items (
 """
 UNITS_PER_USD = 10**10  # staging arithmetic in integer units of the raw scale (1e-10 USD)
 CUR2_COLUMNS = (
-    "identity_line_item_id", "identity_time_interval", "bill_billing_period_start_date",
-    "line_item_usage_start_date", "line_item_usage_end_date", "line_item_line_item_type",
-    "line_item_product_code", "line_item_usage_type", "line_item_resource_id", "line_item_currency_code",
-    "line_item_unblended_cost", "savings_plan_savings_plan_effective_cost", "reservation_effective_cost",
+    "identity_line_item_id",
+    "identity_time_interval",
+    "bill_billing_period_start_date",
+    "line_item_usage_start_date",
+    "line_item_usage_end_date",
+    "line_item_line_item_type",
+    "line_item_product_code",
+    "line_item_usage_type",
+    "line_item_resource_id",
+    "line_item_currency_code",
+    "line_item_unblended_cost",
+    "savings_plan_savings_plan_effective_cost",
+    "reservation_effective_cost",
     "resource_tags",
 )
 
@@ -104,8 +113,10 @@ def find_deliveries(storage: Storage) -> tuple[list[Delivery], list[str]]:
 def ensure_billing_tables(con: duckdb.DuckDBPyConnection) -> None:
     """Create ``raw.billing_line_items`` and ``ops.billing_deliveries`` if missing; migrate older money columns."""
     con.execute(LINE_ITEMS_DDL)
-    con.execute("CREATE TABLE IF NOT EXISTS ops.billing_deliveries (billing_period VARCHAR, execution_id VARCHAR, "
-                "manifest VARCHAR, rows_loaded BIGINT, loaded_at TIMESTAMPTZ)")
+    con.execute(
+        "CREATE TABLE IF NOT EXISTS ops.billing_deliveries (billing_period VARCHAR, execution_id VARCHAR, "
+        "manifest VARCHAR, rows_loaded BIGINT, loaded_at TIMESTAMPTZ)"
+    )
     migrate_money_columns(con)
 
 
@@ -114,10 +125,13 @@ def migrate_money_columns(con: duckdb.DuckDBPyConnection) -> list[str]:
     ``DECIMAL(38,10)`` in place (lossless), and forget which bills were loaded so the next billing load
     re-reads every current delivery and file at full precision (rows stored at 6 decimals already lost
     their sub-micro-dollar part). Returns the columns changed (none on a current warehouse)."""
-    types = dict(con.execute(
-        "SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = 'raw' "
-        "AND table_name = 'billing_line_items' AND column_name IN (SELECT unnest($c::VARCHAR[]))",
-        {"c": list(MONEY_COLUMNS)}).fetchall())
+    types = dict(
+        con.execute(
+            "SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = 'raw' "
+            "AND table_name = 'billing_line_items' AND column_name IN (SELECT unnest($c::VARCHAR[]))",
+            {"c": list(MONEY_COLUMNS)},
+        ).fetchall()
+    )
     old = [c for c in MONEY_COLUMNS if types.get(c, MONEY_SQL) != MONEY_SQL]
     if not old:
         return []
@@ -125,8 +139,13 @@ def migrate_money_columns(con: duckdb.DuckDBPyConnection) -> list[str]:
         con.execute(f"ALTER TABLE raw.billing_line_items ALTER COLUMN {column} TYPE {MONEY_SQL}")
     con.execute("DELETE FROM ops.billing_deliveries")
     con.execute("DROP TABLE IF EXISTS ops.billing_file_sets")
-    log.warning("raw.billing_line_items: money columns %s widened from %s to %s; every bill is re-read on the "
-                "next billing load", ", ".join(old), types[old[0]], MONEY_SQL)
+    log.warning(
+        "raw.billing_line_items: money columns %s widened from %s to %s; every bill is re-read on the "
+        "next billing load",
+        ", ".join(old),
+        types[old[0]],
+        MONEY_SQL,
+    )
     return old
 
 
@@ -139,8 +158,11 @@ def load_cur2(con: duckdb.DuckDBPyConnection, storage: Storage, force: bool = Fa
     result = LoadResult("billing", "cur2")
     deliveries, warnings = find_deliveries(storage)
     result.warnings.extend(warnings)
-    loaded = dict(con.execute("SELECT billing_period, arg_max(execution_id, loaded_at) FROM ops.billing_deliveries "
-                              "GROUP BY ALL").fetchall())
+    loaded = dict(
+        con.execute(
+            "SELECT billing_period, arg_max(execution_id, loaded_at) FROM ops.billing_deliveries GROUP BY ALL"
+        ).fetchall()
+    )
     for delivery in deliveries:
         if not force and loaded.get(delivery.period) == delivery.execution_id:
             continue
@@ -149,7 +171,9 @@ def load_cur2(con: duckdb.DuckDBPyConnection, storage: Storage, force: bool = Fa
     return result
 
 
-def _read_tables(storage: Storage, delivery: Delivery, result: LoadResult, bad: list[QuarantinedRow]) -> list[tuple[str, pa.Table]]:
+def _read_tables(
+    storage: Storage, delivery: Delivery, result: LoadResult, bad: list[QuarantinedRow]
+) -> list[tuple[str, pa.Table]]:
     tables = []
     for key in delivery.data_keys:
         where = storage.describe(key)
@@ -159,7 +183,11 @@ def _read_tables(storage: Storage, delivery: Delivery, result: LoadResult, bad: 
             table = pq.read_table(io.BytesIO(data))
         except (SourceError, pa.ArrowInvalid, OSError) as exc:
             result.rows_read += 1
-            bad.append(QuarantinedRow(where, None, "", f"CUR 2.0 data file listed in {delivery.manifest_key} unreadable: {exc}"))
+            bad.append(
+                QuarantinedRow(
+                    where, None, "", f"CUR 2.0 data file listed in {delivery.manifest_key} unreadable: {exc}"
+                )
+            )
             result.warnings.append(f"{where}: unreadable ({exc})")
             continue
         missing = [c for c in CUR2_COLUMNS if c not in table.column_names]
@@ -181,7 +209,9 @@ def _load_delivery(con: duckdb.DuckDBPyConnection, storage: Storage, delivery: D
     categories = json.dumps(CUR_CHARGE_CATEGORY)
     tags = load_catalog().section("cost_allocation")["tags"]
     before_days = _period_days(con, delivery.period)
-    con.execute("DELETE FROM raw.billing_line_items WHERE billing_period = ? AND source_format = 'cur2'", [delivery.period])
+    con.execute(
+        "DELETE FROM raw.billing_line_items WHERE billing_period = ? AND source_format = 'cur2'", [delivery.period]
+    )
     now = datetime.now(UTC)
     for where, table in _read_tables(storage, delivery, result, bad):
         con.register("_cur", table)
@@ -250,14 +280,22 @@ def _load_delivery(con: duckdb.DuckDBPyConnection, storage: Storage, delivery: D
                 unblended, amortized, NULL, $now
             FROM _cur_typed WHERE problem IS NULL
             """,
-            {"where": where, "period": delivery.period, "now": now, "niche_key": tags["niche"],
-             "service_key": tags["service"], "env_key": tags["environment"]},
+            {
+                "where": where,
+                "period": delivery.period,
+                "now": now,
+                "niche_key": tags["niche"],
+                "service_key": tags["service"],
+                "env_key": tags["environment"],
+            },
         )
         result.rows_loaded += n_read - n_bad
     con.execute("DROP TABLE IF EXISTS _cur_typed")
     result.rows_quarantined = quarantine(con, "billing", bad)
-    con.execute("INSERT INTO ops.billing_deliveries VALUES (?, ?, ?, ?, ?)",
-                [delivery.period, delivery.execution_id, storage.describe(delivery.manifest_key), result.rows_loaded, now])
+    con.execute(
+        "INSERT INTO ops.billing_deliveries VALUES (?, ?, ?, ?, ?)",
+        [delivery.period, delivery.execution_id, storage.describe(delivery.manifest_key), result.rows_loaded, now],
+    )
     result.touched_days = before_days | _period_days(con, delivery.period)
     return result
 
@@ -334,21 +372,25 @@ def build_cost_items_daily(con: duckdb.DuckDBPyConnection) -> int:
         """,
         {"tz": tz, "per_usd": UNITS_PER_USD},
     )
-    multi = con.execute("SELECT billing_period, niche_tag, service_tag, charge_category, usage_start, usage_end, units "
-                        "FROM _items WHERE first_day <> last_day").fetchall()
+    multi = con.execute(
+        "SELECT billing_period, niche_tag, service_tag, charge_category, usage_start, usage_end, units "
+        "FROM _items WHERE first_day <> last_day"
+    ).fetchall()
     split_rows = []
     for period, niche, service, category, start, end, units in multi:
         for day, part in spread_micros(int(units), start, end).items():  # any integer amount: here 1e-10 units
             split_rows.append((period, day, niche, service, category, part))
-    split = pa.table({
-        "billing_period": pa.array([r[0] for r in split_rows], pa.string()),
-        "day": pa.array([r[1] for r in split_rows], pa.date32()),
-        "niche_tag": pa.array([r[2] for r in split_rows], pa.string()),
-        "service_tag": pa.array([r[3] for r in split_rows], pa.string()),
-        "charge_category": pa.array([r[4] for r in split_rows], pa.string()),
-        # as text: pyarrow has no 128-bit integer, and 1e-10 units pass int64 above ~9e8 USD
-        "units": pa.array([str(r[5]) for r in split_rows], pa.string()),
-    })
+    split = pa.table(
+        {
+            "billing_period": pa.array([r[0] for r in split_rows], pa.string()),
+            "day": pa.array([r[1] for r in split_rows], pa.date32()),
+            "niche_tag": pa.array([r[2] for r in split_rows], pa.string()),
+            "service_tag": pa.array([r[3] for r in split_rows], pa.string()),
+            "charge_category": pa.array([r[4] for r in split_rows], pa.string()),
+            # as text: pyarrow has no 128-bit integer, and 1e-10 units pass int64 above ~9e8 USD
+            "units": pa.array([str(r[5]) for r in split_rows], pa.string()),
+        }
+    )
     con.register("_split", split)
     try:
         con.execute(

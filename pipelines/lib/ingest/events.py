@@ -42,31 +42,69 @@ from pipelines.lib.warehouse import LoadResult, QuarantinedRow, quarantine, reco
 log = logging.getLogger(__name__)
 
 EVENT_TYPES = (
-    "session.started", "user.signed_up", "booking.created", "booking.confirmed", "booking.cancelled",
-    "booking.completed", "booking.no_show", "professional.onboarded", "payment.updated",
+    "session.started",
+    "user.signed_up",
+    "booking.created",
+    "booking.confirmed",
+    "booking.cancelled",
+    "booking.completed",
+    "booking.no_show",
+    "professional.onboarded",
+    "payment.updated",
 )
 KEY_ENV = "PULSO_PSEUDONYM_KEY"
 
 EVENT_COLUMNS: dict[str, pa.DataType] = {
-    "event_id": pa.string(), "type": pa.string(), "occurred_at": pa.timestamp("us", tz="UTC"),
-    "day": pa.date32(), "arrival_day": pa.date32(), "niche": pa.string(), "country": pa.string(),
-    "region": pa.string(), "user_key": pa.string(), "session_id": pa.string(), "channel": pa.string(),
-    "booking_id": pa.string(), "professional_id": pa.string(), "scheduled_for": pa.timestamp("us", tz="UTC"),
-    "price_ars": pa.decimal128(18, 2), "license_verified": pa.bool_(), "_source_file": pa.string(),
+    "event_id": pa.string(),
+    "type": pa.string(),
+    "occurred_at": pa.timestamp("us", tz="UTC"),
+    "day": pa.date32(),
+    "arrival_day": pa.date32(),
+    "niche": pa.string(),
+    "country": pa.string(),
+    "region": pa.string(),
+    "user_key": pa.string(),
+    "session_id": pa.string(),
+    "channel": pa.string(),
+    "booking_id": pa.string(),
+    "professional_id": pa.string(),
+    "scheduled_for": pa.timestamp("us", tz="UTC"),
+    "price_ars": pa.decimal128(18, 2),
+    "license_verified": pa.bool_(),
+    "_source_file": pa.string(),
     "_row_number": pa.int64(),
 }
 PAYMENT_COLUMNS: dict[str, pa.DataType] = {
-    "event_id": pa.string(), "occurred_at": pa.timestamp("us", tz="UTC"), "arrival_day": pa.date32(),
-    "niche": pa.string(), "country": pa.string(), "region": pa.string(), "provider": pa.string(),
-    "payment_id": pa.string(), "status": pa.string(), "status_detail": pa.string(),
-    "transaction_amount": pa.decimal128(18, 2), "transaction_amount_refunded": pa.decimal128(18, 2),
-    "currency_id": pa.string(), "payment_method_id": pa.string(), "payment_type_id": pa.string(),
-    "date_created": pa.timestamp("us", tz="UTC"), "date_approved": pa.timestamp("us", tz="UTC"),
-    "date_last_updated": pa.timestamp("us", tz="UTC"), "external_reference": pa.string(),
-    "_source_file": pa.string(), "_row_number": pa.int64(),
+    "event_id": pa.string(),
+    "occurred_at": pa.timestamp("us", tz="UTC"),
+    "arrival_day": pa.date32(),
+    "niche": pa.string(),
+    "country": pa.string(),
+    "region": pa.string(),
+    "provider": pa.string(),
+    "payment_id": pa.string(),
+    "status": pa.string(),
+    "status_detail": pa.string(),
+    "transaction_amount": pa.decimal128(18, 2),
+    "transaction_amount_refunded": pa.decimal128(18, 2),
+    "currency_id": pa.string(),
+    "payment_method_id": pa.string(),
+    "payment_type_id": pa.string(),
+    "date_created": pa.timestamp("us", tz="UTC"),
+    "date_approved": pa.timestamp("us", tz="UTC"),
+    "date_last_updated": pa.timestamp("us", tz="UTC"),
+    "external_reference": pa.string(),
+    "_source_file": pa.string(),
+    "_row_number": pa.int64(),
 }
-_SQL_TYPES = {pa.string(): "VARCHAR", pa.timestamp("us", tz="UTC"): "TIMESTAMPTZ", pa.date32(): "DATE",
-              pa.decimal128(18, 2): "DECIMAL(18,2)", pa.bool_(): "BOOLEAN", pa.int64(): "BIGINT"}
+_SQL_TYPES = {
+    pa.string(): "VARCHAR",
+    pa.timestamp("us", tz="UTC"): "TIMESTAMPTZ",
+    pa.date32(): "DATE",
+    pa.decimal128(18, 2): "DECIMAL(18,2)",
+    pa.bool_(): "BOOLEAN",
+    pa.int64(): "BIGINT",
+}
 
 
 class EventError(ValueError):
@@ -119,11 +157,35 @@ def _professional(key: bytes, value: Any) -> str | None:
 # as its pseudonym; everything else (names, e-mails, phones, DNI, payer, licence numbers, unknown fields)
 # is withheld, only its field name kept. The source file and row number still locate the whole line.
 _QUARANTINE_FIELDS = frozenset({"event_id", "type", "occurred_at", "niche", "country", "region"})
-_QUARANTINE_PAYLOAD = frozenset({"session_id", "channel", "booking_id", "professional_id", "scheduled_for", "price_ars",
-                                 "price_usd", "license_verified", "provider"})
-_QUARANTINE_PAYMENT = frozenset({"id", "status", "status_detail", "transaction_amount", "transaction_amount_refunded",
-                                 "currency_id", "payment_method_id", "payment_type_id", "date_created", "date_approved",
-                                 "date_last_updated", "external_reference"})
+_QUARANTINE_PAYLOAD = frozenset(
+    {
+        "session_id",
+        "channel",
+        "booking_id",
+        "professional_id",
+        "scheduled_for",
+        "price_ars",
+        "price_usd",
+        "license_verified",
+        "provider",
+    }
+)
+_QUARANTINE_PAYMENT = frozenset(
+    {
+        "id",
+        "status",
+        "status_detail",
+        "transaction_amount",
+        "transaction_amount_refunded",
+        "currency_id",
+        "payment_method_id",
+        "payment_type_id",
+        "date_created",
+        "date_approved",
+        "date_last_updated",
+        "external_reference",
+    }
+)
 
 
 def quarantine_text(line: bytes, key: bytes) -> str:
@@ -247,11 +309,18 @@ def parse_event(line: bytes | str, key: bytes, tz: ZoneInfo, sensitive_niches: f
     if not isinstance(payload, dict):
         raise EventError("payload is not an object")
     event = {
-        "event_id": event_id, "type": kind, "occurred_at": occurred, "day": occurred.astimezone(tz).date(),
-        "niche": niche, "country": _str(obj.get("country")), "region": _str(obj.get("region")),
+        "event_id": event_id,
+        "type": kind,
+        "occurred_at": occurred,
+        "day": occurred.astimezone(tz).date(),
+        "niche": niche,
+        "country": _str(obj.get("country")),
+        "region": _str(obj.get("region")),
         "user_key": user_key(key, str(uid)) if uid not in (None, "") else None,
-        "session_id": _str(payload.get("session_id")), "channel": _str(payload.get("channel")),
-        "booking_id": _str(payload.get("booking_id")), "professional_id": _professional(key, payload.get("professional_id")),
+        "session_id": _str(payload.get("session_id")),
+        "channel": _str(payload.get("channel")),
+        "booking_id": _str(payload.get("booking_id")),
+        "professional_id": _professional(key, payload.get("professional_id")),
         "scheduled_for": _opt_ts(payload.get("scheduled_for"), "payload.scheduled_for"),
         "price_ars": _money(payload.get("price_ars"), "payload.price_ars"),
         "license_verified": bool(payload["license_verified"]) if "license_verified" in payload else None,
@@ -262,12 +331,21 @@ def parse_event(line: bytes | str, key: bytes, tz: ZoneInfo, sensitive_niches: f
         if not isinstance(p, dict) or p.get("id") in (None, "") or not p.get("status"):
             raise EventError("payment.updated without payment id or status")
         payment = {
-            "event_id": event_id, "occurred_at": occurred, "niche": niche, "country": event["country"],
-            "region": event["region"], "provider": _str(payload.get("provider")), "payment_id": str(p["id"]),
-            "status": str(p["status"]), "status_detail": _str(p.get("status_detail")),
+            "event_id": event_id,
+            "occurred_at": occurred,
+            "niche": niche,
+            "country": event["country"],
+            "region": event["region"],
+            "provider": _str(payload.get("provider")),
+            "payment_id": str(p["id"]),
+            "status": str(p["status"]),
+            "status_detail": _str(p.get("status_detail")),
             "transaction_amount": _money(p.get("transaction_amount"), "payment.transaction_amount"),
-            "transaction_amount_refunded": _money(p.get("transaction_amount_refunded") or 0, "payment.transaction_amount_refunded"),
-            "currency_id": _str(p.get("currency_id")), "payment_method_id": _str(p.get("payment_method_id")),
+            "transaction_amount_refunded": _money(
+                p.get("transaction_amount_refunded") or 0, "payment.transaction_amount_refunded"
+            ),
+            "currency_id": _str(p.get("currency_id")),
+            "payment_method_id": _str(p.get("payment_method_id")),
             "payment_type_id": _str(p.get("payment_type_id")),
             "date_created": _ts(p.get("date_created"), "payment.date_created"),
             "date_approved": _opt_ts(p.get("date_approved"), "payment.date_approved"),
@@ -278,21 +356,44 @@ def parse_event(line: bytes | str, key: bytes, tz: ZoneInfo, sensitive_niches: f
 
 
 _TS_FORMAT = "%Y-%m-%dT%H:%M:%S%.fZ"
-_PAYMENT_STRUCT = pl.Struct({
-    "id": pl.String, "status": pl.String, "status_detail": pl.String, "transaction_amount": pl.Float64,
-    "transaction_amount_refunded": pl.Float64, "currency_id": pl.String, "payment_method_id": pl.String,
-    "payment_type_id": pl.String, "date_created": pl.String, "date_approved": pl.String,
-    "date_last_updated": pl.String, "external_reference": pl.String,
-})
+_PAYMENT_STRUCT = pl.Struct(
+    {
+        "id": pl.String,
+        "status": pl.String,
+        "status_detail": pl.String,
+        "transaction_amount": pl.Float64,
+        "transaction_amount_refunded": pl.Float64,
+        "currency_id": pl.String,
+        "payment_method_id": pl.String,
+        "payment_type_id": pl.String,
+        "date_created": pl.String,
+        "date_approved": pl.String,
+        "date_last_updated": pl.String,
+        "external_reference": pl.String,
+    }
+)
 # Only these fields are read; names, e-mails, phones, DNI, payer and license numbers are never parsed.
 _ND_SCHEMA = {
-    "event_id": pl.String, "type": pl.String, "occurred_at": pl.String, "niche": pl.String, "country": pl.String,
-    "region": pl.String, "user": pl.Struct({"id": pl.String}),
-    "payload": pl.Struct({
-        "session_id": pl.String, "channel": pl.String, "booking_id": pl.String, "professional_id": pl.String,
-        "scheduled_for": pl.String, "price_ars": pl.Float64, "license_verified": pl.Boolean, "provider": pl.String,
-        "payment": _PAYMENT_STRUCT,
-    }),
+    "event_id": pl.String,
+    "type": pl.String,
+    "occurred_at": pl.String,
+    "niche": pl.String,
+    "country": pl.String,
+    "region": pl.String,
+    "user": pl.Struct({"id": pl.String}),
+    "payload": pl.Struct(
+        {
+            "session_id": pl.String,
+            "channel": pl.String,
+            "booking_id": pl.String,
+            "professional_id": pl.String,
+            "scheduled_for": pl.String,
+            "price_ars": pl.Float64,
+            "license_verified": pl.Boolean,
+            "provider": pl.String,
+            "payment": _PAYMENT_STRUCT,
+        }
+    ),
 }
 
 
@@ -317,8 +418,9 @@ def _fast_amount_ok(raw: pl.Expr, cents: str) -> pl.Expr:
     return raw.is_null() | pl.col(cents).is_not_null()
 
 
-def parse_lines_fast(numbered: list[tuple[int, bytes]], key: bytes, tz: ZoneInfo, sensitive_niches: frozenset[str],
-                     meta: dict[str, Any]) -> tuple[pa.Table | None, pa.Table | None, set[int]]:
+def parse_lines_fast(
+    numbered: list[tuple[int, bytes]], key: bytes, tz: ZoneInfo, sensitive_niches: frozenset[str], meta: dict[str, Any]
+) -> tuple[pa.Table | None, pa.Table | None, set[int]]:
     """Vectorized :func:`parse_event` for a file's lines (polars NDJSON reader).
 
     Returns the events and payment rows it can vouch for as Arrow tables in the stored columns (plus a
@@ -342,68 +444,118 @@ def parse_lines_fast(numbered: list[tuple[int, bytes]], key: bytes, tz: ZoneInfo
         return expr.str.to_datetime(format=_TS_FORMAT, time_zone="UTC", strict=False)
 
     frame = raw.select(
-        pl.Series("_row_number", [n for n, _ in numbered], pl.Int64), "event_id", "type", "niche", "country", "region",
-        ts(pl.col("occurred_at")).alias("occurred_at"), pl.col("user").struct.field("id").alias("user_id"),
-        *(pl.col("payload").struct.field(f).alias(f) for f in
-          ("session_id", "channel", "booking_id", "professional_id", "license_verified", "provider")),
+        pl.Series("_row_number", [n for n, _ in numbered], pl.Int64),
+        "event_id",
+        "type",
+        "niche",
+        "country",
+        "region",
+        ts(pl.col("occurred_at")).alias("occurred_at"),
+        pl.col("user").struct.field("id").alias("user_id"),
+        *(
+            pl.col("payload").struct.field(f).alias(f)
+            for f in ("session_id", "channel", "booking_id", "professional_id", "license_verified", "provider")
+        ),
         _to_cents(pl.col("payload").struct.field("price_ars")).alias("price_cents"),
         pl.col("payload").struct.field("price_ars").alias("price_raw"),
         pay.struct.field("transaction_amount").alias("p_amount_raw"),
         pay.struct.field("transaction_amount_refunded").alias("p_refunded_raw"),
         pl.col("payload").struct.field("scheduled_for").alias("scheduled_raw"),
         ts(pl.col("payload").struct.field("scheduled_for")).alias("scheduled_for"),
-        *(pay.struct.field(f).alias(f"p_{f}") for f in ("id", "status", "status_detail", "currency_id",
-                                                         "payment_method_id", "payment_type_id", "external_reference",
-                                                         "date_approved")),
+        *(
+            pay.struct.field(f).alias(f"p_{f}")
+            for f in (
+                "id",
+                "status",
+                "status_detail",
+                "currency_id",
+                "payment_method_id",
+                "payment_type_id",
+                "external_reference",
+                "date_approved",
+            )
+        ),
         _to_cents(pay.struct.field("transaction_amount")).alias("p_amount_cents"),
         _to_cents(pay.struct.field("transaction_amount_refunded").fill_null(0.0)).alias("p_refunded_cents"),
         *(ts(pay.struct.field(f)).alias(f"p_{f}_ts") for f in ("date_created", "date_approved", "date_last_updated")),
     )
     is_payment = pl.col("type") == "payment.updated"
     ok = (
-        (pl.col("event_id").str.len_chars() > 0) & pl.col("type").is_in(EVENT_TYPES) & pl.col("occurred_at").is_not_null()
+        (pl.col("event_id").str.len_chars() > 0)
+        & pl.col("type").is_in(EVENT_TYPES)
+        & pl.col("occurred_at").is_not_null()
         & (pl.col("niche").str.len_chars() > 0)
         & (pl.col("scheduled_raw").is_null() | pl.col("scheduled_for").is_not_null())
         & _fast_amount_ok(pl.col("price_raw"), "price_cents")
-        & (~is_payment | (_fast_amount_ok(pl.col("p_amount_raw"), "p_amount_cents")
-                          & _fast_amount_ok(pl.col("p_refunded_raw"), "p_refunded_cents")))
-        & (~is_payment | (
-            (pl.col("p_id").str.len_chars() > 0) & (pl.col("p_status").str.len_chars() > 0)
-            & pl.col("p_date_created_ts").is_not_null() & pl.col("p_date_last_updated_ts").is_not_null()
-            & ((pl.col("p_date_approved").is_null() | (pl.col("p_date_approved") == ""))
-               | pl.col("p_date_approved_ts").is_not_null())))
+        & (
+            ~is_payment
+            | (
+                _fast_amount_ok(pl.col("p_amount_raw"), "p_amount_cents")
+                & _fast_amount_ok(pl.col("p_refunded_raw"), "p_refunded_cents")
+            )
+        )
+        & (
+            ~is_payment
+            | (
+                (pl.col("p_id").str.len_chars() > 0)
+                & (pl.col("p_status").str.len_chars() > 0)
+                & pl.col("p_date_created_ts").is_not_null()
+                & pl.col("p_date_last_updated_ts").is_not_null()
+                & (
+                    (pl.col("p_date_approved").is_null() | (pl.col("p_date_approved") == ""))
+                    | pl.col("p_date_approved_ts").is_not_null()
+                )
+            )
+        )
     ).fill_null(False)
     good = frame.filter(ok)
     slow = everything - set(good["_row_number"].to_list())
     ids = [u for u in good["user_id"].drop_nulls().unique().to_list() if u != ""]
-    keys = pl.DataFrame({"user_id": ids, "user_key": [user_key(key, u) for u in ids]}, schema={"user_id": pl.String, "user_key": pl.String})
+    keys = pl.DataFrame(
+        {"user_id": ids, "user_key": [user_key(key, u) for u in ids]},
+        schema={"user_id": pl.String, "user_key": pl.String},
+    )
     pros = [p for p in good["professional_id"].drop_nulls().unique().to_list() if p != ""]
     pro_keys = dict(zip(pros, (professional_key(key, p) for p in pros), strict=True))
     good = good.with_columns(pl.col("professional_id").replace_strict(pro_keys, default=None, return_dtype=pl.String))
     good = good.join(keys, on="user_id", how="left", maintain_order="left").with_columns(
         pl.col("occurred_at").dt.convert_time_zone(tz.key).dt.date().alias("day"),
         pl.col("niche").is_in(list(sensitive_niches)).alias("_sensitive"),
-        pl.lit(meta["arrival_day"], pl.Date).alias("arrival_day"), pl.lit(meta["_source_file"]).alias("_source_file"),
+        pl.lit(meta["arrival_day"], pl.Date).alias("arrival_day"),
+        pl.lit(meta["_source_file"]).alias("_source_file"),
     )
     events = good.select([c for c in EVENT_COLUMNS if c != "price_ars"] + ["_sensitive"]).to_arrow()
     events = events.append_column("price_ars", _decimal_cents(good["price_cents"].to_list()))
-    events = events.select([*EVENT_COLUMNS, "_sensitive"]).cast(pa.schema(
-        [pa.field(c, t) for c, t in EVENT_COLUMNS.items()] + [pa.field("_sensitive", pa.bool_())]))
+    events = events.select([*EVENT_COLUMNS, "_sensitive"]).cast(
+        pa.schema([pa.field(c, t) for c, t in EVENT_COLUMNS.items()] + [pa.field("_sensitive", pa.bool_())])
+    )
     pays = good.filter(pl.col("type") == "payment.updated")
-    payments = pa.table({
-        "event_id": pays["event_id"].to_arrow(), "occurred_at": pays["occurred_at"].to_arrow(),
-        "arrival_day": pays["arrival_day"].to_arrow(), "niche": pays["niche"].to_arrow(),
-        "country": pays["country"].to_arrow(), "region": pays["region"].to_arrow(), "provider": pays["provider"].to_arrow(),
-        "payment_id": pays["p_id"].to_arrow(), "status": pays["p_status"].to_arrow(),
-        "status_detail": pays["p_status_detail"].to_arrow(),
-        "transaction_amount": _decimal_cents(pays["p_amount_cents"].to_list()),
-        "transaction_amount_refunded": _decimal_cents(pays["p_refunded_cents"].to_list()),
-        "currency_id": pays["p_currency_id"].to_arrow(), "payment_method_id": pays["p_payment_method_id"].to_arrow(),
-        "payment_type_id": pays["p_payment_type_id"].to_arrow(), "date_created": pays["p_date_created_ts"].to_arrow(),
-        "date_approved": pays["p_date_approved_ts"].to_arrow(), "date_last_updated": pays["p_date_last_updated_ts"].to_arrow(),
-        "external_reference": pays["p_external_reference"].to_arrow(), "_source_file": pays["_source_file"].to_arrow(),
-        "_row_number": pays["_row_number"].to_arrow(), "_sensitive": pays["_sensitive"].to_arrow(),
-    }).cast(pa.schema([pa.field(c, t) for c, t in PAYMENT_COLUMNS.items()] + [pa.field("_sensitive", pa.bool_())]))
+    payments = pa.table(
+        {
+            "event_id": pays["event_id"].to_arrow(),
+            "occurred_at": pays["occurred_at"].to_arrow(),
+            "arrival_day": pays["arrival_day"].to_arrow(),
+            "niche": pays["niche"].to_arrow(),
+            "country": pays["country"].to_arrow(),
+            "region": pays["region"].to_arrow(),
+            "provider": pays["provider"].to_arrow(),
+            "payment_id": pays["p_id"].to_arrow(),
+            "status": pays["p_status"].to_arrow(),
+            "status_detail": pays["p_status_detail"].to_arrow(),
+            "transaction_amount": _decimal_cents(pays["p_amount_cents"].to_list()),
+            "transaction_amount_refunded": _decimal_cents(pays["p_refunded_cents"].to_list()),
+            "currency_id": pays["p_currency_id"].to_arrow(),
+            "payment_method_id": pays["p_payment_method_id"].to_arrow(),
+            "payment_type_id": pays["p_payment_type_id"].to_arrow(),
+            "date_created": pays["p_date_created_ts"].to_arrow(),
+            "date_approved": pays["p_date_approved_ts"].to_arrow(),
+            "date_last_updated": pays["p_date_last_updated_ts"].to_arrow(),
+            "external_reference": pays["p_external_reference"].to_arrow(),
+            "_source_file": pays["_source_file"].to_arrow(),
+            "_row_number": pays["_row_number"].to_arrow(),
+            "_sensitive": pays["_sensitive"].to_arrow(),
+        }
+    ).cast(pa.schema([pa.field(c, t) for c, t in PAYMENT_COLUMNS.items()] + [pa.field("_sensitive", pa.bool_())]))
     return events, payments, slow
 
 
@@ -446,7 +598,9 @@ def _table(rows: list[dict[str, Any]], columns: dict[str, pa.DataType]) -> pa.Ta
     return pa.table(cols)
 
 
-def load_events_day(con: duckdb.DuckDBPyConnection, storage: Storage, arrival_day: date, key: bytes | None = None) -> LoadResult:
+def load_events_day(
+    con: duckdb.DuckDBPyConnection, storage: Storage, arrival_day: date, key: bytes | None = None
+) -> LoadResult:
     """Load every file of one arrival day's folder, replacing that folder's earlier load.
 
     An event already loaded from another folder (same ``event_id``) is a duplicate: counted, not stored
@@ -482,7 +636,9 @@ def load_events_day(con: duckdb.DuckDBPyConnection, storage: Storage, arrival_da
             lines.pop()
         if error is None and not any(line.strip() for line in lines):
             # Not an error (0 rows read, 0 loaded), but said: an empty delivery is usually a writer's failure.
-            result.warnings.append(f"{where}: empty file ({'0 bytes' if size == 0 else 'no event lines'}), no events loaded")
+            result.warnings.append(
+                f"{where}: empty file ({'0 bytes' if size == 0 else 'no event lines'}), no events loaded"
+            )
         max_line = limits.current().max_line_bytes
         numbered = []
         for n, line in enumerate(lines, start=1):
@@ -527,12 +683,20 @@ def load_events_day(con: duckdb.DuckDBPyConnection, storage: Storage, arrival_da
     kept = all_events.filter(first).drop("_file")
     result.duplicates += all_events.height - kept.height
     result.rows_loaded += all_events.height
-    kept_pays = all_pays.join(kept.select("event_id", "_source_file", "_row_number"),
-                              on=["event_id", "_source_file", "_row_number"], how="semi")
+    kept_pays = all_pays.join(
+        kept.select("event_id", "_source_file", "_row_number"),
+        on=["event_id", "_source_file", "_row_number"],
+        how="semi",
+    )
     now = datetime.now(UTC)
     # What this folder held before: reloading unchanged events must not re-open their days.
-    before = {r[0] for r in con.execute(
-        f"SELECT event_id FROM {event_relation('events')} WHERE arrival_day = ?", [arrival_day]).fetchall()}  # noqa: S608
+    before = {
+        r[0]
+        for r in con.execute(
+            f"SELECT event_id FROM {event_relation('events')} WHERE arrival_day = ?",  # noqa: S608
+            [arrival_day],
+        ).fetchall()
+    }
     # Re-loading a folder replaces it: delete its rows, then insert what is not already stored elsewhere.
     for schema in ("raw", "psychology"):
         for table in ("events", "payment_updates"):
@@ -544,17 +708,27 @@ def load_events_day(con: duckdb.DuckDBPyConnection, storage: Storage, arrival_da
         stored += _insert_new(con, _schema(is_sensitive), ev.to_arrow(), pays.to_arrow(), arrival_day, now)
     result.duplicates += kept.height - stored
     # Days whose events changed: new events (not in this folder before and not stored from another one).
-    stored_ids = pl.DataFrame({"event_id": [r[0] for r in con.execute(
-        f"SELECT event_id FROM {event_relation('events')} WHERE arrival_day = ?", [arrival_day]).fetchall()]},  # noqa: S608
-        schema={"event_id": pl.String})
+    stored_ids = pl.DataFrame(
+        {
+            "event_id": [
+                r[0]
+                for r in con.execute(
+                    f"SELECT event_id FROM {event_relation('events')} WHERE arrival_day = ?",  # noqa: S608
+                    [arrival_day],
+                ).fetchall()
+            ]
+        },
+        schema={"event_id": pl.String},
+    )
     new = kept.join(stored_ids, on="event_id", how="semi").filter(~pl.col("event_id").is_in(list(before)))
     result.touched_days = set(new["day"].unique().to_list())
     record_load(con, result)
     return result
 
 
-def _insert_new(con: duckdb.DuckDBPyConnection, schema: str, events: pa.Table, payments: pa.Table,
-                arrival_day: date, now: datetime) -> int:
+def _insert_new(
+    con: duckdb.DuckDBPyConnection, schema: str, events: pa.Table, payments: pa.Table, arrival_day: date, now: datetime
+) -> int:
     """Insert events whose ``event_id`` is not stored yet in either schema, and the payment rows of exactly
     those events; returns the events inserted."""
     if events.num_rows == 0:

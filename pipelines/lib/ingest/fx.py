@@ -21,8 +21,12 @@ FX_KEY = "ars_usd.csv"
 _MAX_RATE = Decimal("1e12")  # raw.fx_rates.ars_per_usd is DECIMAL(18,6): 12 integer digits
 
 
-def load_fx(con: duckdb.DuckDBPyConnection, storage: Storage, key: str = FX_KEY,
-            quote_range: tuple[Decimal, Decimal] | None = None) -> LoadResult:
+def load_fx(
+    con: duckdb.DuckDBPyConnection,
+    storage: Storage,
+    key: str = FX_KEY,
+    quote_range: tuple[Decimal, Decimal] | None = None,
+) -> LoadResult:
     """Replace ``raw.fx_rates`` with the quotes of the CSV; bad rows are quarantined, among them a quote
     outside the catalog's plausible ``currency.fx_quote_range`` (``quote_range`` overrides it)."""
     low, high = quote_range or load_catalog().fx_quote_range
@@ -56,20 +60,28 @@ def load_fx(con: duckdb.DuckDBPyConnection, storage: Storage, key: str = FX_KEY,
             if rate >= _MAX_RATE:
                 raise InvalidOperation(f"rate {rate} does not fit DECIMAL(18,6)")
             if not low <= rate <= high:
-                raise InvalidOperation(f"rate {rate} ARS per USD is outside the plausible range {low}..{high} "
-                                       "(catalog currency.fx_quote_range)")
+                raise InvalidOperation(
+                    f"rate {rate} ARS per USD is outside the plausible range {low}..{high} "
+                    "(catalog currency.fx_quote_range)"
+                )
         except (IndexError, ValueError, InvalidOperation) as exc:
             bad.append(QuarantinedRow(where, line_no, ",".join(row), f"bad FX row: {exc}"))
             continue
         if day in good:
-            bad.append(QuarantinedRow(where, line_no, ",".join(row), f"duplicate quote for {day} (line {good[day][1]} kept)"))
+            bad.append(
+                QuarantinedRow(where, line_no, ",".join(row), f"duplicate quote for {day} (line {good[day][1]} kept)")
+            )
             continue
         good[day] = (rate, line_no)
     result.rows_quarantined = quarantine(con, "fx", bad)
-    con.execute("CREATE OR REPLACE TABLE raw.fx_rates (date DATE, ars_per_usd DECIMAL(18,6), _source_file VARCHAR, _loaded_at TIMESTAMPTZ)")
+    con.execute(
+        "CREATE OR REPLACE TABLE raw.fx_rates (date DATE, ars_per_usd DECIMAL(18,6), _source_file VARCHAR, _loaded_at TIMESTAMPTZ)"
+    )
     now = datetime.now(UTC)
     if good:  # DuckDB's executemany refuses an empty list: a file without a usable quote loads no rows
-        con.executemany("INSERT INTO raw.fx_rates VALUES (?, ?, ?, ?)", [(d, r, where, now) for d, (r, _) in sorted(good.items())])
+        con.executemany(
+            "INSERT INTO raw.fx_rates VALUES (?, ?, ?, ?)", [(d, r, where, now) for d, (r, _) in sorted(good.items())]
+        )
     result.rows_loaded = len(good)
     record_load(con, result)
     return result
@@ -77,7 +89,9 @@ def load_fx(con: duckdb.DuckDBPyConnection, storage: Storage, key: str = FX_KEY,
 
 def ensure_fx_tables(con: duckdb.DuckDBPyConnection) -> None:
     """Create ``raw.fx_rates`` and ``staging.fx_daily`` if missing."""
-    con.execute("CREATE TABLE IF NOT EXISTS raw.fx_rates (date DATE, ars_per_usd DECIMAL(18,6), _source_file VARCHAR, _loaded_at TIMESTAMPTZ)")
+    con.execute(
+        "CREATE TABLE IF NOT EXISTS raw.fx_rates (date DATE, ars_per_usd DECIMAL(18,6), _source_file VARCHAR, _loaded_at TIMESTAMPTZ)"
+    )
     con.execute("CREATE TABLE IF NOT EXISTS staging.fx_daily (day DATE, ars_per_usd DECIMAL(18,6), quoted_on DATE)")
 
 

@@ -52,10 +52,14 @@ _STAGING_LABELS = ("niche", "country", "region", "service", "code", "le", "group
 def ensure_metric_tables(con: duckdb.DuckDBPyConnection) -> None:
     """Create the metric staging tables if missing (so marts run even before any metrics load)."""
     labels = ", ".join(f'"{c}" VARCHAR' for c in ("niche", "country", "region", "service", "code", "le", "group"))
-    con.execute(f"CREATE TABLE IF NOT EXISTS {COUNTER_TABLE} (day DATE, hour_start TIMESTAMPTZ, metric VARCHAR, "
-                f"{labels}, increase DOUBLE)")
+    con.execute(
+        f"CREATE TABLE IF NOT EXISTS {COUNTER_TABLE} (day DATE, hour_start TIMESTAMPTZ, metric VARCHAR, "
+        f"{labels}, increase DOUBLE)"
+    )
     gl = ", ".join(f'"{c}" VARCHAR' for c in ("niche", "country", "region", "group"))
-    con.execute(f"CREATE TABLE IF NOT EXISTS {GAUGE_TABLE} (day DATE, ts TIMESTAMPTZ, metric VARCHAR, {gl}, value DOUBLE)")
+    con.execute(
+        f"CREATE TABLE IF NOT EXISTS {GAUGE_TABLE} (day DATE, ts TIMESTAMPTZ, metric VARCHAR, {gl}, value DOUBLE)"
+    )
 
 
 @runtime_checkable
@@ -150,15 +154,20 @@ def _conform(frame: pl.DataFrame, where: str) -> pl.DataFrame:
             continue
         col = pl.col(name)
         if name == "ts" and frame.schema["ts"] != dtype:
-            col = col.cast(pl.Datetime("us")).dt.replace_time_zone("UTC") if getattr(
-                frame.schema["ts"], "time_zone", None) is None else col.dt.convert_time_zone("UTC").cast(dtype)
+            col = (
+                col.cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
+                if getattr(frame.schema["ts"], "time_zone", None) is None
+                else col.dt.convert_time_zone("UTC").cast(dtype)
+            )
         else:
             col = col.cast(dtype)
         try:  # column by column, so the message names the column that does not fit the contract
             cols.append(frame.select(col.alias(name)).to_series())
         except (pl.exceptions.PolarsError, ValueError, TypeError) as exc:
             detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise SourceError(f"{where}: column {name} is {frame.schema[name]}, not readable as {dtype} ({detail})") from exc
+            raise SourceError(
+                f"{where}: column {name} is {frame.schema[name]}, not readable as {dtype} ({detail})"
+            ) from exc
     return pl.DataFrame(cols)
 
 
@@ -177,8 +186,10 @@ def per_minute_increases(samples: pl.DataFrame) -> pl.DataFrame:
     previous = pl.col("value").shift(1)
     same_series = (pl.col("_series") == pl.col("_series").shift(1)).fill_null(False)
     return ordered.with_columns(
-        pl.when(~same_series).then(None)
-        .when(pl.col("value") < previous).then(pl.col("value"))
+        pl.when(~same_series)
+        .then(None)
+        .when(pl.col("value") < previous)
+        .then(pl.col("value"))
         .otherwise(pl.col("value") - previous)
         .alias("increase")
     ).drop("_series")
@@ -198,16 +209,24 @@ def hourly_increases(samples: pl.DataFrame, start: datetime) -> pl.DataFrame:
     hourly = (
         samples.with_columns(pl.col("ts").dt.truncate("1h").alias("hour_start"))
         .group_by([*labels, "hour_start"])
-        .agg(inner=pl.when(step >= 0).then(step).otherwise(value).slice(1).sum(), first=value.first(), last=value.last())
+        .agg(
+            inner=pl.when(step >= 0).then(step).otherwise(value).slice(1).sum(), first=value.first(), last=value.last()
+        )
         .sort("hour_start")
         .with_columns(prev_last=pl.col("last").shift(1).over(labels))
     )
-    into_hour = (pl.when(pl.col("prev_last").is_null()).then(0.0)
-                 .when(pl.col("first") < pl.col("prev_last")).then(pl.col("first"))
-                 .otherwise(pl.col("first") - pl.col("prev_last")))
-    return (hourly.filter(pl.col("hour_start") >= start)
-            .with_columns((pl.col("inner") + into_hour).alias("increase"))
-            .select([*labels, "hour_start", "increase"]))
+    into_hour = (
+        pl.when(pl.col("prev_last").is_null())
+        .then(0.0)
+        .when(pl.col("first") < pl.col("prev_last"))
+        .then(pl.col("first"))
+        .otherwise(pl.col("first") - pl.col("prev_last"))
+    )
+    return (
+        hourly.filter(pl.col("hour_start") >= start)
+        .with_columns((pl.col("inner") + into_hour).alias("increase"))
+        .select([*labels, "hour_start", "increase"])
+    )
 
 
 def canonical_le(le: pl.Series) -> pl.Series:
@@ -228,8 +247,12 @@ def _quarantine_rows(frame: pl.DataFrame, where: str) -> list[QuarantinedRow]:
     """Rows with no timestamp or a NaN/Inf/negative value: quarantined, never loaded."""
     bad = frame.with_row_index("_row").filter(_BAD)
     rows = [
-        QuarantinedRow(where, int(r["_row"]) + 1, str({k: v for k, v in r.items() if k != "_row"}),
-                       "metric sample without timestamp or with a NaN/Inf/negative value")
+        QuarantinedRow(
+            where,
+            int(r["_row"]) + 1,
+            str({k: v for k, v in r.items() if k != "_row"}),
+            "metric sample without timestamp or with a NaN/Inf/negative value",
+        )
         for r in bad.iter_rows(named=True)
     ]
     return rows
@@ -248,8 +271,11 @@ def load_metrics_day(con: duckdb.DuckDBPyConnection, reader: MetricsReader, day:
     counter_parts: list[pl.DataFrame] = []
     gauge_parts: list[pl.DataFrame] = []
     for metric in METRICS:
-        where = reader.describe(metric, day) if isinstance(reader, FileMetricsReader) else (
-            reader.describe(metric) if hasattr(reader, "describe") else metric)
+        where = (
+            reader.describe(metric, day)
+            if isinstance(reader, FileMetricsReader)
+            else (reader.describe(metric) if hasattr(reader, "describe") else metric)
+        )
         try:
             # One extra minute before the day: the previous sample of each counter series.
             frame = reader.samples(metric, start - timedelta(minutes=1), end)
@@ -262,9 +288,14 @@ def load_metrics_day(con: duckdb.DuckDBPyConnection, reader: MetricsReader, day:
         if isinstance(reader, FileMetricsReader):
             stray = reader.stray_rows(metric, day)
             result.rows_read += stray.height
-            result.rows_quarantined += quarantine(con, "metrics", [
-                QuarantinedRow(where, r.pop("_row"), str(r), f"sample at {r['ts']} is outside the file's day {day}")
-                for r in stray.iter_rows(named=True)])
+            result.rows_quarantined += quarantine(
+                con,
+                "metrics",
+                [
+                    QuarantinedRow(where, r.pop("_row"), str(r), f"sample at {r['ts']} is outside the file's day {day}")
+                    for r in stray.iter_rows(named=True)
+                ],
+            )
         # The lookback minute belongs to the previous day's load; null-ts rows are counted here.
         in_day = pl.col("ts").is_null() | (pl.col("ts") >= start)
         result.rows_read += frame.filter(in_day).height
@@ -284,7 +315,9 @@ def load_metrics_day(con: duckdb.DuckDBPyConnection, reader: MetricsReader, day:
         else:
             rows = good.filter(pl.col("ts") >= start)
             result.rows_loaded += rows.height
-            gauge_parts.append(rows.select(["ts", *GAUGES[metric], "value"]).with_columns(pl.lit(metric).alias("metric")))
+            gauge_parts.append(
+                rows.select(["ts", *GAUGES[metric], "value"]).with_columns(pl.lit(metric).alias("metric"))
+            )
     _write_counters(con, counter_parts, day)
     _write_gauges(con, gauge_parts, day)
     record_load(con, result)
@@ -297,27 +330,55 @@ def _fill_labels(frame: pl.DataFrame) -> pl.DataFrame:
 
 def _write_counters(con: duckdb.DuckDBPyConnection, parts: list[pl.DataFrame], day: date) -> None:
     cols = ["hour_start", "metric", *_STAGING_LABELS, "increase"]
-    frame = (pl.concat([_fill_labels(p).select(cols) for p in parts]) if parts
-             else pl.DataFrame(schema={"hour_start": pl.Datetime("us", "UTC"), "metric": pl.String,
-                                       **{c: pl.String for c in _STAGING_LABELS}, "increase": pl.Float64}))
+    frame = (
+        pl.concat([_fill_labels(p).select(cols) for p in parts])
+        if parts
+        else pl.DataFrame(
+            schema={
+                "hour_start": pl.Datetime("us", "UTC"),
+                "metric": pl.String,
+                **{c: pl.String for c in _STAGING_LABELS},
+                "increase": pl.Float64,
+            }
+        )
+    )
     con.register("_counter_frame", frame.to_arrow())
     try:
-        replace_days(con, COUNTER_TABLE,
-                     "SELECT CAST($day AS DATE) AS day, hour_start::TIMESTAMPTZ AS hour_start, metric, niche, country, "
-                     "region, service, code, le, \"group\", increase FROM _counter_frame", [day], {"day": day})
+        replace_days(
+            con,
+            COUNTER_TABLE,
+            "SELECT CAST($day AS DATE) AS day, hour_start::TIMESTAMPTZ AS hour_start, metric, niche, country, "
+            'region, service, code, le, "group", increase FROM _counter_frame',
+            [day],
+            {"day": day},
+        )
     finally:
         con.unregister("_counter_frame")
 
 
 def _write_gauges(con: duckdb.DuckDBPyConnection, parts: list[pl.DataFrame], day: date) -> None:
     cols = ["ts", "metric", *_STAGING_LABELS, "value"]
-    frame = (pl.concat([_fill_labels(p).select(cols) for p in parts]) if parts
-             else pl.DataFrame(schema={"ts": pl.Datetime("us", "UTC"), "metric": pl.String,
-                                       **{c: pl.String for c in _STAGING_LABELS}, "value": pl.Float64}))
+    frame = (
+        pl.concat([_fill_labels(p).select(cols) for p in parts])
+        if parts
+        else pl.DataFrame(
+            schema={
+                "ts": pl.Datetime("us", "UTC"),
+                "metric": pl.String,
+                **{c: pl.String for c in _STAGING_LABELS},
+                "value": pl.Float64,
+            }
+        )
+    )
     con.register("_gauge_frame", frame.to_arrow())
     try:
-        replace_days(con, GAUGE_TABLE,
-                     "SELECT CAST($day AS DATE) AS day, ts::TIMESTAMPTZ AS ts, metric, niche, country, region, "
-                     "\"group\", value FROM _gauge_frame", [day], {"day": day})
+        replace_days(
+            con,
+            GAUGE_TABLE,
+            "SELECT CAST($day AS DATE) AS day, ts::TIMESTAMPTZ AS ts, metric, niche, country, region, "
+            '"group", value FROM _gauge_frame',
+            [day],
+            {"day": day},
+        )
     finally:
         con.unregister("_gauge_frame")

@@ -15,8 +15,17 @@ from pipelines.lib.ingest.events import ensure_event_tables
 from pipelines.lib.ingest.fx import ensure_fx_tables
 from pipelines.lib.ingest.metrics import ensure_metric_tables
 
-PUBLISHED_TABLES = ("kpi_daily", "slo_daily", "incidents", "cost_daily", "payments_daily", "latency_daily", "ops_hourly",
-                    "cache_daily", "fx_daily")
+PUBLISHED_TABLES = (
+    "kpi_daily",
+    "slo_daily",
+    "incidents",
+    "cost_daily",
+    "payments_daily",
+    "latency_daily",
+    "ops_hourly",
+    "cache_daily",
+    "fx_daily",
+)
 # The warehouse relation each published table is read from: the marts, and the daily FX rate as staged
 # (docs/data-contract.md section 3).
 PUBLISHED_RELATIONS = {t: f"marts.{t}" for t in PUBLISHED_TABLES} | {"fx_daily": "staging.fx_daily"}
@@ -28,5 +37,7 @@ def ensure_inputs(con: duckdb.DuckDBPyConnection) -> None:
     ensure_event_tables(con)
     ensure_fx_tables(con)
     ensure_billing_tables(con)
-    con.execute("CREATE TABLE IF NOT EXISTS staging.cost_items_daily (day DATE, niche_tag VARCHAR, service_tag VARCHAR, "
-                "charge_category VARCHAR, cost_micros BIGINT)")
+    con.execute(
+        "CREATE TABLE IF NOT EXISTS staging.cost_items_daily (day DATE, niche_tag VARCHAR, service_tag VARCHAR, "
+        "charge_category VARCHAR, cost_micros BIGINT)"
+    )

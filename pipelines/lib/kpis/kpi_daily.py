@@ -47,8 +47,9 @@ def kpi_queries() -> dict[str, str]:
 
     # --- latency percentiles from the day's summed buckets -----------------------------------------
     lat_cols, lat_group = _g("latency_p95_ms", keys=("day", "le"))
-    pct = quantile_sql("_lat_grains", ["day", "niche", "country", "region"],
-                       {"p50": 0.5, "p95": 0.95, "p99": 0.99}, 1000.0)
+    pct = quantile_sql(
+        "_lat_grains", ["day", "niche", "country", "region"], {"p50": 0.5, "p95": 0.95, "p99": 0.99}, 1000.0
+    )
     # (a temp table: the quantile SQL has its own WITH clause)
     q["_lat_grains"] = f"""
         SELECT day, le, {lat_cols}, sum(requests) AS requests FROM marts.latency_daily WHERE {_DAYS} {lat_group}
@@ -58,10 +59,14 @@ def kpi_queries() -> dict[str, str]:
         q[f"latency_{name}_ms"] = f"SELECT day, niche, country, region, {name} AS value FROM _lat_pct"  # noqa: S608
 
     # --- SLO-based --------------------------------------------------------------------------------
-    q["availability_ratio"] = ("SELECT day, niche, country, region, sli_ratio AS value FROM marts.slo_daily "  # noqa: S608
-                               f"WHERE slo = 'availability' AND {_DAYS}")
-    q["error_budget_remaining_ratio"] = ("SELECT day, niche, country, region, error_budget_remaining_ratio AS value "  # noqa: S608
-                                         f"FROM marts.slo_daily WHERE slo = 'availability' AND {_DAYS}")
+    q["availability_ratio"] = (
+        "SELECT day, niche, country, region, sli_ratio AS value FROM marts.slo_daily "  # noqa: S608
+        f"WHERE slo = 'availability' AND {_DAYS}"
+    )
+    q["error_budget_remaining_ratio"] = (
+        "SELECT day, niche, country, region, error_budget_remaining_ratio AS value "  # noqa: S608
+        f"FROM marts.slo_daily WHERE slo = 'availability' AND {_DAYS}"
+    )
 
     # --- incidents and recovery: rows for every (niche, region) probed that day --------------------
     c, g = _g("incidents", keys=("p.day",), prefix="p.")
@@ -122,7 +127,7 @@ def kpi_queries() -> dict[str, str]:
     # interval starts and ends gives, for every day, how many users had an event in the 30 days up to it.
     q["_users30"] = f"""
         WITH u AS (
-            SELECT DISTINCT user_key, niche, day FROM {both('user_days')}
+            SELECT DISTINCT user_key, niche, day FROM {both("user_days")}
             WHERE day BETWEEN (SELECT min(day) FROM _days) - 29 AND (SELECT max(day) FROM _days)
         ),
         t AS (SELECT DISTINCT user_key, 'all' AS niche, day FROM u),
@@ -180,13 +185,17 @@ def kpi_queries() -> dict[str, str]:
         FROM marts.payments_daily WHERE provider = 'mercadopago' AND {_DAYS} {g}
     """  # noqa: S608
     c, g = _g("active_users")
-    q["active_users"] = f"SELECT day, {c}, count(DISTINCT user_key)::DOUBLE AS value FROM {both('user_days')} WHERE {_DAYS} {g}"  # noqa: S608
+    q["active_users"] = (
+        f"SELECT day, {c}, count(DISTINCT user_key)::DOUBLE AS value FROM {both('user_days')} WHERE {_DAYS} {g}"  # noqa: S608
+    )
     c, g = _g("bookings")
-    q["bookings"] = f"SELECT day, {c}, count(DISTINCT booking_id)::DOUBLE AS value FROM {both('bookings_created')} WHERE {_DAYS} {g}"  # noqa: S608
+    q["bookings"] = (
+        f"SELECT day, {c}, count(DISTINCT booking_id)::DOUBLE AS value FROM {both('bookings_created')} WHERE {_DAYS} {g}"  # noqa: S608
+    )
     c, g = _g("psychologists_onboarded", keys=("d.day",), prefix="o.")
     q["psychologists_onboarded"] = f"""
         SELECT d.day, {c}, count(DISTINCT o.professional_id)::DOUBLE AS value
-        FROM _days d JOIN {both('onboarded')} o ON o.day <= d.day AND o.niche = 'psychology' {g}
+        FROM _days d JOIN {both("onboarded")} o ON o.day <= d.day AND o.niche = 'psychology' {g}
     """  # noqa: S608
     return q
 
@@ -199,12 +208,17 @@ def build_kpi_daily(con: duckdb.DuckDBPyConnection, days: Sequence[date]) -> int
     lo = min(day_list)
     con.execute("CREATE OR REPLACE TEMP TABLE _days AS SELECT unnest($days::DATE[]) AS day", params)
     # History the 30-day windows need, read from the marts already built for earlier days.
-    con.execute("CREATE OR REPLACE TEMP TABLE marts_cost_hist AS SELECT * FROM marts.cost_daily "
-                "WHERE day BETWEEN $lo - INTERVAL 29 DAY AND $hi", {"lo": lo, "hi": max(day_list)})
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE marts_cost_hist AS SELECT * FROM marts.cost_daily "
+        "WHERE day BETWEEN $lo - INTERVAL 29 DAY AND $hi",
+        {"lo": lo, "hi": max(day_list)},
+    )
     revenue_statuses = list(catalog.section("payments")["revenue_statuses"])
-    con.execute("CREATE OR REPLACE TEMP TABLE marts_rev_hist AS SELECT * FROM marts.payments_daily "
-                "WHERE day BETWEEN $lo - INTERVAL 29 DAY AND $hi AND list_contains($st, status)",
-                {"lo": lo, "hi": max(day_list), "st": revenue_statuses})
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE marts_rev_hist AS SELECT * FROM marts.payments_daily "
+        "WHERE day BETWEEN $lo - INTERVAL 29 DAY AND $hi AND list_contains($st, status)",
+        {"lo": lo, "hi": max(day_list), "st": revenue_statuses},
+    )
     scaling = _scaling_daily(con, day_list).filter(pl.col("day").is_in(day_list))
     con.register("_scaling", scaling.to_arrow())
     queries = kpi_queries()
@@ -214,20 +228,26 @@ def build_kpi_daily(con: duckdb.DuckDBPyConnection, days: Sequence[date]) -> int
     parts = []
     for kpi in catalog.kpis:
         sql = queries[kpi.id]
-        frame = _frame(con, f"SELECT day, niche, country, region, value::DOUBLE AS value FROM ({sql}) t",  # noqa: S608
-                       params if "$days" in sql else {})
+        frame = _frame(
+            con,
+            f"SELECT day, niche, country, region, value::DOUBLE AS value FROM ({sql}) t",  # noqa: S608
+            params if "$days" in sql else {},
+        )
         parts.append(frame.with_columns(pl.lit(kpi.id).alias("kpi")))
     con.unregister("_scaling")
     values = pl.concat(parts).filter(pl.col("day").is_in(day_list))
-    scaffold = pl.DataFrame({"day": day_list}).join(
-        pl.DataFrame({"kpi": list(catalog.kpi_ids)}), how="cross").with_columns(
-        niche=pl.lit(ALL), country=pl.lit(ALL), region=pl.lit(ALL))
+    scaffold = (
+        pl.DataFrame({"day": day_list})
+        .join(pl.DataFrame({"kpi": list(catalog.kpi_ids)}), how="cross")
+        .with_columns(niche=pl.lit(ALL), country=pl.lit(ALL), region=pl.lit(ALL))
+    )
     values = scaffold.join(values, on=["day", "kpi", *DIMS], how="full", coalesce=True)
     frame = _judge(values)
     con.register("_kpi_frame", frame.to_arrow())
     try:
         n = replace_days(
-            con, "marts.kpi_daily",
+            con,
+            "marts.kpi_daily",
             "SELECT day::DATE AS day, kpi, niche, country, region, value, unit, target, status FROM _kpi_frame "
             "ORDER BY day, kpi, niche, country, region",
             day_list,
@@ -258,6 +278,8 @@ def _judge(values: pl.DataFrame) -> pl.DataFrame:
         out_status.append(catalog.status(kpi, value, target))
         out_unit.append(units[kpi])
     return values.select(["day", "kpi", "niche", "country", "region"]).with_columns(
-        pl.Series("value", out_value, pl.Float64), pl.Series("unit", out_unit, pl.String),
-        pl.Series("target", out_target, pl.Float64), pl.Series("status", out_status, pl.String),
+        pl.Series("value", out_value, pl.Float64),
+        pl.Series("unit", out_unit, pl.String),
+        pl.Series("target", out_target, pl.Float64),
+        pl.Series("status", out_status, pl.String),
     )

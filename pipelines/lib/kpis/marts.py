@@ -25,7 +25,12 @@ from pipelines.lib.warehouse import day_bounds_utc, replace_days, table_exists
 
 #: kpi_daily grains, coarse to fine (docs/data-contract.md): a KPI gets those within its catalog dims.
 GRAINS: tuple[tuple[str, ...], ...] = (
-    (), ("niche",), ("country",), ("country", "region"), ("niche", "country"), ("niche", "country", "region"),
+    (),
+    ("niche",),
+    ("country",),
+    ("country", "region"),
+    ("niche", "country"),
+    ("niche", "country", "region"),
 )
 DIMS = ("niche", "country", "region")
 _WINDOW_HOURS = {"h": 1, "d": 24}
@@ -41,7 +46,9 @@ def grouping(dims: Sequence[str], keys: Sequence[str] = ("day",), prefix: str = 
     sets = ", ".join("(" + ", ".join([*keys, *(f"{prefix}{c}" for c in g)]) + ")" for g in grains_for(dims))
     cols = ", ".join(
         f"CASE WHEN grouping({prefix}{c}) = 1 THEN 'all' ELSE coalesce({prefix}{c}, 'unknown') END AS {c}"
-        if c in dims else f"'all' AS {c}" for c in DIMS
+        if c in dims
+        else f"'all' AS {c}"
+        for c in DIMS
     )
     # With no dims every grouping set is (keys) and grouping() cannot be asked of absent columns.
     if not dims:
@@ -76,7 +83,8 @@ def _days_table(con: duckdb.DuckDBPyConnection, days: Sequence[date]) -> None:
 def build_latency_daily(con: duckdb.DuckDBPyConnection, days: Sequence[date]) -> int:
     """``marts.latency_daily``: summed cumulative histogram buckets per day and series labels."""
     return replace_days(
-        con, "marts.latency_daily",
+        con,
+        "marts.latency_daily",
         f"SELECT day, niche, country, region, service, le, sum(increase) AS requests FROM {COUNTER_TABLE} "  # noqa: S608
         "WHERE metric = 'http_request_duration_seconds_bucket' AND day IN (SELECT unnest($days::DATE[])) "
         "GROUP BY ALL ORDER BY ALL",
@@ -88,7 +96,8 @@ def build_cache_daily(con: duckdb.DuckDBPyConnection, days: Sequence[date]) -> i
     """``marts.cache_daily``: cache hits and cache requests summed per day, niche, country and region
     (the counts behind ``cache_hit_ratio``, so a period's ratio is summed hits / summed requests)."""
     return replace_days(
-        con, "marts.cache_daily",
+        con,
+        "marts.cache_daily",
         f"""SELECT day, niche, country, region,
                coalesce(sum(increase) FILTER (WHERE metric = 'cache_hits_total'), 0) AS hits,
                coalesce(sum(increase) FILTER (WHERE metric = 'cache_requests_total'), 0) AS requests
@@ -109,7 +118,9 @@ def build_ops_hourly(con: duckdb.DuckDBPyConnection, days: Sequence[date]) -> in
         """,  # noqa: S608
         {"days": list(days)},
     )
-    p95 = quantile_sql("_lat_hourly", ["day", "hour_start", "niche", "country", "region", "service"], {"p95": 0.95}, 1000.0)
+    p95 = quantile_sql(
+        "_lat_hourly", ["day", "hour_start", "niche", "country", "region", "service"], {"p95": 0.95}, 1000.0
+    )
     sql = f"""
         WITH req AS (
             SELECT day, hour_start, niche, country, region, service, sum(increase) AS requests,
@@ -173,8 +184,13 @@ def build_incidents(con: duckdb.DuckDBPyConnection, days: Sequence[date]) -> int
                CASE WHEN ended_at IS NULL THEN NULL ELSE epoch(ended_at - started_at) / 60.0 END AS recovery_minutes
         FROM ended ORDER BY ALL
     """  # noqa: S608
-    return replace_days(con, "marts.incidents", sql, days,
-                        {"lo": first - timedelta(days=1), "hi": last + timedelta(days=1), "tz": catalog.timezone})
+    return replace_days(
+        con,
+        "marts.incidents",
+        sql,
+        days,
+        {"lo": first - timedelta(days=1), "hi": last + timedelta(days=1), "tz": catalog.timezone},
+    )
 
 
 def scaling_times(frame: pl.DataFrame) -> pl.DataFrame:
@@ -207,8 +223,16 @@ def scaling_times(frame: pl.DataFrame) -> pl.DataFrame:
                 else:
                     still.append((rise_at, target))
             pending = still
-    return pl.DataFrame(out, schema={"group": pl.String, "country": pl.String, "rise_at": pl.Datetime("us", "UTC"),
-                                     "reached_at": pl.Datetime("us", "UTC"), "minutes": pl.Float64})
+    return pl.DataFrame(
+        out,
+        schema={
+            "group": pl.String,
+            "country": pl.String,
+            "rise_at": pl.Datetime("us", "UTC"),
+            "reached_at": pl.Datetime("us", "UTC"),
+            "minutes": pl.Float64,
+        },
+    )
 
 
 def _frame(con: duckdb.DuckDBPyConnection, sql: str, params: dict | None = None) -> pl.DataFrame:
@@ -218,7 +242,8 @@ def _frame(con: duckdb.DuckDBPyConnection, sql: str, params: dict | None = None)
 
 def _scaling_daily(con: duckdb.DuckDBPyConnection, days: Sequence[date]) -> pl.DataFrame:
     lo, hi = min(days), max(days) + timedelta(days=1)
-    frame = _frame(con,
+    frame = _frame(
+        con,
         f"""
         SELECT ts, "group", country,
                max(CASE WHEN metric = 'autoscaling_group_desired_capacity' THEN value END) AS desired,
@@ -234,8 +259,11 @@ def _scaling_daily(con: duckdb.DuckDBPyConnection, days: Sequence[date]) -> pl.D
         return pl.DataFrame(schema={"day": pl.Date, "value": pl.Float64})
     times = scaling_times(frame.with_columns(pl.col("ts").dt.convert_time_zone("UTC")))
     tz = load_catalog().timezone
-    return (times.with_columns(pl.col("rise_at").dt.convert_time_zone(tz).dt.date().alias("day"))
-            .group_by("day").agg(pl.col("minutes").max().alias("value")))
+    return (
+        times.with_columns(pl.col("rise_at").dt.convert_time_zone(tz).dt.date().alias("day"))
+        .group_by("day")
+        .agg(pl.col("minutes").max().alias("value"))
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -254,15 +282,19 @@ def _slo_inputs(con: duckdb.DuckDBPyConnection, days: Sequence[date]) -> None:
     con.execute("CREATE OR REPLACE TEMP TABLE _thresholds (country VARCHAR, le_s DOUBLE)")
     con.executemany("INSERT INTO _thresholds VALUES (?, ?)", list(thresholds.items()))
     has_pay = table_exists(con, "staging.payments_final") and table_exists(con, "psychology.payments_final")
-    pay = f"""
+    pay = (
+        f"""
         UNION ALL
         SELECT 'mercadopago_success' AS slo, time_bucket(INTERVAL 1 HOUR, date_created) AS hour_start, day,
                niche, country, region,
                sum(CASE WHEN list_contains($success, status) THEN 1 ELSE 0 END)::DOUBLE AS good, count(*)::DOUBLE AS total
-        FROM {both('payments_final')}
+        FROM {both("payments_final")}
         WHERE provider = 'mercadopago' AND is_final AND day BETWEEN $lo AND $hi
         GROUP BY ALL
-    """ if has_pay else ""  # noqa: S608
+    """  # noqa: S608
+        if has_pay
+        else ""
+    )  # noqa: S608
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE _slo_hourly AS
@@ -281,8 +313,10 @@ def _slo_inputs(con: duckdb.DuckDBPyConnection, days: Sequence[date]) -> None:
         """,  # noqa: S608
         {"lo": lo, "hi": hi, **({"success": success} if has_pay else {})},
     )
-    con.execute("CREATE OR REPLACE TEMP TABLE _slo_day AS SELECT slo, day, niche, country, region, sum(good) AS good, "
-                "sum(total) AS total FROM _slo_hourly GROUP BY ALL")
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE _slo_day AS SELECT slo, day, niche, country, region, sum(good) AS good, "
+        "sum(total) AS total FROM _slo_hourly GROUP BY ALL"
+    )
     con.execute("CREATE OR REPLACE TEMP TABLE _slos (slo VARCHAR, objective DOUBLE, period_days INTEGER)")
     con.executemany("INSERT INTO _slos VALUES (?, ?, ?)", [(s.id, s.objective, s.period_days) for s in catalog.slos])
 
@@ -299,12 +333,17 @@ def build_slo_daily(con: duckdb.DuckDBPyConnection, days: Sequence[date]) -> int
     for w in windows:
         hours = window_hours(w)
         wcols, wgroup = grouping(DIMS, keys=("e.day", "s.slo"), prefix="s.")
-        burn_parts.append((w, f"""
+        burn_parts.append(
+            (
+                w,
+                f"""
             SELECT e.day, s.slo, {wcols}, sum(s.total) - sum(s.good) AS bad, sum(s.total) AS total
             FROM _day_ends e JOIN _slo_hourly s
               ON s.hour_start >= e.end_ts - INTERVAL {hours} HOUR AND s.hour_start < e.end_ts
             {wgroup}
-        """))  # noqa: S608
+        """,  # noqa: S608
+            )
+        )  # noqa: S608
     joins = "\n".join(
         f"LEFT JOIN ({sql}) b{i} ON b{i}.day = m.day AND b{i}.slo = m.slo AND b{i}.niche = m.niche "
         f"AND b{i}.country = m.country AND b{i}.region = m.region"
@@ -351,11 +390,14 @@ def build_cost_daily(con: duckdb.DuckDBPyConnection, days: Sequence[date]) -> in
     alloc = catalog.section("cost_allocation")
     shared_values = [v for v in alloc["shared_niche_values"] if v]
     if not table_exists(con, "staging.cost_items_daily"):
-        con.execute("CREATE TABLE staging.cost_items_daily (day DATE, niche_tag VARCHAR, service_tag VARCHAR, "
-                    "charge_category VARCHAR, cost_micros BIGINT)")
+        con.execute(
+            "CREATE TABLE staging.cost_items_daily (day DATE, niche_tag VARCHAR, service_tag VARCHAR, "
+            "charge_category VARCHAR, cost_micros BIGINT)"
+        )
     con.execute("CREATE OR REPLACE TEMP TABLE _live (day DATE, niche VARCHAR)")
-    con.executemany("INSERT INTO _live VALUES (?, ?)",
-                    [(d, n.id) for d in days for n in catalog.live_niches(catalog.phase_on(d))])
+    con.executemany(
+        "INSERT INTO _live VALUES (?, ?)", [(d, n.id) for d in days for n in catalog.live_niches(catalog.phase_on(d))]
+    )
     sql = f"""
         WITH items AS (
             SELECT day, CASE WHEN niche_tag IS NULL OR list_contains($shared, lower(niche_tag)) THEN NULL ELSE niche_tag END AS niche,
@@ -423,7 +465,7 @@ def build_payments_daily(con: duckdb.DuckDBPyConnection, days: Sequence[date]) -
                    upper(coalesce(f.currency, 'ARS')) AS currency,
                    (coalesce(f.transaction_amount, 0) - coalesce(f.transaction_amount_refunded, 0))::DECIMAL(18,2) AS net,
                    fx.ars_per_usd
-            FROM {both('payments_final')} f LEFT JOIN staging.fx_daily fx ON fx.day = f.day
+            FROM {both("payments_final")} f LEFT JOIN staging.fx_daily fx ON fx.day = f.day
             WHERE f.day IN (SELECT unnest($days::DATE[]))
         ),
         conv AS (

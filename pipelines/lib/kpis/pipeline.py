@@ -32,8 +32,9 @@ class SourceSet:
     fx: Storage | None
 
 
-def load_sources(con: duckdb.DuckDBPyConnection, sources: SourceSet, days: Iterable[date],
-                 key: bytes | None = None) -> dict[str, LoadResult]:
+def load_sources(
+    con: duckdb.DuckDBPyConnection, sources: SourceSet, days: Iterable[date], key: bytes | None = None
+) -> dict[str, LoadResult]:
     """Load every source for ``days`` (metrics and events per day; billing and FX whole)."""
     day_list = sorted(set(days))
     ensure_inputs(con)
@@ -59,8 +60,9 @@ def load_sources(con: duckdb.DuckDBPyConnection, sources: SourceSet, days: Itera
     return results
 
 
-def refresh(con: duckdb.DuckDBPyConnection, sources: SourceSet, days: Iterable[date],
-            key: bytes | None = None) -> dict[str, int]:
+def refresh(
+    con: duckdb.DuckDBPyConnection, sources: SourceSet, days: Iterable[date], key: bytes | None = None
+) -> dict[str, int]:
     """Load then build every mart for ``days``; returns rows per mart."""
     day_list = sorted(set(days))
     load_sources(con, sources, day_list, key=key)

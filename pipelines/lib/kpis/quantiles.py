@@ -46,9 +46,7 @@ def quantile_sql(relation: str, keys: Sequence[str], quantiles: dict[str, float]
     """
     k = ", ".join(keys)
     on = " AND ".join(f"b.{c} IS NOT DISTINCT FROM r.{c}" for c in keys)
-    cols = ", ".join(
-        f"max(CASE WHEN r.q = {v!r} THEN r.value END) AS {name}" for name, v in quantiles.items()
-    )
+    cols = ", ".join(f"max(CASE WHEN r.q = {v!r} THEN r.value END) AS {name}" for name, v in quantiles.items())
     qs = ", ".join(f"({v!r})" for v in quantiles.values())
     return f"""
     WITH b AS (

@@ -40,12 +40,14 @@ def build_event_staging(con: duckdb.DuckDBPyConnection, days: Iterable[date]) ->
     counts: dict[str, int] = {}
     for source, target in EVENT_STAGING.items():
         replace_days(
-            con, f"{target}.user_days",
+            con,
+            f"{target}.user_days",
             f"SELECT DISTINCT day, niche, country, region, user_key FROM {source}.events WHERE user_key IS NOT NULL",  # noqa: S608
             day_list,
         )
         replace_days(
-            con, f"{target}.bookings_created",
+            con,
+            f"{target}.bookings_created",
             f"SELECT DISTINCT day, niche, country, region, booking_id FROM {source}.events "  # noqa: S608
             "WHERE type = 'booking.created' AND booking_id IS NOT NULL",
             day_list,
@@ -81,7 +83,9 @@ def build_event_staging(con: duckdb.DuckDBPyConnection, days: Iterable[date]) ->
             """,  # noqa: S608
             {"tz": catalog.timezone, "final": final},
         )
-        counts[f"{target}.payments_final"] = con.execute(f"SELECT count(*) FROM {target}.payments_final").fetchall()[0][0]  # noqa: S608
+        counts[f"{target}.payments_final"] = con.execute(f"SELECT count(*) FROM {target}.payments_final").fetchall()[0][  # noqa: S608
+            0
+        ]  # noqa: S608
     return counts
 
 

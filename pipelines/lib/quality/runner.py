@@ -82,12 +82,16 @@ def _to_gx(e: Expect) -> Any:
     if e.kind == "in_set":
         return x.ExpectColumnValuesToBeInSet(column=e.column, value_set=e.args["values"])
     if e.kind == "between":
-        return x.ExpectColumnValuesToBeBetween(column=e.column, min_value=e.args.get("min_value"),
-                                               max_value=e.args.get("max_value"))
+        return x.ExpectColumnValuesToBeBetween(
+            column=e.column, min_value=e.args.get("min_value"), max_value=e.args.get("max_value")
+        )
     if e.kind == "unique":
         cols = e.args["columns"]
-        return (x.ExpectColumnValuesToBeUnique(column=cols[0]) if len(cols) == 1
-                else x.ExpectCompoundColumnsToBeUnique(column_list=cols))
+        return (
+            x.ExpectColumnValuesToBeUnique(column=cols[0])
+            if len(cols) == 1
+            else x.ExpectCompoundColumnsToBeUnique(column_list=cols)
+        )
     if e.kind == "true":
         return x.ExpectColumnValuesToBeInSet(column=e.column, value_set=[True])
     if e.kind == "columns":
@@ -103,7 +107,8 @@ def _describe_failure(suite: Suite, e: Expect, result: dict[str, Any]) -> str:
         where += f" ({', '.join(e.args['columns'])})"
     if e.kind == "min_rows":
         return f"{where}: {result.get('observed_value')} rows, expected at least {e.args['min']}" + (
-            f" ({e.why})" if e.why else "")
+            f" ({e.why})" if e.why else ""
+        )
     if e.kind == "columns":
         return f"{where}: missing {result.get('details', {}).get('mismatched', {}).get('missing', '?')}"
     count = result.get("unexpected_count")
@@ -117,7 +122,9 @@ def _describe_failure(suite: Suite, e: Expect, result: dict[str, Any]) -> str:
     return text
 
 
-def _validate_with_gx(suite: Suite, frame: Any, expectations: list[Expect]) -> list[tuple[Expect, dict[str, Any], bool]]:
+def _validate_with_gx(
+    suite: Suite, frame: Any, expectations: list[Expect]
+) -> list[tuple[Expect, dict[str, Any], bool]]:
     """Validate a pandas frame with an ephemeral GE context; one (expectation, result, success) per item."""
     import great_expectations as gx
 
@@ -192,8 +199,11 @@ def run_suite(con: duckdb.DuckDBPyConnection, suite: Suite, day: date | None = N
             outcome.scope = f"{suite.day_column} = {checked_day.isoformat()}"
         _freshness(suite, outcome, newest, day)
 
-    usable = [e for e in suite.expectations if not set(_expect_columns(e)) & set(missing)
-              and (e.kind != "true" or e.column in suite.derived)]
+    usable = [
+        e
+        for e in suite.expectations
+        if not set(_expect_columns(e)) & set(missing) and (e.kind != "true" or e.column in suite.derived)
+    ]
     derived = {}
     for name, sql in suite.derived.items():
         try:  # a rule over a missing or mistyped column cannot run: say so instead of crashing
@@ -223,7 +233,8 @@ def _freshness(suite: Suite, outcome: QualityOutcome, newest: date | None, day: 
     elif (expected - newest).days > suite.freshness_days:
         outcome.failures.append(
             f"{suite.table}: stale: newest {suite.day_column} is {newest.isoformat()}, "
-            f"more than {suite.freshness_days} days before {expected.isoformat()}")
+            f"more than {suite.freshness_days} days before {expected.isoformat()}"
+        )
 
 
 def _reconcile(con: duckdb.DuckDBPyConnection, suite: Suite, outcome: QualityOutcome) -> None:
@@ -244,4 +255,5 @@ def _reconcile(con: duckdb.DuckDBPyConnection, suite: Suite, outcome: QualityOut
     elif broken:
         outcome.failures.append(
             f"ops.loads: {broken} load(s) of {suite.audit_source} do not reconcile "
-            f"(read {read} vs loaded {loaded} + quarantined {quarantined})")
+            f"(read {read} vs loaded {loaded} + quarantined {quarantined})"
+        )

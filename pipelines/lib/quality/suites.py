@@ -23,8 +23,15 @@ TS_TYPE = "TIMESTAMP WITH TIME ZONE"
 CHARGE_CATEGORIES = ("usage", "tax", "credit", "refund", "fee", "purchase", "adjustment")
 # docs/data-contract.md section 1.3 (used only if the warehouse loader is not importable)
 _CONTRACT_EVENT_TYPES = (
-    "session.started", "user.signed_up", "booking.created", "booking.confirmed", "booking.cancelled",
-    "booking.completed", "booking.no_show", "professional.onboarded", "payment.updated",
+    "session.started",
+    "user.signed_up",
+    "booking.created",
+    "booking.confirmed",
+    "booking.cancelled",
+    "booking.completed",
+    "booking.no_show",
+    "professional.onboarded",
+    "payment.updated",
 )
 # KPIs whose ratio may leave [0, 1] by definition (overspent budget, cost above revenue).
 _UNBOUNDED_RATIOS = ("error_budget_remaining_ratio", "infra_margin_ratio")
@@ -83,10 +90,21 @@ def billing_suite(catalog: Catalog) -> Suite:
         asset="raw_billing",
         table="raw.billing_line_items",
         columns={
-            "source_format": "VARCHAR", "source_file": "VARCHAR", "billing_period": "VARCHAR", "line_item_id": "VARCHAR",
-            "usage_start": TS_TYPE, "usage_end": TS_TYPE, "provider": "VARCHAR", "line_item_type": "VARCHAR",
-            "charge_category": "VARCHAR", "service_code": "VARCHAR", "niche_tag": "VARCHAR", "currency": "VARCHAR",
-            "unblended_cost": RAW_MONEY_TYPE, "amortized_cost": RAW_MONEY_TYPE, "list_cost": RAW_MONEY_TYPE,
+            "source_format": "VARCHAR",
+            "source_file": "VARCHAR",
+            "billing_period": "VARCHAR",
+            "line_item_id": "VARCHAR",
+            "usage_start": TS_TYPE,
+            "usage_end": TS_TYPE,
+            "provider": "VARCHAR",
+            "line_item_type": "VARCHAR",
+            "charge_category": "VARCHAR",
+            "service_code": "VARCHAR",
+            "niche_tag": "VARCHAR",
+            "currency": "VARCHAR",
+            "unblended_cost": RAW_MONEY_TYPE,
+            "amortized_cost": RAW_MONEY_TYPE,
+            "list_cost": RAW_MONEY_TYPE,
         },
         derived={
             "period_is_ordered": "usage_start <= usage_end",
@@ -99,16 +117,36 @@ def billing_suite(catalog: Catalog) -> Suite:
         },
         expectations=(
             Expect("columns", args={"columns": ["line_item_id", "unblended_cost", "amortized_cost", "currency"]}),
-            *(Expect("not_null", c) for c in ("line_item_id", "billing_period", "usage_start", "usage_end",
-                                             "charge_category", "currency", "unblended_cost", "amortized_cost")),
-            Expect("unique", args={"columns": ["source_format", "billing_period", "line_item_id"]},
-                   why="a line item counted twice doubles its cost"),
+            *(
+                Expect("not_null", c)
+                for c in (
+                    "line_item_id",
+                    "billing_period",
+                    "usage_start",
+                    "usage_end",
+                    "charge_category",
+                    "currency",
+                    "unblended_cost",
+                    "amortized_cost",
+                )
+            ),
+            Expect(
+                "unique",
+                args={"columns": ["source_format", "billing_period", "line_item_id"]},
+                why="a line item counted twice doubles its cost",
+            ),
             Expect("in_set", "charge_category", {"values": list(CHARGE_CATEGORIES)}),
             Expect("in_set", "currency", {"values": _currencies(catalog)}, why="unknown currency"),
-            Expect("true", "in_reporting_currency", why=f"infra cost KPIs are in {reporting}; other currencies need FX"),
+            Expect(
+                "true", "in_reporting_currency", why=f"infra cost KPIs are in {reporting}; other currencies need FX"
+            ),
             Expect("true", "period_is_ordered"),
             Expect("true", "cost_sign_fits_category", why="usage/tax/fees are charges, credits/refunds reduce cost"),
-            Expect("in_set", "niche_tag", {"values": [*catalog.niche_ids, *catalog.section("cost_allocation")["shared_niche_values"]]}),
+            Expect(
+                "in_set",
+                "niche_tag",
+                {"values": [*catalog.niche_ids, *catalog.section("cost_allocation")["shared_niche_values"]]},
+            ),
             Expect("min_rows", args={"min": 1}),
         ),
         day_column=None,
@@ -124,8 +162,18 @@ def metrics_suite(catalog: Catalog) -> Suite:
     return Suite(
         asset="raw_metrics",
         table="staging.metric_counters_hourly",
-        columns={"day": "DATE", "hour_start": TS_TYPE, "metric": "VARCHAR", "niche": "VARCHAR", "country": "VARCHAR",
-                 "region": "VARCHAR", "service": "VARCHAR", "code": "VARCHAR", "le": "VARCHAR", "increase": "DOUBLE"},
+        columns={
+            "day": "DATE",
+            "hour_start": TS_TYPE,
+            "metric": "VARCHAR",
+            "niche": "VARCHAR",
+            "country": "VARCHAR",
+            "region": "VARCHAR",
+            "service": "VARCHAR",
+            "code": "VARCHAR",
+            "le": "VARCHAR",
+            "increase": "DOUBLE",
+        },
         derived={
             "increase_is_finite": "increase IS NOT NULL AND isfinite(increase)",
             "le_is_a_catalog_bound": f"le IS NULL OR le = '+Inf' OR TRY_CAST(le AS DOUBLE) IN ({bounds})",
@@ -151,8 +199,16 @@ def gauges_suite(catalog: Catalog) -> Suite:
         asset="raw_metrics",
         check="gauges_quality",
         table="staging.metric_gauges_minutely",
-        columns={"day": "DATE", "ts": TS_TYPE, "metric": "VARCHAR", "niche": "VARCHAR", "country": "VARCHAR",
-                 "region": "VARCHAR", "group": "VARCHAR", "value": "DOUBLE"},
+        columns={
+            "day": "DATE",
+            "ts": TS_TYPE,
+            "metric": "VARCHAR",
+            "niche": "VARCHAR",
+            "country": "VARCHAR",
+            "region": "VARCHAR",
+            "group": "VARCHAR",
+            "value": "DOUBLE",
+        },
         derived={
             "value_is_finite": "value IS NOT NULL AND isfinite(value)",
             "probe_is_0_or_1": "metric <> 'probe_success' OR value IN (0, 1)",
@@ -167,8 +223,11 @@ def gauges_suite(catalog: Catalog) -> Suite:
             Expect("in_set", "niche", {"values": list(catalog.niche_ids)}),
             Expect("in_set", "region", {"values": _regions(catalog)}),
             Expect("in_set", "group", {"values": [g.id for g in catalog.autoscaling_groups]}),
-            Expect("unique", args={"columns": ["ts", "metric", "niche", "country", "region", "group"]},
-                   why="one sample per series and minute"),
+            Expect(
+                "unique",
+                args={"columns": ["ts", "metric", "niche", "country", "region", "group"]},
+                why="one sample per series and minute",
+            ),
         ),
         audit_source=None,  # reconciled by the counters' check (same load)
     )
@@ -180,9 +239,18 @@ def events_suite(catalog: Catalog, event_types: tuple[str, ...]) -> Suite:
         asset="raw_events",
         table="raw.events",
         also=("psychology.events",),
-        columns={"event_id": "VARCHAR", "type": "VARCHAR", "occurred_at": TS_TYPE, "day": "DATE",
-                 "arrival_day": "DATE", "niche": "VARCHAR", "country": "VARCHAR", "region": "VARCHAR",
-                 "user_key": "VARCHAR", "price_ars": "DECIMAL(18,2)"},
+        columns={
+            "event_id": "VARCHAR",
+            "type": "VARCHAR",
+            "occurred_at": TS_TYPE,
+            "day": "DATE",
+            "arrival_day": "DATE",
+            "niche": "VARCHAR",
+            "country": "VARCHAR",
+            "region": "VARCHAR",
+            "user_key": "VARCHAR",
+            "price_ars": "DECIMAL(18,2)",
+        },
         derived={"price_non_negative": "price_ars IS NULL OR price_ars >= 0"},
         expectations=(
             *(Expect("not_null", c) for c in ("event_id", "type", "occurred_at", "day", "niche")),
@@ -206,13 +274,22 @@ def payments_suite(catalog: Catalog) -> Suite:
         check="payments_quality",
         table="raw.payment_updates",
         also=("psychology.payment_updates",),
-        columns={"event_id": "VARCHAR", "provider": "VARCHAR", "payment_id": "VARCHAR", "status": "VARCHAR",
-                 "transaction_amount": "DECIMAL(18,2)", "currency_id": "VARCHAR", "arrival_day": "DATE",
-                 "date_last_updated": TS_TYPE},
+        columns={
+            "event_id": "VARCHAR",
+            "provider": "VARCHAR",
+            "payment_id": "VARCHAR",
+            "status": "VARCHAR",
+            "transaction_amount": "DECIMAL(18,2)",
+            "currency_id": "VARCHAR",
+            "arrival_day": "DATE",
+            "date_last_updated": TS_TYPE,
+        },
         derived={
             "amount_non_negative": "transaction_amount IS NULL OR transaction_amount >= 0",
-            "refund_within_amount": ("transaction_amount_refunded IS NULL OR transaction_amount IS NULL "
-                                     "OR transaction_amount_refunded BETWEEN 0 AND transaction_amount"),
+            "refund_within_amount": (
+                "transaction_amount_refunded IS NULL OR transaction_amount IS NULL "
+                "OR transaction_amount_refunded BETWEEN 0 AND transaction_amount"
+            ),
         },
         expectations=(
             *(Expect("not_null", c) for c in ("event_id", "payment_id", "status", "provider")),
@@ -254,14 +331,24 @@ def kpi_daily_suite(catalog: Catalog) -> Suite:
     unit_case = " ".join(f"WHEN '{k}' THEN '{u}'" for k, u in units.items())
     bounded = [k.id for k in catalog.kpis if k.unit == "ratio" and k.id not in _UNBOUNDED_RATIOS]
     non_negative = [k.id for k in catalog.kpis if k.unit in ("ms", "count", "minutes", "users")] + [
-        k.id for k in catalog.kpis if k.id in ("infra_cost_usd", "revenue_usd", "arr_usd", "cost_per_active_user_usd")]
+        k.id for k in catalog.kpis if k.id in ("infra_cost_usd", "revenue_usd", "arr_usd", "cost_per_active_user_usd")
+    ]
     in_list = ", ".join(f"'{k}'" for k in bounded)
     nn_list = ", ".join(f"'{k}'" for k in non_negative)
     return Suite(
         asset="kpi_daily",
         table="marts.kpi_daily",
-        columns={"day": "DATE", "kpi": "VARCHAR", "niche": "VARCHAR", "country": "VARCHAR", "region": "VARCHAR",
-                 "value": "DOUBLE", "unit": "VARCHAR", "target": "DOUBLE", "status": "VARCHAR"},
+        columns={
+            "day": "DATE",
+            "kpi": "VARCHAR",
+            "niche": "VARCHAR",
+            "country": "VARCHAR",
+            "region": "VARCHAR",
+            "value": "DOUBLE",
+            "unit": "VARCHAR",
+            "target": "DOUBLE",
+            "status": "VARCHAR",
+        },
         derived={
             "value_is_not_nan_or_inf": "value IS NULL OR isfinite(value)",
             "unit_matches_catalog": f"unit = CASE kpi {unit_case} END",
@@ -302,9 +389,15 @@ def all_suites(catalog: Catalog | None = None) -> tuple[Suite, ...]:
         from pipelines.lib.ingest.events import EVENT_TYPES
     except ImportError:
         EVENT_TYPES = _CONTRACT_EVENT_TYPES  # noqa: N806
-    return (metrics_suite(catalog), gauges_suite(catalog), billing_suite(catalog),
-            events_suite(catalog, tuple(EVENT_TYPES)), payments_suite(catalog), fx_suite(catalog),
-            kpi_daily_suite(catalog))
+    return (
+        metrics_suite(catalog),
+        gauges_suite(catalog),
+        billing_suite(catalog),
+        events_suite(catalog, tuple(EVENT_TYPES)),
+        payments_suite(catalog),
+        fx_suite(catalog),
+        kpi_daily_suite(catalog),
+    )
 
 
 def suite_for(name: str, catalog: Catalog | None = None) -> Suite:

@@ -42,9 +42,25 @@ RESTATEMENT_FACTOR = 1.012  # CloudFront usage corrected upwards in the restated
 # (product, usage type, operation, share of daily cost, fixed share, tagging, unit rate USD)
 # tagging: "niche_service" per niche and service, "niche" per niche on one service, "shared", "untagged".
 COMPONENTS = (
-    ("AmazonEC2", f"{USAGE_PREFIX}-BoxUsage:m6i.large", "RunInstances", 0.40, 0.30, "niche_service", EC2_ON_DEMAND_RATE),
+    (
+        "AmazonEC2",
+        f"{USAGE_PREFIX}-BoxUsage:m6i.large",
+        "RunInstances",
+        0.40,
+        0.30,
+        "niche_service",
+        EC2_ON_DEMAND_RATE,
+    ),
     ("AmazonRDS", f"{USAGE_PREFIX}-InstanceUsage:db.r6g.xlarge", "CreateDBInstance:0014", 0.20, 0.90, "niche", 0.58),
-    ("AmazonElastiCache", f"{USAGE_PREFIX}-NodeUsage:cache.r6g.large", "CreateCacheCluster:0002", 0.07, 1.00, "shared", 0.27),
+    (
+        "AmazonElastiCache",
+        f"{USAGE_PREFIX}-NodeUsage:cache.r6g.large",
+        "CreateCacheCluster:0002",
+        0.07,
+        1.00,
+        "shared",
+        0.27,
+    ),
     ("AmazonCloudFront", "SA-DataTransfer-Out-Bytes", "GET", 0.10, 0.00, "niche", 0.11),
     ("AmazonS3", f"{USAGE_PREFIX}-TimedStorage-ByteHrs", "StandardStorage", 0.03, 1.00, "shared", 0.0405),
     ("AmazonS3", f"{USAGE_PREFIX}-Requests-Tier1", "PutObject", 0.02, 0.00, "untagged", 0.000007),
@@ -56,30 +72,32 @@ COMPONENT_SERVICE = {"AmazonRDS": "api", "AmazonCloudFront": "web", "AmazonElast
 SUPPORT_FEE_SHARE = 0.03
 ENVIRONMENT = "production"
 
-SCHEMA = pa.schema([
-    ("identity_line_item_id", pa.string()),
-    ("identity_time_interval", pa.string()),
-    ("bill_billing_period_start_date", pa.timestamp("ms", tz="UTC")),
-    ("bill_billing_period_end_date", pa.timestamp("ms", tz="UTC")),
-    ("bill_payer_account_id", pa.string()),
-    ("line_item_usage_account_id", pa.string()),
-    ("line_item_usage_start_date", pa.timestamp("ms", tz="UTC")),
-    ("line_item_usage_end_date", pa.timestamp("ms", tz="UTC")),
-    ("line_item_line_item_type", pa.string()),
-    ("line_item_product_code", pa.string()),
-    ("line_item_usage_type", pa.string()),
-    ("line_item_operation", pa.string()),
-    ("line_item_resource_id", pa.string()),
-    ("line_item_line_item_description", pa.string()),
-    ("line_item_usage_amount", pa.float64()),
-    ("line_item_currency_code", pa.string()),
-    ("line_item_unblended_cost", pa.decimal128(18, 6)),
-    ("pricing_public_on_demand_cost", pa.decimal128(18, 6)),
-    ("savings_plan_savings_plan_effective_cost", pa.decimal128(18, 6)),
-    ("reservation_effective_cost", pa.decimal128(18, 6)),
-    ("product_region_code", pa.string()),
-    ("resource_tags", pa.map_(pa.string(), pa.string())),
-])
+SCHEMA = pa.schema(
+    [
+        ("identity_line_item_id", pa.string()),
+        ("identity_time_interval", pa.string()),
+        ("bill_billing_period_start_date", pa.timestamp("ms", tz="UTC")),
+        ("bill_billing_period_end_date", pa.timestamp("ms", tz="UTC")),
+        ("bill_payer_account_id", pa.string()),
+        ("line_item_usage_account_id", pa.string()),
+        ("line_item_usage_start_date", pa.timestamp("ms", tz="UTC")),
+        ("line_item_usage_end_date", pa.timestamp("ms", tz="UTC")),
+        ("line_item_line_item_type", pa.string()),
+        ("line_item_product_code", pa.string()),
+        ("line_item_usage_type", pa.string()),
+        ("line_item_operation", pa.string()),
+        ("line_item_resource_id", pa.string()),
+        ("line_item_line_item_description", pa.string()),
+        ("line_item_usage_amount", pa.float64()),
+        ("line_item_currency_code", pa.string()),
+        ("line_item_unblended_cost", pa.decimal128(18, 6)),
+        ("pricing_public_on_demand_cost", pa.decimal128(18, 6)),
+        ("savings_plan_savings_plan_effective_cost", pa.decimal128(18, 6)),
+        ("reservation_effective_cost", pa.decimal128(18, 6)),
+        ("product_region_code", pa.string()),
+        ("resource_tags", pa.map_(pa.string(), pa.string())),
+    ]
+)
 MICRO = Decimal("0.000001")
 
 
@@ -151,30 +169,48 @@ class BillingModel:
             tags[self.tags["service"]] = service
         return tags
 
-    def _row(self, start: datetime, end: datetime, kind: str, product: str, usage_type: str, operation: str,
-             resource: str | None, amount: float, unblended: Decimal, tags: dict[str, str] | None, *,
-             sp_effective: Decimal = Decimal(0), on_demand: Decimal | None = None, description: str = "") -> None:
+    def _row(
+        self,
+        start: datetime,
+        end: datetime,
+        kind: str,
+        product: str,
+        usage_type: str,
+        operation: str,
+        resource: str | None,
+        amount: float,
+        unblended: Decimal,
+        tags: dict[str, str] | None,
+        *,
+        sp_effective: Decimal = Decimal(0),
+        on_demand: Decimal | None = None,
+        description: str = "",
+    ) -> None:
         period = _period(start)
         key = f"{kind}|{product}|{usage_type}|{resource}|{sorted((tags or {}).items())}|{start.isoformat()}"
         row_id = blake2b(key.encode(), digest_size=20).hexdigest()
-        self.rows[period].append({
-            "identity_line_item_id": row_id,
-            "identity_time_interval": f"{_iso(start)}/{_iso(end)}",
-            "line_item_usage_start_date": start,
-            "line_item_usage_end_date": end,
-            "line_item_line_item_type": kind,
-            "line_item_product_code": product,
-            "line_item_usage_type": usage_type,
-            "line_item_operation": operation,
-            "line_item_resource_id": resource,
-            "line_item_line_item_description": description or f"{product} {usage_type}",
-            "line_item_usage_amount": float(amount),
-            "line_item_unblended_cost": unblended,
-            "pricing_public_on_demand_cost": on_demand if on_demand is not None else (unblended if kind in ("Usage", "SavingsPlanCoveredUsage") else Decimal(0)),
-            "savings_plan_savings_plan_effective_cost": sp_effective,
-            "reservation_effective_cost": Decimal(0),
-            "resource_tags": tags,
-        })
+        self.rows[period].append(
+            {
+                "identity_line_item_id": row_id,
+                "identity_time_interval": f"{_iso(start)}/{_iso(end)}",
+                "line_item_usage_start_date": start,
+                "line_item_usage_end_date": end,
+                "line_item_line_item_type": kind,
+                "line_item_product_code": product,
+                "line_item_usage_type": usage_type,
+                "line_item_operation": operation,
+                "line_item_resource_id": resource,
+                "line_item_line_item_description": description or f"{product} {usage_type}",
+                "line_item_usage_amount": float(amount),
+                "line_item_unblended_cost": unblended,
+                "pricing_public_on_demand_cost": on_demand
+                if on_demand is not None
+                else (unblended if kind in ("Usage", "SavingsPlanCoveredUsage") else Decimal(0)),
+                "savings_plan_savings_plan_effective_cost": sp_effective,
+                "reservation_effective_cost": Decimal(0),
+                "resource_tags": tags,
+            }
+        )
 
     def day(self, day: date, sessions: np.ndarray) -> None:
         """Line items of the AR day (24 UTC hours from its local midnight), from that day's load."""
@@ -233,15 +269,59 @@ class BillingModel:
                         od = _money(cost)
                         covered = _money(cost * SP_COVERED_SHARE)
                         effective = _money(cost * SP_COVERED_SHARE * SP_EFFECTIVE_RATE)
-                        self._row(start, end, "SavingsPlanCoveredUsage", product, usage_type, operation, resource,
-                                  amount * SP_COVERED_SHARE, covered, tags, sp_effective=effective)
-                        self._row(start, end, "SavingsPlanNegation", product, usage_type, operation, resource,
-                                  0.0, -covered, tags, on_demand=Decimal(0), description="Savings Plan negation")
-                        self._row(start, end, "Usage", product, usage_type, operation, resource,
-                                  amount * (1 - SP_COVERED_SHARE), od - covered, tags)
-                        self._row(start, end, "SavingsPlanRecurringFee", "ComputeSavingsPlans", "ComputeSP:1yrNoUpfront",
-                                  "", _sp_arn(w.seed), 1.0, effective, None, on_demand=Decimal(0),
-                                  description="1 year No Upfront Compute Savings Plan")
+                        self._row(
+                            start,
+                            end,
+                            "SavingsPlanCoveredUsage",
+                            product,
+                            usage_type,
+                            operation,
+                            resource,
+                            amount * SP_COVERED_SHARE,
+                            covered,
+                            tags,
+                            sp_effective=effective,
+                        )
+                        self._row(
+                            start,
+                            end,
+                            "SavingsPlanNegation",
+                            product,
+                            usage_type,
+                            operation,
+                            resource,
+                            0.0,
+                            -covered,
+                            tags,
+                            on_demand=Decimal(0),
+                            description="Savings Plan negation",
+                        )
+                        self._row(
+                            start,
+                            end,
+                            "Usage",
+                            product,
+                            usage_type,
+                            operation,
+                            resource,
+                            amount * (1 - SP_COVERED_SHARE),
+                            od - covered,
+                            tags,
+                        )
+                        self._row(
+                            start,
+                            end,
+                            "SavingsPlanRecurringFee",
+                            "ComputeSavingsPlans",
+                            "ComputeSP:1yrNoUpfront",
+                            "",
+                            _sp_arn(w.seed),
+                            1.0,
+                            effective,
+                            None,
+                            on_demand=Decimal(0),
+                            description="1 year No Upfront Compute Savings Plan",
+                        )
                         usage_by_product[product] += od - covered + effective
                         day_amortized += od - covered + effective
                     else:
@@ -256,21 +336,54 @@ class BillingModel:
             self._row(d_start, d_end, "Tax", product, "Tax", "", None, 0.0, tax, None, description="IVA")
             day_amortized += tax
         fee = _money(self.cost_ref * SUPPORT_FEE_SHARE * (0.5 + 0.5 * g))
-        self._row(d_start, d_end, "Fee", "AWSSupportBusiness", "Dollar", "", None, 0.0, fee, None,
-                  description="AWS Support (Business)")
+        self._row(
+            d_start,
+            d_end,
+            "Fee",
+            "AWSSupportBusiness",
+            "Dollar",
+            "",
+            None,
+            0.0,
+            fee,
+            None,
+            description="AWS Support (Business)",
+        )
         day_amortized += fee
         period = _period(d_start)
         if period not in self.credited:
             self.credited.add(period)
             credit = -_money(MONTHLY_CREDIT_USD * self.world.capacity_factor)
-            self._row(d_start, d_end, "Credit", "AmazonEC2", "Credit", "", None, 0.0, credit, None,
-                      description="AWS Activate promotional credit")
+            self._row(
+                d_start,
+                d_end,
+                "Credit",
+                "AmazonEC2",
+                "Credit",
+                "",
+                None,
+                0.0,
+                credit,
+                None,
+                description="AWS Activate promotional credit",
+            )
             day_amortized += credit
         if not self.refunded and any(o.end <= d_start for o in self.outages):
             self.refunded = True
             refund = -_money(REFUND_USD * self.world.capacity_factor)
-            self._row(d_start, d_end, "Refund", "AmazonEC2", "Refund", "", None, 0.0, refund, None,
-                      description="SLA credit for a service event")
+            self._row(
+                d_start,
+                d_end,
+                "Refund",
+                "AmazonEC2",
+                "Refund",
+                "",
+                None,
+                0.0,
+                refund,
+                None,
+                description="SLA credit for a service event",
+            )
             day_amortized += refund
         self.stats.daily_amortized[day.isoformat()] = day_amortized
 
@@ -311,7 +424,9 @@ class BillingModel:
                 elif name == "line_item_currency_code":
                     columns[name].append("USD")
                 elif name == "product_region_code":
-                    columns[name].append(None if r["line_item_line_item_type"] in ("Tax", "Credit", "Refund", "Fee") else AWS_REGION)
+                    columns[name].append(
+                        None if r["line_item_line_item_type"] in ("Tax", "Credit", "Refund", "Fee") else AWS_REGION
+                    )
                 elif name == "resource_tags":
                     columns[name].append(list((r["resource_tags"] or {}).items()))
                 else:
@@ -332,15 +447,22 @@ class BillingModel:
         mpath = self.out / "billing" / base / "metadata" / f"BILLING_PERIOD={period}" / f"{EXPORT}-Manifest.json"
         mpath.parent.mkdir(parents=True, exist_ok=True)
         mpath.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-        return Delivery(period, execution_id, [key], len(rows),
-                        sum((r["line_item_unblended_cost"] for r in rows), Decimal(0)),
-                        sum((amortized(r) for r in rows), Decimal(0)))
+        return Delivery(
+            period,
+            execution_id,
+            [key],
+            len(rows),
+            sum((r["line_item_unblended_cost"] for r in rows), Decimal(0)),
+            sum((amortized(r) for r in rows), Decimal(0)),
+        )
 
 
 def _restate(row: dict[str, Any]) -> dict[str, Any]:
     if row["line_item_product_code"] == "AmazonCloudFront" and row["line_item_line_item_type"] == "Usage":
         row = dict(row)
-        row["line_item_unblended_cost"] = (row["line_item_unblended_cost"] * Decimal(repr(RESTATEMENT_FACTOR))).quantize(MICRO)
+        row["line_item_unblended_cost"] = (
+            row["line_item_unblended_cost"] * Decimal(repr(RESTATEMENT_FACTOR))
+        ).quantize(MICRO)
         row["pricing_public_on_demand_cost"] = row["line_item_unblended_cost"]
         row["line_item_usage_amount"] = row["line_item_usage_amount"] * RESTATEMENT_FACTOR
     return row

@@ -94,20 +94,38 @@ def simulate(
     write_fx(out, world.start, world.end, catalog.plan["start"], seed)
 
     result = SimulationResult(
-        out=out, profile=prof.name, seed=seed, start=world.start, end=world.end, incidents=incidents,
-        counter_resets=metrics.state.resets, metric_files=metric_files, metric_rows=metric_rows,
+        out=out,
+        profile=prof.name,
+        seed=seed,
+        start=world.start,
+        end=world.end,
+        incidents=incidents,
+        counter_resets=metrics.state.resets,
+        metric_files=metric_files,
+        metric_rows=metric_rows,
         event_stats={
-            "events": events.stats.events, "lines": events.stats.lines, "duplicates": events.stats.duplicates,
-            "late": events.stats.late, "not_yet_arrived": events.stats.dropped_after_window,
+            "events": events.stats.events,
+            "lines": events.stats.lines,
+            "duplicates": events.stats.duplicates,
+            "late": events.stats.late,
+            "not_yet_arrived": events.stats.dropped_after_window,
             "by_type": dict(sorted(events.stats.by_type.items())),
         },
         billing={
             "deliveries": [
-                {"billing_period": d.period, "execution_id": d.execution_id, "data_files": d.data_files,
-                 "rows": d.rows, "unblended_usd": str(d.unblended_total), "amortized_usd": str(d.amortized_total)}
+                {
+                    "billing_period": d.period,
+                    "execution_id": d.execution_id,
+                    "data_files": d.data_files,
+                    "rows": d.rows,
+                    "unblended_usd": str(d.unblended_total),
+                    "amortized_usd": str(d.amortized_total),
+                }
                 for d in billing.stats.deliveries
             ],
-            "restated": None if billing.stats.superseded is None else {
+            "restated": None
+            if billing.stats.superseded is None
+            else {
                 "billing_period": billing.stats.superseded.period,
                 "superseded_execution_id": billing.stats.superseded.execution_id,
                 "superseded_data_files": billing.stats.superseded.data_files,
@@ -132,8 +150,10 @@ def _write_ground_truth(out: Path, world: World, result: SimulationResult, canar
         "end": result.end.isoformat(),
         "days": len(world.days),
         "timezone": world.catalog.timezone,
-        "window_utc": {"start": world.window_start_utc.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                       "end": world.window_end_utc.strftime("%Y-%m-%dT%H:%M:%SZ")},
+        "window_utc": {
+            "start": world.window_start_utc.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "end": world.window_end_utc.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        },
         "niches": list(world.niches),
         "countries": list(world.countries),
         "regions": list(dict.fromkeys(s.region for s in world.segments)),

@@ -35,16 +35,24 @@ ONBOARDED_PER_DAY = {True: 3.2, False: 2.0}  # professionals per niche and day a
 SIGNUP_CHANNELS = (("organic", 0.35), ("instagram", 0.25), ("google_ads", 0.15), ("referral", 0.15), ("whatsapp", 0.10))
 PROVIDERS = (("mercadopago", 0.85), ("todopago", 0.08), ("bank_transfer", 0.07))
 MP_METHODS = (  # (payment_method_id, payment_type_id, weight)
-    ("visa", "credit_card", 0.33), ("master", "credit_card", 0.24), ("amex", "credit_card", 0.05),
-    ("debvisa", "debit_card", 0.08), ("debmaster", "debit_card", 0.11), ("account_money", "account_money", 0.11),
-    ("rapipago", "ticket", 0.05), ("pagofacil", "ticket", 0.03),
+    ("visa", "credit_card", 0.33),
+    ("master", "credit_card", 0.24),
+    ("amex", "credit_card", 0.05),
+    ("debvisa", "debit_card", 0.08),
+    ("debmaster", "debit_card", 0.11),
+    ("account_money", "account_money", 0.11),
+    ("rapipago", "ticket", 0.05),
+    ("pagofacil", "ticket", 0.03),
 )
 TODOPAGO_METHODS = (("visa", "credit_card", 0.5), ("master", "credit_card", 0.3), ("debvisa", "debit_card", 0.2))
 REJECT_SHARE = 0.013
 REJECT_DETAILS = (
-    ("cc_rejected_insufficient_amount", 0.35), ("cc_rejected_bad_filled_security_code", 0.15),
-    ("cc_rejected_bad_filled_date", 0.08), ("cc_rejected_call_for_authorize", 0.12),
-    ("cc_rejected_other_reason", 0.20), ("cc_rejected_high_risk", 0.10),
+    ("cc_rejected_insufficient_amount", 0.35),
+    ("cc_rejected_bad_filled_security_code", 0.15),
+    ("cc_rejected_bad_filled_date", 0.08),
+    ("cc_rejected_call_for_authorize", 0.12),
+    ("cc_rejected_other_reason", 0.20),
+    ("cc_rejected_high_risk", 0.10),
 )
 IN_PROCESS_SHARE = 0.03
 TICKET_EXPIRY_SHARE = 0.08
@@ -87,8 +95,15 @@ def _pick(r: random.Random, table: tuple[tuple[Any, ...], ...]) -> tuple[Any, ..
 class EventsModel:
     """Generates and writes the event log of one :class:`World`."""
 
-    def __init__(self, world: World, incidents: list[Incident], rates: dict[date, float], out: Path,
-                 canaries: Canaries | None = None, infra_cost_usd: float = 0.0):
+    def __init__(
+        self,
+        world: World,
+        incidents: list[Incident],
+        rates: dict[date, float],
+        out: Path,
+        canaries: Canaries | None = None,
+        infra_cost_usd: float = 0.0,
+    ):
         self.world = world
         self.out = out
         self.rates = rates
@@ -138,7 +153,9 @@ class EventsModel:
         return max(1, int(self.population_end[seg_index] * self.world.growth(day)))
 
     # --- emitting ---------------------------------------------------------------------------------------
-    def _emit(self, r: random.Random, kind: str, at_ms: int, seg, user_id: str, who: Person, payload: dict[str, Any]) -> None:
+    def _emit(
+        self, r: random.Random, kind: str, at_ms: int, seg, user_id: str, who: Person, payload: dict[str, Any]
+    ) -> None:
         if at_ms >= self.cutoff_ms:
             self.stats.dropped_after_window += 1
             return
@@ -147,8 +164,11 @@ class EventsModel:
         if user_json is None:
             if len(self._user_json) > USER_CACHE_SIZE:
                 self._user_json.clear()
-            user_json = json.dumps({"id": user_id, "name": who.name, "email": who.email, "phone": who.phone,
-                                    "dni": who.dni}, ensure_ascii=False, separators=(",", ":"))
+            user_json = json.dumps(
+                {"id": user_id, "name": who.name, "email": who.email, "phone": who.phone, "dni": who.dni},
+                ensure_ascii=False,
+                separators=(",", ":"),
+            )
             self._user_json[user_id] = user_json
         line = (
             f'{{"event_id":"{uuid.UUID(int=r.getrandbits(128), version=4)}","type":"{kind}",'
@@ -216,10 +236,16 @@ class EventsModel:
             if not session_list:
                 continue
             for b in range(n_bookings):
-                at, ordinal, uid, who = session_list[0] if (b == 0 and seg.index == 0 and day == w.start) else session_list[r.randrange(len(session_list))]
+                at, ordinal, uid, who = (
+                    session_list[0]
+                    if (b == 0 and seg.index == 0 and day == w.start)
+                    else session_list[r.randrange(len(session_list))]
+                )
                 self._booking(r, seg, at + r.randint(30_000, 600_000), uid, who, rate)
 
-    def _onboarding(self, r: random.Random, seg, day: date, t0_ms: int, p: np.ndarray, nrng: np.random.Generator) -> None:
+    def _onboarding(
+        self, r: random.Random, seg, day: date, t0_ms: int, p: np.ndarray, nrng: np.random.Generator
+    ) -> None:
         w = self.world
         share = seg.weight / self.niche_weight[seg.niche]
         mean = ONBOARDED_PER_DAY[seg.niche_sensitive] * share * w.capacity_factor * w.growth(day)
@@ -237,9 +263,19 @@ class EventsModel:
                 if self.canaries.license_number:
                     license_number = self.canaries.license_number
             at = t0_ms + int(9 * 3_600_000 + r.random() * 10 * 3_600_000)
-            self._emit(r, "professional.onboarded", at, seg, pid, who, {
-                "professional_id": pid, "license_number": license_number, "license_verified": seg.niche_sensitive,
-            })
+            self._emit(
+                r,
+                "professional.onboarded",
+                at,
+                seg,
+                pid,
+                who,
+                {
+                    "professional_id": pid,
+                    "license_number": license_number,
+                    "license_verified": seg.niche_sensitive,
+                },
+            )
 
     # --- bookings and payments --------------------------------------------------------------------------
     def _booking(self, r: random.Random, seg, at: int, uid: str, who: Person, rate: float) -> None:
@@ -254,30 +290,57 @@ class EventsModel:
             currency, amount = self.local_currency, float(max(500, round(price_usd * rate / 500) * 500))
         else:
             currency, amount = self.reporting_currency, round(price_usd, 2)
-        base = {"booking_id": booking_id, "professional_id": pro, "scheduled_for": _iso_ms(scheduled)[:-5] + "Z",
-                "price_ars": amount if currency == self.local_currency else None}
+        base = {
+            "booking_id": booking_id,
+            "professional_id": pro,
+            "scheduled_for": _iso_ms(scheduled)[:-5] + "Z",
+            "price_ars": amount if currency == self.local_currency else None,
+        }
         if currency != self.local_currency:
             base["price_usd"] = amount  # outside Argentina bookings are priced in USD
         self._emit(r, "booking.created", at, seg, uid, who, base)
-        paid_at = self._payment(r, seg, at + r.randint(5_000, 120_000), uid, who, booking_id, amount, currency, scheduled)
+        paid_at = self._payment(
+            r, seg, at + r.randint(5_000, 120_000), uid, who, booking_id, amount, currency, scheduled
+        )
         if paid_at is None:
             self._emit(r, "booking.cancelled", at + 3_600_000 * 24, seg, uid, who, base)
             return
         self._emit(r, "booking.confirmed", paid_at + r.randint(10_000, 600_000), seg, uid, who, base)
         x = r.random()
         if x < CANCEL_SHARE:
-            self._emit(r, "booking.cancelled", min(scheduled - 3_600_000, paid_at + r.randint(3_600_000, 2 * 86_400_000)), seg, uid, who, base)
+            self._emit(
+                r,
+                "booking.cancelled",
+                min(scheduled - 3_600_000, paid_at + r.randint(3_600_000, 2 * 86_400_000)),
+                seg,
+                uid,
+                who,
+                base,
+            )
         elif x < CANCEL_SHARE + NO_SHOW_SHARE:
             self._emit(r, "booking.no_show", scheduled + 15 * 60_000, seg, uid, who, base)
         else:
             self._emit(r, "booking.completed", scheduled + r.randint(40, 60) * 60_000, seg, uid, who, base)
 
     def _surging(self, seg, at: int) -> bool:
-        return any(i.touches(seg.niche, seg.country, seg.region) and i.start.timestamp() * 1000 <= at < i.end.timestamp() * 1000
-                   for i in self.surges)
+        return any(
+            i.touches(seg.niche, seg.country, seg.region)
+            and i.start.timestamp() * 1000 <= at < i.end.timestamp() * 1000
+            for i in self.surges
+        )
 
-    def _payment(self, r: random.Random, seg, at: int, uid: str, who: Person, booking_id: str, amount: float,
-                 currency: str, scheduled: int) -> int | None:
+    def _payment(
+        self,
+        r: random.Random,
+        seg,
+        at: int,
+        uid: str,
+        who: Person,
+        booking_id: str,
+        amount: float,
+        currency: str,
+        scheduled: int,
+    ) -> int | None:
         """Emit a payment's status changes; returns when it was approved, or None if it never was."""
         provider = _pick(r, PROVIDERS)[0]
         if provider == "mercadopago":
@@ -289,13 +352,23 @@ class EventsModel:
         self.payment_seq += 1
         pay = {
             "id": PAYMENT_ID_BASE + self.payment_seq,
-            "status": "pending", "status_detail": "pending_waiting_payment",
-            "transaction_amount": amount, "transaction_amount_refunded": 0.0, "currency_id": currency,
-            "payment_method_id": method, "payment_type_id": ptype,
-            "date_created": _iso_ms(at), "date_approved": None, "date_last_updated": _iso_ms(at),
+            "status": "pending",
+            "status_detail": "pending_waiting_payment",
+            "transaction_amount": amount,
+            "transaction_amount_refunded": 0.0,
+            "currency_id": currency,
+            "payment_method_id": method,
+            "payment_type_id": ptype,
+            "date_created": _iso_ms(at),
+            "date_approved": None,
+            "date_last_updated": _iso_ms(at),
             "external_reference": booking_id,
-            "payer": {"email": who.email, "first_name": who.first_name, "last_name": who.last_name,
-                      "identification": {"type": who.id_type, "number": who.dni}},
+            "payer": {
+                "email": who.email,
+                "first_name": who.first_name,
+                "last_name": who.last_name,
+                "identification": {"type": who.id_type, "number": who.dni},
+            },
         }
 
         def update(ts: int, status: str, detail: str, **extra: Any) -> None:
@@ -352,7 +425,10 @@ class EventsModel:
             for part, i in enumerate(range(0, len(rows), PART_MAX_LINES)):
                 path = folder / f"part-{part:04d}.jsonl.gz"
                 data = ("\n".join(line for _, _, line in rows[i : i + PART_MAX_LINES]) + "\n").encode()
-                with open(path, "wb") as fh, gzip.GzipFile(filename="", mode="wb", fileobj=fh, mtime=0, compresslevel=GZIP_LEVEL) as gz:
+                with (
+                    open(path, "wb") as fh,
+                    gzip.GzipFile(filename="", mode="wb", fileobj=fh, mtime=0, compresslevel=GZIP_LEVEL) as gz,
+                ):
                     gz.write(data)
                 self.stats.files.append(path.relative_to(self.out).as_posix())
             self.stats.lines += len(rows)

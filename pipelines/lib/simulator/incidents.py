@@ -38,8 +38,14 @@ TIMING = {
     "traffic_spike": (15.25, (45, 60)),
     "cache_degradation": (9.0, (180, 240)),
 }
-TINY_DAY = {"outage": 0, "cache_degradation": 0, "latency_regression": 1, "payment_rejection_surge": 1,
-            "traffic_spike": 2, "cost_spike": 2}
+TINY_DAY = {
+    "outage": 0,
+    "cache_degradation": 0,
+    "latency_regression": 1,
+    "payment_rejection_surge": 1,
+    "traffic_spike": 2,
+    "cost_spike": 2,
+}
 
 
 @dataclass
@@ -106,48 +112,115 @@ def plan_incidents(world: World) -> list[Incident]:
             n_spike_days = 1 if world.profile.tiny_layout else 2
             start = day_start
             end = day_start + timedelta(days=n_spike_days)
-            incidents.append(Incident(
-                inc_id, kind, start, end, niche, None, None, service,
-                {"billing_product_code": "AmazonEC2", "usage_cost_multiplier": COST_SPIKE_FACTOR,
-                 "tags": {"niche": niche, "service": service}},
-                f"{service} instances of {niche} left running at {COST_SPIKE_FACTOR:g}x after a bad deploy",
-            ))
+            incidents.append(
+                Incident(
+                    inc_id,
+                    kind,
+                    start,
+                    end,
+                    niche,
+                    None,
+                    None,
+                    service,
+                    {
+                        "billing_product_code": "AmazonEC2",
+                        "usage_cost_multiplier": COST_SPIKE_FACTOR,
+                        "tags": {"niche": niche, "service": service},
+                    },
+                    f"{service} instances of {niche} left running at {COST_SPIKE_FACTOR:g}x after a bad deploy",
+                )
+            )
             continue
         hour, (dmin, dmax) = TIMING[kind]
         duration = int(rng.integers(dmin, dmax + 1))
         start = day_start + timedelta(minutes=int(hour * 60) + int(rng.integers(0, 20)))
         end = start + timedelta(minutes=duration)
         if kind == "outage":
-            incidents.append(Incident(
-                inc_id, kind, start, end, niche, country, None, None,
-                {"probe_success": 0, "http_5xx_share_min": round(OUTAGE_5XX_SHARE - 0.05, 2),
-                 "recovery_minutes": duration},
-                f"all of {niche} in {country} down for {duration} minutes",
-            ))
+            incidents.append(
+                Incident(
+                    inc_id,
+                    kind,
+                    start,
+                    end,
+                    niche,
+                    country,
+                    None,
+                    None,
+                    {
+                        "probe_success": 0,
+                        "http_5xx_share_min": round(OUTAGE_5XX_SHARE - 0.05, 2),
+                        "recovery_minutes": duration,
+                    },
+                    f"all of {niche} in {country} down for {duration} minutes",
+                )
+            )
         elif kind == "latency_regression":
-            incidents.append(Incident(
-                inc_id, kind, start, end, None, country, region, None,
-                {"latency_p95_ms_min": 300, "median_latency_multiplier": LATENCY_REGRESSION_FACTOR},
-                f"slow database replica in {region}: p95 well over target",
-            ))
+            incidents.append(
+                Incident(
+                    inc_id,
+                    kind,
+                    start,
+                    end,
+                    None,
+                    country,
+                    region,
+                    None,
+                    {"latency_p95_ms_min": 300, "median_latency_multiplier": LATENCY_REGRESSION_FACTOR},
+                    f"slow database replica in {region}: p95 well over target",
+                )
+            )
         elif kind == "payment_rejection_surge":
-            incidents.append(Incident(
-                inc_id, kind, start, end, None, country, None, None,
-                {"provider": "mercadopago", "status_detail": "cc_rejected_high_risk",
-                 "rejected_share": REJECTION_SURGE_SHARE, "mercadopago_success_ratio_max": 0.85},
-                "MercadoPago anti-fraud rejects many card payments as high risk",
-            ))
+            incidents.append(
+                Incident(
+                    inc_id,
+                    kind,
+                    start,
+                    end,
+                    None,
+                    country,
+                    None,
+                    None,
+                    {
+                        "provider": "mercadopago",
+                        "status_detail": "cc_rejected_high_risk",
+                        "rejected_share": REJECTION_SURGE_SHARE,
+                        "mercadopago_success_ratio_max": 0.85,
+                    },
+                    "MercadoPago anti-fraud rejects many card payments as high risk",
+                )
+            )
         elif kind == "traffic_spike":
-            incidents.append(Incident(
-                inc_id, kind, start, end, niche, country, None, None,
-                {"traffic_multiplier": TRAFFIC_SPIKE_FACTOR, "scaling_time_minutes_min": SPIKE_SCALE_OUT_LAG_MIN[0]},
-                f"{TRAFFIC_SPIKE_FACTOR:g}x traffic on {niche} (TV mention); slow scale-out",
-            ))
+            incidents.append(
+                Incident(
+                    inc_id,
+                    kind,
+                    start,
+                    end,
+                    niche,
+                    country,
+                    None,
+                    None,
+                    {
+                        "traffic_multiplier": TRAFFIC_SPIKE_FACTOR,
+                        "scaling_time_minutes_min": SPIKE_SCALE_OUT_LAG_MIN[0],
+                    },
+                    f"{TRAFFIC_SPIKE_FACTOR:g}x traffic on {niche} (TV mention); slow scale-out",
+                )
+            )
         elif kind == "cache_degradation":
-            incidents.append(Incident(
-                inc_id, kind, start, end, None, country, region, None,
-                {"cache_hit_ratio": DEGRADED_CACHE_HIT},
-                f"cache node evictions in {region}: hit ratio drops",
-            ))
+            incidents.append(
+                Incident(
+                    inc_id,
+                    kind,
+                    start,
+                    end,
+                    None,
+                    country,
+                    region,
+                    None,
+                    {"cache_hit_ratio": DEGRADED_CACHE_HIT},
+                    f"cache node evictions in {region}: hit ratio drops",
+                )
+            )
     incidents.sort(key=lambda i: (i.start, i.id))
     return incidents

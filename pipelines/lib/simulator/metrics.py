@@ -173,7 +173,9 @@ class MetricsModel:
         )
         median = np.where(out, 0.004, median)  # an outage fails fast (load balancer 503)
         cdf = ndtr((np.log(self.bounds)[None, None, :] - np.log(median)[:, :, None]) / LATENCY_SIGMA)
-        p = np.diff(np.concatenate([np.zeros(cdf.shape[:2] + (1,)), cdf, np.ones(cdf.shape[:2] + (1,))], axis=2), axis=2)
+        p = np.diff(
+            np.concatenate([np.zeros(cdf.shape[:2] + (1,)), cdf, np.ones(cdf.shape[:2] + (1,))], axis=2), axis=2
+        )
         p = np.clip(p, 0, None)
         p /= p.sum(axis=2, keepdims=True)
         bucket_inc = np.cumsum(rng.multinomial(n, p), axis=2)  # (series, minute, le) cumulative in le
@@ -203,10 +205,16 @@ class MetricsModel:
                 c_hits[seg.index, k:] -= c_hits[seg.index, k - 1]
                 c_reqs[seg.index, k:] -= c_reqs[seg.index, k - 1]
                 metrics += ["cache_hits_total", "cache_requests_total"]
-            st.resets.append({
-                "ts": _iso_epoch(int(epochs[k])), "niche": seg.niche, "country": seg.country,
-                "region": seg.region, "service": svc, "metrics": metrics,
-            })
+            st.resets.append(
+                {
+                    "ts": _iso_epoch(int(epochs[k])),
+                    "niche": seg.niche,
+                    "country": seg.country,
+                    "region": seg.region,
+                    "service": svc,
+                    "metrics": metrics,
+                }
+            )
         st.hist, st.requests = hist[:, -1, :].copy(), reqs[:, -1, :].copy()
         st.cache_hits, st.cache_requests = c_hits[:, -1].copy(), c_reqs[:, -1].copy()
 
@@ -220,8 +228,11 @@ class MetricsModel:
 
         # DB connections in use follow the total load, capped by the pool.
         total = sessions.sum(axis=0)
-        db = np.clip(np.rint(6 + self.pool * DB_POOL_SHARE_AT_PEAK * total / self.world.peak_users
-                             + rng.normal(0, 2, MINUTES)), 1, self.pool)
+        db = np.clip(
+            np.rint(6 + self.pool * DB_POOL_SHARE_AT_PEAK * total / self.world.peak_users + rng.normal(0, 2, MINUTES)),
+            1,
+            self.pool,
+        )
 
         tables = self._tables(epochs, hist, reqs, probe, c_hits, c_reqs, active, fleet_rows, db)
         return DayMetrics(tables, sessions, seg_requests.astype(np.float64), n.astype(np.float64))
@@ -243,7 +254,9 @@ class MetricsModel:
         return hist, reqs, c_hit, c_req
 
     # --- autoscaling --------------------------------------------------------------------------------------
-    def _fleet(self, day: date, sessions: np.ndarray, spike_mask: np.ndarray) -> tuple[list[tuple[str, str, np.ndarray, np.ndarray]], np.ndarray]:
+    def _fleet(
+        self, day: date, sessions: np.ndarray, spike_mask: np.ndarray
+    ) -> tuple[list[tuple[str, str, np.ndarray, np.ndarray]], np.ndarray]:
         """Desired and in-service instances per (country, group), and each segment's load / capacity."""
         w = self.world
         rng = w.rng("fleet", day.isoformat())
@@ -257,7 +270,12 @@ class MetricsModel:
                 per_instance = grp.users_per_instance * w.capacity_factor
                 raw = np.clip(np.ceil(demand * CAPACITY_HEADROOM / per_instance), grp.min, grp.max).astype(int)
                 key = (country, grp.id)
-                st = self.state.fleet.get(key) or {"desired": int(raw[0]), "in_service": int(raw[0]), "below": 0, "pending": []}
+                st = self.state.fleet.get(key) or {
+                    "desired": int(raw[0]),
+                    "in_service": int(raw[0]),
+                    "below": 0,
+                    "pending": [],
+                }
                 desired_out = np.empty(MINUTES)
                 in_service_out = np.empty(MINUTES)
                 lags = rng.choice(SCALE_OUT_LAG_MIN[0], size=MINUTES, p=SCALE_OUT_LAG_MIN[1])
@@ -321,27 +339,43 @@ class MetricsModel:
         h = hist.transpose(0, 2, 1).reshape(self.n_series * n_le, MINUTES)
         s_idx = np.repeat(seg_of, n_le)
         v_idx = np.repeat(svc_of, n_le)
-        tables["http_request_duration_seconds_bucket"] = series_table(h, {
-            "niche": [niche[i] for i in s_idx], "country": [country[i] for i in s_idx],
-            "region": [region[i] for i in s_idx], "service": [svcs[i].id for i in v_idx],
-            "route": [svcs[i].route for i in v_idx], "le": self.le_labels * self.n_series,
-        })
+        tables["http_request_duration_seconds_bucket"] = series_table(
+            h,
+            {
+                "niche": [niche[i] for i in s_idx],
+                "country": [country[i] for i in s_idx],
+                "region": [region[i] for i in s_idx],
+                "service": [svcs[i].id for i in v_idx],
+                "route": [svcs[i].route for i in v_idx],
+                "le": self.le_labels * self.n_series,
+            },
+        )
         r = reqs.transpose(0, 2, 1).reshape(self.n_series * len(CODES), MINUTES)
         s_idx = np.repeat(seg_of, len(CODES))
         v_idx = np.repeat(svc_of, len(CODES))
-        tables["http_requests_total"] = series_table(r, {
-            "niche": [niche[i] for i in s_idx], "country": [country[i] for i in s_idx],
-            "region": [region[i] for i in s_idx], "service": [svcs[i].id for i in v_idx],
-            "route": [svcs[i].route for i in v_idx], "code": list(CODES) * self.n_series,
-        })
+        tables["http_requests_total"] = series_table(
+            r,
+            {
+                "niche": [niche[i] for i in s_idx],
+                "country": [country[i] for i in s_idx],
+                "region": [region[i] for i in s_idx],
+                "service": [svcs[i].id for i in v_idx],
+                "route": [svcs[i].route for i in v_idx],
+                "code": list(CODES) * self.n_series,
+            },
+        )
         seg_labels = {"niche": niche, "country": country, "region": region}
         tables["probe_success"] = series_table(probe, seg_labels)
         tables["cache_hits_total"] = series_table(c_hits, seg_labels)
         tables["cache_requests_total"] = series_table(c_reqs, seg_labels)
         tables["active_sessions"] = series_table(active, seg_labels)
         grp_labels = {"group": [g for g, _, _, _ in fleet_rows], "country": [c for _, c, _, _ in fleet_rows]}
-        tables["autoscaling_group_desired_capacity"] = series_table(np.stack([d for _, _, d, _ in fleet_rows]), grp_labels)
-        tables["autoscaling_group_in_service_instances"] = series_table(np.stack([i for _, _, _, i in fleet_rows]), grp_labels)
+        tables["autoscaling_group_desired_capacity"] = series_table(
+            np.stack([d for _, _, d, _ in fleet_rows]), grp_labels
+        )
+        tables["autoscaling_group_in_service_instances"] = series_table(
+            np.stack([i for _, _, _, i in fleet_rows]), grp_labels
+        )
         tables["db_connections_in_use"] = series_table(db[None, :], {})
         return tables
 

@@ -66,7 +66,9 @@ def write_openmetrics(source: str | Path, path: str | Path, start: datetime | st
         from pipelines.lib.simulator.profiles import PROFILES
 
         if str(source) not in PROFILES:
-            raise FileNotFoundError(f"{source}: neither a simulated source folder (no metrics/ inside) nor a profile name")
+            raise FileNotFoundError(
+                f"{source}: neither a simulated source folder (no metrics/ inside) nor a profile name"
+            )
         tz = ZoneInfo(load_catalog().timezone)
         last_day = (end_utc - timedelta(microseconds=1)).astimezone(tz).date()
         with tempfile.TemporaryDirectory(prefix="pulso-om-") as tmp:
@@ -87,11 +89,7 @@ def write_openmetrics(source: str | Path, path: str | Path, start: datetime | st
             files = [f for f in files if f.exists()]
             if not files:
                 continue
-            frame = (
-                pl.scan_parquet(files)
-                .filter((pl.col("ts") >= start_utc) & (pl.col("ts") < end_utc))
-                .collect()
-            )
+            frame = pl.scan_parquet(files).filter((pl.col("ts") >= start_utc) & (pl.col("ts") < end_utc)).collect()
             if frame.is_empty():
                 continue
             label_cols = [c for c in LABELS if frame[c].null_count() < frame.height]
@@ -101,9 +99,9 @@ def write_openmetrics(source: str | Path, path: str | Path, start: datetime | st
             if kind == "histogram":
                 # A histogram point is all its buckets at one timestamp, so group by series then time.
                 series_cols = [c for c in label_cols if c != "le"]
-                frame = frame.with_columns(
-                    pl.col("le").replace("+Inf", "inf").cast(pl.Float64).alias("_le")
-                ).sort([*series_cols, "ts", "_le"])
+                frame = frame.with_columns(pl.col("le").replace("+Inf", "inf").cast(pl.Float64).alias("_le")).sort(
+                    [*series_cols, "ts", "_le"]
+                )
             secs = (frame["ts"].dt.epoch("s")).to_list()
             values = frame["value"].to_list()
             label_lists = [frame[c].to_list() for c in label_cols]
@@ -111,7 +109,11 @@ def write_openmetrics(source: str | Path, path: str | Path, start: datetime | st
             for i in range(frame.height):
                 labels = ",".join(f'{c}="{_escape(lst[i])}"' for c, lst in zip(label_cols, label_lists, strict=True))
                 name = metric
-                lines.append(f"{name}{{{labels}}} {_fmt_value(values[i])} {secs[i]}\n" if labels else f"{name} {_fmt_value(values[i])} {secs[i]}\n")
+                lines.append(
+                    f"{name}{{{labels}}} {_fmt_value(values[i])} {secs[i]}\n"
+                    if labels
+                    else f"{name} {_fmt_value(values[i])} {secs[i]}\n"
+                )
                 if len(lines) >= 100_000:
                     fh.writelines(lines)
                     lines.clear()

@@ -62,7 +62,9 @@ def traffic_shape(local_hour: np.ndarray, peak_hours: tuple[tuple[int, int], ...
     day = smooth_step((local_hour - 7.5) / 0.6) * smooth_step((23.5 - local_hour) / 0.6)
     bump = np.zeros_like(local_hour)
     for start, end in peak_hours:
-        bump = np.maximum(bump, smooth_step((local_hour - start - 0.25) / 0.25) * smooth_step((end - 0.25 - local_hour) / 0.25))
+        bump = np.maximum(
+            bump, smooth_step((local_hour - start - 0.25) / 0.25) * smooth_step((end - 0.25 - local_hour) / 0.25)
+        )
     return 0.04 + 0.28 * day + 0.68 * bump
 
 

@@ -98,13 +98,26 @@ _NON_NEGATIVE = {"usage", "tax", "fee", "purchase"}
 _NON_POSITIVE = {"credit", "refund"}
 
 LEGACY_REQUIRED = (
-    "identity/LineItemId", "identity/TimeInterval", "bill/BillingPeriodStartDate", "lineItem/LineItemType",
-    "lineItem/UsageStartDate", "lineItem/UsageEndDate", "lineItem/ProductCode", "lineItem/CurrencyCode",
+    "identity/LineItemId",
+    "identity/TimeInterval",
+    "bill/BillingPeriodStartDate",
+    "lineItem/LineItemType",
+    "lineItem/UsageStartDate",
+    "lineItem/UsageEndDate",
+    "lineItem/ProductCode",
+    "lineItem/CurrencyCode",
     "lineItem/UnblendedCost",
 )
 FOCUS_REQUIRED = (
-    "BilledCost", "EffectiveCost", "ListCost", "ChargeCategory", "ChargePeriodStart", "ChargePeriodEnd",
-    "BillingCurrency", "ServiceName", "ProviderName",
+    "BilledCost",
+    "EffectiveCost",
+    "ListCost",
+    "ChargeCategory",
+    "ChargePeriodStart",
+    "ChargePeriodEnd",
+    "BillingCurrency",
+    "ServiceName",
+    "ProviderName",
 )
 _NULL_TEXT = {"", "NULL", "null"}
 
@@ -129,8 +142,10 @@ class BillingParse:
     def __post_init__(self) -> None:
         # Nothing lost: every row read is either a line item or a reject.
         if self.rows_read != self.line_items.height + self.rejects.height:
-            raise BillingFormatError(f"{self.source_file}: {self.rows_read} rows read but "
-                                     f"{self.line_items.height} parsed + {self.rejects.height} rejected")
+            raise BillingFormatError(
+                f"{self.source_file}: {self.rows_read} rows read but "
+                f"{self.line_items.height} parsed + {self.rejects.height} rejected"
+            )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -168,10 +183,18 @@ def _csv_rows(data: bytes, source_file: str) -> tuple[list[str], Iterator[tuple[
                 if not values:
                     continue
                 if len(values) != len(header):
-                    yield line, {"__error__": f"has {len(values)} fields, the header has {len(header)}",
-                                 "__raw__": ",".join(values)}
+                    yield (
+                        line,
+                        {
+                            "__error__": f"has {len(values)} fields, the header has {len(header)}",
+                            "__raw__": ",".join(values),
+                        },
+                    )
                     continue
-                yield line, {h: (None if v.strip() in _NULL_TEXT else v.strip()) for h, v in zip(header, values, strict=True)}
+                yield (
+                    line,
+                    {h: (None if v.strip() in _NULL_TEXT else v.strip()) for h, v in zip(header, values, strict=True)},
+                )
         except csv.Error as exc:
             raise BillingFormatError(f"{source_file}: malformed CSV after line {line} ({exc})") from exc
 
@@ -193,7 +216,10 @@ def _parquet_rows(data: bytes, source_file: str) -> tuple[list[str], Iterator[tu
         for batch in table.to_batches(max_chunksize=65_536):
             for record in batch.to_pylist():
                 number += 1
-                yield number, {k: (None if isinstance(v, str) and v.strip() in _NULL_TEXT else v) for k, v in record.items()}
+                yield (
+                    number,
+                    {k: (None if isinstance(v, str) and v.strip() in _NULL_TEXT else v) for k, v in record.items()},
+                )
 
     return list(table.column_names), rows()
 
@@ -304,12 +330,15 @@ def tag_keys(logical: str, catalog: Catalog | None = None) -> tuple[str, ...]:
 # Parsers
 
 
-def _finish(source_file: str, rows_read: int, items: list[dict[str, Any]], rejects: list[dict[str, Any]],
-            strict: bool) -> BillingParse:
+def _finish(
+    source_file: str, rows_read: int, items: list[dict[str, Any]], rejects: list[dict[str, Any]], strict: bool
+) -> BillingParse:
     if strict and rejects:
         first = rejects[0]
-        raise BillingFormatError(f"{source_file}: row {first['row_number']}: {first['reason']}"
-                                 + (f" (and {len(rejects) - 1} more bad rows)" if len(rejects) > 1 else ""))
+        raise BillingFormatError(
+            f"{source_file}: row {first['row_number']}: {first['reason']}"
+            + (f" (and {len(rejects) - 1} more bad rows)" if len(rejects) > 1 else "")
+        )
     # column lists build much faster than a list of row dicts
     frame = pl.DataFrame({c: [it[c] for it in items] for c in LINE_ITEM_SCHEMA}, schema=LINE_ITEM_SCHEMA)
     for r in rejects:
@@ -330,7 +359,9 @@ def _missing(header: list[str], required: tuple[str, ...], source_file: str, wha
         raise BillingFormatError(f"{source_file}: not a {what} file: missing column(s) {', '.join(missing)}")
 
 
-def parse_cur_legacy(data: bytes, source_file: str, *, strict: bool = False, catalog: Catalog | None = None) -> BillingParse:
+def parse_cur_legacy(
+    data: bytes, source_file: str, *, strict: bool = False, catalog: Catalog | None = None
+) -> BillingParse:
     """Parse a legacy AWS CUR CSV (``lineItem/…`` headers, plain or gzip) to normalized line items.
 
     ``line_item_id`` is ``identity/LineItemId|identity/TimeInterval``: AWS repeats a LineItemId for each
@@ -362,7 +393,9 @@ def parse_cur_legacy(data: bytes, source_file: str, *, strict: bool = False, cat
             if kind != "SavingsPlanNegation":  # negative by design: it offsets covered usage
                 _check_sign(category, unblended, "lineItem/UnblendedCost")
             if kind == "SavingsPlanCoveredUsage":
-                amortized = money(row.get("savingsPlan/SavingsPlanEffectiveCost"), "savingsPlan/SavingsPlanEffectiveCost")
+                amortized = money(
+                    row.get("savingsPlan/SavingsPlanEffectiveCost"), "savingsPlan/SavingsPlanEffectiveCost"
+                )
             elif kind == "DiscountedUsage":
                 amortized = money(row.get("reservation/EffectiveCost"), "reservation/EffectiveCost")
             elif kind in ("SavingsPlanRecurringFee", "SavingsPlanNegation", "RIFee"):
@@ -379,25 +412,27 @@ def parse_cur_legacy(data: bytes, source_file: str, *, strict: bool = False, cat
             if line_item_id in first_row:  # the same charge twice in one report would double its cost
                 raise _RowProblem(f"duplicate line item {line_item_id} (first on row {first_row[line_item_id]})")
             first_row[line_item_id] = number
-            items.append({
-                "source_format": "cur_legacy",
-                "source_file": source_file,
-                "billing_period": period_start.strftime("%Y-%m"),
-                "line_item_id": line_item_id,
-                "usage_start": timestamp(row["lineItem/UsageStartDate"], "lineItem/UsageStartDate"),
-                "usage_end": timestamp(row["lineItem/UsageEndDate"], "lineItem/UsageEndDate"),
-                "provider": "aws",
-                "line_item_type": kind,
-                "charge_category": category,
-                "service_code": _text(row["lineItem/ProductCode"]),
-                "usage_type": _text(row.get("lineItem/UsageType")),
-                "resource_id": _text(row.get("lineItem/ResourceId")),
-                **{f"{logical}_tag": _text(row.get(col)) if col else None for logical, col in tag_columns.items()},
-                "currency": _currency(row["lineItem/CurrencyCode"], known, "lineItem/CurrencyCode"),
-                "unblended_cost": unblended,
-                "amortized_cost": amortized,
-                "list_cost": money(row.get("pricing/publicOnDemandCost"), "pricing/publicOnDemandCost"),
-            })
+            items.append(
+                {
+                    "source_format": "cur_legacy",
+                    "source_file": source_file,
+                    "billing_period": period_start.strftime("%Y-%m"),
+                    "line_item_id": line_item_id,
+                    "usage_start": timestamp(row["lineItem/UsageStartDate"], "lineItem/UsageStartDate"),
+                    "usage_end": timestamp(row["lineItem/UsageEndDate"], "lineItem/UsageEndDate"),
+                    "provider": "aws",
+                    "line_item_type": kind,
+                    "charge_category": category,
+                    "service_code": _text(row["lineItem/ProductCode"]),
+                    "usage_type": _text(row.get("lineItem/UsageType")),
+                    "resource_id": _text(row.get("lineItem/ResourceId")),
+                    **{f"{logical}_tag": _text(row.get(col)) if col else None for logical, col in tag_columns.items()},
+                    "currency": _currency(row["lineItem/CurrencyCode"], known, "lineItem/CurrencyCode"),
+                    "unblended_cost": unblended,
+                    "amortized_cost": amortized,
+                    "list_cost": money(row.get("pricing/publicOnDemandCost"), "pricing/publicOnDemandCost"),
+                }
+            )
         except _RowProblem as problem:
             rejects.append({"row_number": number, "row": _raw_json(row), "reason": str(problem)})
     return _finish(source_file, read, items, rejects, strict)
@@ -491,25 +526,27 @@ def parse_focus(data: bytes, source_file: str, *, strict: bool = False, catalog:
             seen_ids[row_id] = seen_ids.get(row_id, 0) + 1
             if seen_ids[row_id] > 1:
                 row_id = f"{row_id}#{seen_ids[row_id]}"
-            items.append({
-                "source_format": "focus",
-                "source_file": source_file,
-                "billing_period": period.strftime("%Y-%m"),
-                "line_item_id": row_id,
-                "usage_start": start,
-                "usage_end": timestamp(row["ChargePeriodEnd"], "ChargePeriodEnd"),
-                "provider": provider.lower() if provider.upper() in ("AWS", "AMAZON WEB SERVICES") else provider,
-                "line_item_type": kind,
-                "charge_category": category,
-                "service_code": _text(row["ServiceName"]),
-                "usage_type": _text(row.get("x_UsageType") or row.get("SkuId")),
-                "resource_id": _text(row.get("ResourceId")),
-                **_focus_tags(row.get("Tags"), tag_spellings),
-                "currency": _currency(row["BillingCurrency"], known, "BillingCurrency"),
-                "unblended_cost": billed,
-                "amortized_cost": effective,
-                "list_cost": money(row.get("ListCost"), "ListCost"),
-            })
+            items.append(
+                {
+                    "source_format": "focus",
+                    "source_file": source_file,
+                    "billing_period": period.strftime("%Y-%m"),
+                    "line_item_id": row_id,
+                    "usage_start": start,
+                    "usage_end": timestamp(row["ChargePeriodEnd"], "ChargePeriodEnd"),
+                    "provider": provider.lower() if provider.upper() in ("AWS", "AMAZON WEB SERVICES") else provider,
+                    "line_item_type": kind,
+                    "charge_category": category,
+                    "service_code": _text(row["ServiceName"]),
+                    "usage_type": _text(row.get("x_UsageType") or row.get("SkuId")),
+                    "resource_id": _text(row.get("ResourceId")),
+                    **_focus_tags(row.get("Tags"), tag_spellings),
+                    "currency": _currency(row["BillingCurrency"], known, "BillingCurrency"),
+                    "unblended_cost": billed,
+                    "amortized_cost": effective,
+                    "list_cost": money(row.get("ListCost"), "ListCost"),
+                }
+            )
         except _RowProblem as problem:
             rejects.append({"row_number": number, "row": _raw_json(row), "reason": str(problem)})
     return _finish(source_file, read, items, rejects, strict)

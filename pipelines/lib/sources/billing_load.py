@@ -62,8 +62,11 @@ def select_billing_files(storage: Storage) -> tuple[list[str], list[str]]:
         for key in storage.list(folder):
             if key.lower().endswith(_SUFFIXES):
                 keys.append(key)
-            elif folder == "legacy" and key.endswith("-Manifest.json") and _REPORT_PERIOD.fullmatch(
-                    key.rsplit("/", 2)[-2] if key.count("/") >= 2 else ""):
+            elif (
+                folder == "legacy"
+                and key.endswith("-Manifest.json")
+                and _REPORT_PERIOD.fullmatch(key.rsplit("/", 2)[-2] if key.count("/") >= 2 else "")
+            ):
                 manifests.append(key)
     selected = set(keys)
     warnings: list[str] = []
@@ -77,19 +80,23 @@ def select_billing_files(storage: Storage) -> tuple[list[str], list[str]]:
                 raise ValueError("reportKeys is not a list of files")
         except (SourceError, ValueError, KeyError, TypeError) as exc:
             selected -= in_folder
-            warnings.append(f"{storage.describe(manifest)}: not a legacy CUR manifest ({exc}); "
-                            f"period {period_dir} skipped until it is readable")
+            warnings.append(
+                f"{storage.describe(manifest)}: not a legacy CUR manifest ({exc}); "
+                f"period {period_dir} skipped until it is readable"
+            )
             continue
         current = set()
         for report_key in map(str, report_keys):
             marker = f"{period_dir}/"
             at = report_key.find(marker)
-            current.add(f"{folder}/{report_key[at + len(marker):] if at >= 0 else report_key.rsplit('/', 1)[-1]}")
+            current.add(f"{folder}/{report_key[at + len(marker) :] if at >= 0 else report_key.rsplit('/', 1)[-1]}")
         missing = sorted(current - in_folder)
         if missing:
             selected -= in_folder
-            warnings.append(f"{storage.describe(manifest)}: lists {len(missing)} report file(s) not delivered yet "
-                            f"(e.g. {storage.describe(missing[0])}); period {period_dir} skipped until they arrive")
+            warnings.append(
+                f"{storage.describe(manifest)}: lists {len(missing)} report file(s) not delivered yet "
+                f"(e.g. {storage.describe(missing[0])}); period {period_dir} skipped until they arrive"
+            )
             continue
         selected -= in_folder - current  # older assemblies of the period: superseded
     return sorted(selected), warnings
@@ -99,9 +106,13 @@ def ensure_file_tables(con: duckdb.DuckDBPyConnection) -> None:
     """``ops.billing_file_sets`` (which files were last loaded) and ``ops.billing_groups`` (the content
     digest of each loaded (period, format))."""
     ensure_billing_tables(con)
-    con.execute("CREATE TABLE IF NOT EXISTS ops.billing_file_sets (digest VARCHAR, files BIGINT, loaded_at TIMESTAMPTZ)")
-    con.execute("CREATE TABLE IF NOT EXISTS ops.billing_groups (billing_period VARCHAR, source_format VARCHAR, "
-                "digest VARCHAR, rows_loaded BIGINT, loaded_at TIMESTAMPTZ)")
+    con.execute(
+        "CREATE TABLE IF NOT EXISTS ops.billing_file_sets (digest VARCHAR, files BIGINT, loaded_at TIMESTAMPTZ)"
+    )
+    con.execute(
+        "CREATE TABLE IF NOT EXISTS ops.billing_groups (billing_period VARCHAR, source_format VARCHAR, "
+        "digest VARCHAR, rows_loaded BIGINT, loaded_at TIMESTAMPTZ)"
+    )
 
 
 def load_billing_files(con: duckdb.DuckDBPyConnection, storage: Storage, *, force: bool = False) -> LoadResult:
@@ -155,8 +166,10 @@ def load_billing_files(con: duckdb.DuckDBPyConnection, storage: Storage, *, forc
             continue
         result.files += 1
         result.rows_read += parse.rows_read
-        bad.extend(QuarantinedRow(r["source_file"], r["row_number"], r["row"], r["reason"])
-                   for r in parse.rejects.iter_rows(named=True))
+        bad.extend(
+            QuarantinedRow(r["source_file"], r["row_number"], r["row"], r["reason"])
+            for r in parse.rejects.iter_rows(named=True)
+        )
         parsed.append(parse)
     items = pl.concat([p.line_items for p in parsed]) if parsed else None
     if items is not None:
@@ -195,9 +208,13 @@ def _drop_repeated_legacy_items(items: pl.DataFrame) -> tuple[pl.DataFrame, list
     ranked = items.with_columns(pl.when(legacy).then(first_file).alias("_first_file"))
     repeated = ranked.filter(legacy & (pl.col("source_file") != pl.col("_first_file")))
     rows = [
-        QuarantinedRow(r["source_file"], None, json.dumps({k: v for k, v in r.items() if k != "_first_file"}, default=str),
-                       f"duplicate line item {r['line_item_id']} of billing period {r['billing_period']}, already in "
-                       f"{r['_first_file']}: a restated report must replace the old file, not sit beside it")
+        QuarantinedRow(
+            r["source_file"],
+            None,
+            json.dumps({k: v for k, v in r.items() if k != "_first_file"}, default=str),
+            f"duplicate line item {r['line_item_id']} of billing period {r['billing_period']}, already in "
+            f"{r['_first_file']}: a restated report must replace the old file, not sit beside it",
+        )
         for r in repeated.iter_rows(named=True)
     ]
     kept = ranked.filter(~legacy | (pl.col("source_file") == pl.col("_first_file"))).drop("_first_file")
@@ -211,9 +228,15 @@ def _group_digest(group: pl.DataFrame) -> str:
     return hashlib.sha256(buffer.getvalue()).hexdigest()
 
 
-def _replace_changed_groups(con: duckdb.DuckDBPyConnection, items: pl.DataFrame, result: LoadResult, force: bool) -> None:
-    stored = dict(((p, f), d) for p, f, d in con.execute(
-        "SELECT billing_period, source_format, arg_max(digest, loaded_at) FROM ops.billing_groups GROUP BY ALL").fetchall())
+def _replace_changed_groups(
+    con: duckdb.DuckDBPyConnection, items: pl.DataFrame, result: LoadResult, force: bool
+) -> None:
+    stored = dict(
+        ((p, f), d)
+        for p, f, d in con.execute(
+            "SELECT billing_period, source_format, arg_max(digest, loaded_at) FROM ops.billing_groups GROUP BY ALL"
+        ).fetchall()
+    )
     now = datetime.now(UTC)
     changed: list[tuple[str, str]] = []
     frames: list[pl.DataFrame] = []

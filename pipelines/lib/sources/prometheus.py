@@ -109,7 +109,14 @@ class PrometheusClient:
         for attempt in range(self.max_retries + 1):
             if attempt:
                 delay = self.backoff_seconds * 2 ** (attempt - 1)
-                log.warning("Prometheus %s: %s; retry %d/%d in %.1fs", self.query_range_url, last_problem, attempt, self.max_retries, delay)
+                log.warning(
+                    "Prometheus %s: %s; retry %d/%d in %.1fs",
+                    self.query_range_url,
+                    last_problem,
+                    attempt,
+                    self.max_retries,
+                    delay,
+                )
                 self.sleep(delay)
             try:
                 self.requests_made += 1
@@ -124,7 +131,9 @@ class PrometheusClient:
                 last_problem = f"HTTP {response.status_code}"
                 continue
             return self._decode(response, form)
-        raise PrometheusError(f"Prometheus {self.query_range_url} unreachable after {self.max_retries + 1} attempts: {last_problem}")
+        raise PrometheusError(
+            f"Prometheus {self.query_range_url} unreachable after {self.max_retries + 1} attempts: {last_problem}"
+        )
 
     def _decode(self, response: Any, form: dict[str, str]) -> dict[str, Any]:
         url = self.query_range_url
@@ -136,8 +145,10 @@ class PrometheusClient:
                 f"(is this a Prometheus server?): {response.text[:200]!r}"
             ) from None
         if not isinstance(body, dict):
-            raise PrometheusError(f"Prometheus {url}: HTTP {response.status_code} with a JSON {type(body).__name__}, "
-                                  "not a Prometheus answer object")
+            raise PrometheusError(
+                f"Prometheus {url}: HTTP {response.status_code} with a JSON {type(body).__name__}, "
+                "not a Prometheus answer object"
+            )
         if response.status_code >= 400 or body.get("status") != "success":
             raise PrometheusError(
                 f"Prometheus {url} rejected query {form.get('query')!r}: "
@@ -149,8 +160,10 @@ class PrometheusClient:
             raise PrometheusError(f"Prometheus {url}: expected a matrix for {form.get('query')!r}, got {kind!r:.100}")
         result = data.get("result") or []
         if not isinstance(result, list) or not all(_is_series(s) for s in result):
-            raise PrometheusError(f"Prometheus {url}: malformed matrix for {form.get('query')!r} "
-                                  "(each series needs a 'metric' object of text labels and a list of [time, value] pairs)")
+            raise PrometheusError(
+                f"Prometheus {url}: malformed matrix for {form.get('query')!r} "
+                "(each series needs a 'metric' object of text labels and a list of [time, value] pairs)"
+            )
         warnings = body.get("warnings")
         for warning in warnings if isinstance(warnings, list) else []:
             log.warning("Prometheus %s warning for %r: %s", url, form.get("query"), warning)
@@ -180,11 +193,16 @@ class PrometheusClient:
 
 def _is_series(series: Any) -> bool:
     """Whether one entry of a matrix has Prometheus' shape (values are checked when converted)."""
-    if not isinstance(series, dict) or not isinstance(series.get("metric"), dict) or not isinstance(series.get("values"), list):
+    if (
+        not isinstance(series, dict)
+        or not isinstance(series.get("metric"), dict)
+        or not isinstance(series.get("values"), list)
+    ):
         return False
     labels, values = series["metric"], series["values"]
-    return (all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items())
-            and all(isinstance(p, list) and len(p) == 2 for p in values))
+    return all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items()) and all(
+        isinstance(p, list) and len(p) == 2 for p in values
+    )
 
 
 def _redact(url: str) -> str:
@@ -238,11 +256,14 @@ class PrometheusSource:
         # iff count_over_time over the last step is >= 1. The window is 59,999 ms because Prometheus 2
         # closes range windows on the left ([t-60s, t] would see the previous minute's sample) and
         # timestamps are whole milliseconds; timestamp(<metric>) says the same but is ~10x slower.
-        fresh_matrix = self.client.query_range(f"count_over_time({metric}[{STEP_SECONDS * 1000 - 1}ms])",
-                                               first, last, STEP_SECONDS)
+        fresh_matrix = self.client.query_range(
+            f"count_over_time({metric}[{STEP_SECONDS * 1000 - 1}ms])", first, last, STEP_SECONDS
+        )
         columns: dict[str, list[Any]] = {c: [] for c in SAMPLE_SCHEMA}
         try:  # the shape was checked on arrival; a time or value that is not a number is named here
-            fresh = {_series_key(s["metric"]): {float(t) for t, v in s["values"] if float(v) >= 1} for s in fresh_matrix}
+            fresh = {
+                _series_key(s["metric"]): {float(t) for t, v in s["values"] if float(v) >= 1} for s in fresh_matrix
+            }
             for series in matrix:
                 labels = series["metric"]
                 has_sample = fresh.get(_series_key(labels), set())

@@ -80,7 +80,9 @@ class S3Storage:
             _quiet_botocore()
 
             self._client = boto3.session.Session().client(
-                "s3", endpoint_url=endpoint_url(), config=Config(retries=_retry_config(), connect_timeout=10, read_timeout=60)
+                "s3",
+                endpoint_url=endpoint_url(),
+                config=Config(retries=_retry_config(), connect_timeout=10, read_timeout=60),
             )
         return self._client
 
