@@ -255,3 +255,192 @@ def test_make_evals_cost_series_includes_legacy_cur_files(tmp_path: Path) -> Non
     shutil.copy(FIXTURES / "aws-cur-legacy-sample.csv", root / "billing" / "legacy" / "2023-11" / "cur.csv")
     _, frame = cost_series(root, "America/Argentina/Buenos_Aires")
     assert frame["micros"].sum() == 1_682_309  # 1.682309 USD: the exact 1.68230869740, rounded once per month
+
+
+# -- the same bill twice, overlapping deliveries, CUR 2.0 beside an AWS FOCUS export ----------------------
+
+
+def _focus_bill(**changes) -> list[dict]:
+    from tests.test_sources_billing_focus import november_bill
+
+    rows = november_bill()
+    for index, values in changes.items():
+        rows[int(index[1:])] = {**rows[int(index[1:])], **values}
+    return rows
+
+
+def _raw(con) -> dict[tuple[str, str], Decimal]:
+    return dict(
+        ((p, a), t)
+        for p, a, t in con.execute(
+            "SELECT provider, billing_account_id, sum(amortized_cost) FROM raw.billing_line_items GROUP BY ALL"
+        ).fetchall()
+    )
+
+
+NOVEMBER_EFFECTIVE = {  # tests/test_sources_billing_focus.py, by hand
+    ("aws", "111111111111"): Decimal("-5.876121099"),
+    ("azure", "azure-ba-1"): Decimal("7.35"),
+    ("gcp", "01ABCD-2345EF-6789GH"): Decimal("2.933333233"),
+    ("oci", "ocid1.tenancy.oc1..aaaa"): Decimal("3.21"),
+}
+
+
+def test_the_same_bill_as_csv_and_typed_parquet_counts_once(tmp_path: Path, con) -> None:
+    from tests.fixtures.sources.focus import focus_csv, focus_parquet
+
+    folder = tmp_path / "focus" / "2026-11"
+    folder.mkdir(parents=True)
+    (folder / "bill.csv").write_bytes(focus_csv(_focus_bill(), timestamps="space", null="NULL"))
+    (folder / "bill.parquet").write_bytes(focus_parquet(_focus_bill()))
+    result = load_billing_files(con, LocalStorage(tmp_path))
+    assert (result.rows_read, result.rows_loaded, result.rows_quarantined) == (32, 16, 16)
+    assert _raw(con) == NOVEMBER_EFFECTIVE  # once, exact
+    reasons = {r[0] for r in con.execute("SELECT reason FROM quarantine.rows").fetchall()}
+    assert len(reasons) == 16  # one per line item, each naming the file that already holds it
+    assert all(f", already in {folder}/bill.csv: the same bill delivered twice counts once" in r for r in reasons)
+    files = {r[0] for r in con.execute("SELECT source_file FROM quarantine.rows").fetchall()}
+    assert [f.rsplit("/", 1)[-1] for f in files] == ["bill.parquet"]
+    # the load's record says what it assumed about the CSV's zone-less times
+    (warnings,) = con.execute("SELECT warnings FROM ops.loads").fetchall()[0]
+    assert any("bill.csv: 16 rows' times have no time zone" in w and "read as UTC" in w for w in warnings), warnings
+
+
+def test_one_accounts_period_from_two_deliveries_is_refused_by_name_and_the_stored_rows_stay(
+    tmp_path: Path, con
+) -> None:
+    from tests.fixtures.sources.focus import focus_csv
+
+    (tmp_path / "focus" / "a").mkdir(parents=True)
+    (tmp_path / "focus" / "a" / "nov.csv").write_bytes(focus_csv(_focus_bill()))
+    storage = LocalStorage(tmp_path)
+    load_billing_files(con, storage)
+    assert _raw(con) == NOVEMBER_EFFECTIVE
+    # a restated export in another folder: the AWS tax line changed, everything else identical
+    (tmp_path / "focus" / "b").mkdir()
+    (tmp_path / "focus" / "b" / "nov-restated.csv").write_bytes(focus_csv(_focus_bill(r6={"BilledCost": "12.5", "EffectiveCost": "12.5"})))
+    result = load_billing_files(con, storage)
+    assert result.reconciled and result.rows_read == 32
+    assert _raw(con) == NOVEMBER_EFFECTIVE  # AWS refused: the rows loaded before stay; nothing doubled
+    (note,) = [w for w in result.warnings if "refused" in w]
+    assert note == (
+        f"billing period 2026-11 of aws account 111111111111 is in two deliveries, {tmp_path}/focus/a and "
+        f"{tmp_path}/focus/b: refused (the rows loaded before stay) until one is removed; a restated bill must "
+        "replace the old one"
+    )
+    # b's other rows are exact copies of a's: counted once; a's 8 AWS rows and b's changed one
+    # are quarantined with the reason, so nothing is lost
+    quarantined = con.execute("SELECT count(*) FILTER (WHERE reason LIKE '%refused%'), count(*) FROM quarantine.rows").fetchall()
+    assert quarantined == [(8 + 1, 8 + 1 + 15)]
+    # the old folder removed: the restatement is the bill
+    shutil.rmtree(tmp_path / "focus" / "a")
+    after = load_billing_files(con, storage)
+    assert not [w for w in after.warnings if "refused" in w]
+    assert _raw(con)[("aws", "111111111111")] == NOVEMBER_EFFECTIVE[("aws", "111111111111")] + Decimal("0.154321099")
+
+
+def _focus_export(root: Path, export: str, period: str, rows: list[dict]) -> None:
+    """An AWS Data Exports FOCUS export: Parquet parts under data/, the manifest (with columns) under metadata/."""
+    import json
+
+    from tests.fixtures.sources.focus import FOCUS_10, focus_parquet
+
+    base = root / "cur" / export
+    key = f"data/BILLING_PERIOD={period}/{export}-00001.snappy.parquet"
+    (base / key).parent.mkdir(parents=True)
+    (base / key).write_bytes(focus_parquet(rows, version="1.0"))
+    manifest = base / "metadata" / f"BILLING_PERIOD={period}" / f"{export}-Manifest.json"
+    manifest.parent.mkdir(parents=True)
+    manifest.write_text(
+        json.dumps(
+            {
+                "executionId": "focus-exec-1",
+                "exportArn": f"arn:aws:bcm-data-exports:us-east-1:111111111111:export/{export}",
+                "columns": [{"name": c, "type": "string"} for c in FOCUS_10],
+                "dataFiles": [f"s3://example-bucket/cur/{export}/{key}"],
+                "billingPeriod": {"start": f"{period}-01T00:00:00Z"},
+            }
+        )
+    )
+
+
+def test_aws_focus_export_beside_cur2_of_the_same_account_uses_cur2_and_says_so(tmp_path: Path, con) -> None:
+    from pipelines.lib.ingest.billing import build_cost_items_daily, load_cur2
+    from tests.fixtures.sources import broken
+    from tests.fixtures.sources.focus import focus_row
+
+    payer = {"bill_payer_account_id": "111111111111"}
+    broken.write_cur2_delivery(
+        tmp_path,
+        "2026-11",
+        "nov-1",
+        {"00001": broken.cur2_parquet([{**broken.cur2_row(i, cost="2.5"), **payer} for i in range(3)])},
+    )
+    account = {"ProviderName": "AWS", "BillingAccountId": "111111111111", "SubAccountId": "111111111111"}
+    other = {"ProviderName": "AWS", "BillingAccountId": "999999999999", "SubAccountId": "999999999999"}
+    _focus_export(
+        tmp_path,
+        "pulso-focus",
+        "2026-11",
+        [focus_row(**account, BilledCost="2.5") for _ in range(2)] + [focus_row(**other, BilledCost="0.125")],
+    )
+    storage = LocalStorage(tmp_path)
+    cur = load_cur2(con, storage)
+    assert (cur.rows_read, cur.rows_loaded) == (3, 3)  # the FOCUS manifest no longer hides the CUR 2.0 month
+    files = load_billing_files(con, storage)
+    assert (files.rows_read, files.rows_loaded, files.files) == (3, 3, 1)
+    (note,) = [w for w in files.warnings if "both" in w]
+    assert note.startswith("billing period 2026-11 of aws account 111111111111 is in both ")
+    assert "CUR 2.0 export" in note and f"{tmp_path}/cur/pulso-cur" in note and f"{tmp_path}/cur/pulso-focus" in note
+    assert note.endswith(
+        "the CUR 2.0 rows are used (rule: CUR 2.0, then legacy CUR, then FOCUS, per account and billing period); "
+        "2 FOCUS line items ($5.0000000000 effective) are not counted"
+    )
+    build_cost_items_daily(con)
+    # staging: CUR 2.0's 3 x 2.5 for account 111..., plus the FOCUS export's other account (0.125)
+    assert con.execute("SELECT sum(cost_micros) FROM staging.cost_items_daily").fetchall() == [(7_625_000,)]
+    by_account = dict(
+        con.execute("SELECT billing_account_id, sum(cost_micros) FROM staging.cost_items_daily GROUP BY ALL").fetchall()
+    )
+    assert by_account == {"111111111111": 7_500_000, "999999999999": 125_000}
+    # every run says so again (the overlap is still there), even when no file changed
+    again = load_billing_files(con, storage)
+    assert again.rows_read == 0 and any("is in both" in w for w in again.warnings)
+
+
+def test_duplicate_check_names_both_files_and_the_empty_load_names_the_quarantine(tmp_path: Path, con) -> None:
+    import polars as pl
+
+    from pipelines.lib.sources.billing_formats import parse_cur_legacy
+
+    legacy = parse_cur_legacy((FIXTURES / "aws-cur-legacy-sample.csv").read_bytes(), "s3://b/legacy/a.csv").line_items
+    copy = legacy.head(2).with_columns(source_file=pl.lit("s3://b/legacy/b.csv"))
+    con.register("_items", pl.concat([legacy, copy]).to_arrow())
+    con.execute("INSERT INTO raw.billing_line_items BY NAME SELECT * FROM _items")
+    warehouse.record_load(con, warehouse.LoadResult("billing", "t", rows_read=1283, rows_loaded=1283))
+    failures = run_suite(con, suite_for("raw_billing")).failures
+    (unique,) = [f for f in failures if "unique" in f]
+    first = legacy["line_item_id"][0]
+    assert f"e.g. {first} in s3://b/legacy/a.csv and s3://b/legacy/b.csv" in unique, unique
+
+    # a load where every row was quarantined: the empty table's error says why
+    empty = warehouse.connect(":memory:")
+    ingest_billing.ensure_billing_tables(empty)
+    (tmp_path / "focus").mkdir()
+    rows = (FIXTURES / "focus-1.2-multi-provider.csv").read_text().splitlines()
+    (tmp_path / "focus" / "eur.csv").write_text("\n".join([rows[0], *(r.replace(",USD,", ",XYZ,") for r in rows[1:]), ""]))
+    load_billing_files(empty, LocalStorage(tmp_path))
+    (message,) = [f for f in run_suite(empty, suite_for("raw_billing")).failures if "min_rows" in f]
+    assert message.startswith("raw.billing_line_items: min_rows: 0 rows, expected at least 1")
+    assert "9 rows quarantined by the billing loads" in message
+    assert "BillingCurrency 'XYZ' is not a known currency" in message and "eur.csv row 2" in message
+
+
+@pytest.mark.xfail(strict=True, reason="quarantine replace-on-reload is the build engineer's fix (warehouse.py)")
+def test_quarantine_does_not_pile_up_on_reloads(tmp_path: Path, con) -> None:
+    storage = _source(tmp_path)
+    good = (FIXTURES / "focus-1.2-multi-provider.csv").read_text().splitlines()
+    (tmp_path / "focus" / "november.csv").write_text("\n".join([*good, good[1].replace(",USD,", ",XYZ,", 1)]) + "\n")
+    for _ in range(3):
+        load_billing_files(con, storage, force=True)
+    assert con.execute("SELECT count(*) FROM quarantine.rows").fetchall() == [(1,)]

@@ -255,3 +255,92 @@ def test_restated_focus_file_replaces_never_doubles_and_reopens_its_days(run: Ru
     assert totals[("cur2", "2026-11", "usage")] == (Decimal("1.5000017700"), 2)
     # the mart of AR 11-03, outside this run's partition, is rebuilt: 9.50 x 21/24 = 8.3125 (was 6.2125)
     assert _mart_day(run, date(2026, 11, 3))["usage"] == Decimal("18.916669")
+
+
+def test_cost_mart_has_the_provider_and_each_providers_day_is_exact(run: Run) -> None:
+    # AR 2026-11-03 per provider, by hand (see test_cost_mart_of_a_day_with_cur2_and_focus_rows):
+    # aws   FOCUS barber/api 8.75 + CUR 2.0 1.5, untagged 0.00000035 + 0.00000177 -> 0.000002, tax 0.041,
+    #       credit -4.375, tagged shared 0.312500125 -> 0.312500: 6.228502
+    # azure psychology/web 7.10 x 21/24 = 6.2125 (its purchase is 0 effective)
+    # gcp   untagged 0.333333 x 3/24 = 0.041666625 -> 0.041667, adjustment -0.0625: -0.020833
+    rows = run.query("SELECT provider, sum(cost_usd) FROM marts.cost_daily WHERE day = DATE '2026-11-03' GROUP BY ALL")
+    assert dict(rows) == {"aws": Decimal("6.228502"), "azure": Decimal("6.2125"), "gcp": Decimal("-0.020833")}
+
+
+def test_billing_days_outside_the_partitions_are_reported_with_their_amount(run: Run) -> None:
+    """The legacy sample's AR days (2023-10-31 .. 2023-11-30) are before the first partition: never built,
+    so the cost_items_daily materialization says which days and how much, and logs a warning."""
+    (mat,) = run.first.asset_materializations_for_node("cost_items_daily")  # type: ignore[attr-defined]
+    meta = {k: v.value for k, v in mat.metadata.items()}
+    assert meta["days_outside_partitions"] == "2023-10-31..2023-11-30 (31 days)"
+    assert meta["cost_outside_partitions_usd"] == "1.682309"  # the whole sample: usage 1.602309 + tax 0.08
+    logs = [
+        e.user_message
+        for e in run.instance.all_logs(run.first.run_id)  # type: ignore[attr-defined]
+        if "outside the partitions" in (e.user_message or "")
+    ]
+    assert logs and "31 days" in logs[0] and "$1.682309" in logs[0] and "PULSO_PARTITION_START" in logs[0]
+
+
+REAL_BILL_RUN = """
+import json, os, sys
+import dagster as dg
+from dagster_duckdb import DuckDBResource
+from pipelines.defs.sources.resources import MetricsSourceResource, SourceResource
+from pipelines.defs.warehouse.assets import WAREHOUSE_ASSETS
+root = sys.argv[1]
+empty = os.path.join(root, "empty")
+result = dg.materialize(
+    WAREHOUSE_ASSETS,
+    selection=["raw_billing", "cost_items_daily", "cost_daily"],
+    resources={
+        "duckdb": DuckDBResource(database=os.path.join(root, "warehouse.duckdb")),
+        "billing_source": SourceResource(source="billing", location=os.path.join(root, "billing")),
+        "metrics_source": MetricsSourceResource(location=empty),
+        "events_source": SourceResource(source="events", location=empty),
+        "fx_source": SourceResource(source="fx", location=empty),
+    },
+    tags={"dagster/asset_partition_range_start": "2023-11-01", "dagster/asset_partition_range_end": "2023-11-30"},
+)
+(mat,) = result.asset_materializations_for_node("cost_items_daily")
+print(json.dumps({"success": result.success, **{k: str(v.value) for k, v in mat.metadata.items()}}))
+"""
+
+
+def test_a_real_bill_dropped_in_gives_its_exact_total_in_cost_daily(tmp_path: Path) -> None:
+    """docs/sources.md: put the legacy CUR under ``legacy/``, set ``PULSO_PARTITION_START`` to the bill's first
+    day, materialize its days. The real anonymized sample is $1.682309 (micro-dollars, rounded once); the
+    first partition is AR 2023-11-01, so AR 2023-10-31 (21:00-24:00, UTC Nov 1 00:00-03:00) is reported as
+    left out: usage 0.002885 + tax 0.08 x 3/720 = 0.000333 = $0.003218, and cost_daily holds the rest."""
+    import json
+    import subprocess
+    import sys
+
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "billing" / "legacy" / "2023-11").mkdir(parents=True)
+    shutil.copy(LEGACY, tmp_path / "billing" / "legacy" / "2023-11" / "cur.csv")
+    env = {**__import__("os").environ, "PULSO_PARTITION_START": "2023-11-01"}
+    done = subprocess.run(
+        [sys.executable, "-c", REAL_BILL_RUN, str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=Path(__file__).resolve().parents[1],
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    meta = json.loads(done.stdout.strip().splitlines()[-1])
+    assert meta["success"] is True
+    assert meta["days_outside_partitions"] == "2023-10-31 (1 days)"
+    assert meta["cost_outside_partitions_usd"] == "0.003218"
+    oct31 = sum(v for (d, _), v in _exact_legacy_days().items() if d == date(2023, 10, 31))
+    assert abs(Fraction(3218, 1_000_000) - oct31) < Fraction(2, 1_000_000)  # independent: exact fractions
+    con = duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True)
+    try:
+        total, days, providers = con.execute(
+            "SELECT sum(cost_usd), count(DISTINCT day), list(DISTINCT provider) FROM marts.cost_daily"
+        ).fetchall()[0]
+    finally:
+        con.close()
+    assert (total, days, providers) == (Decimal("1.679091"), 30, ["aws"])  # 1.682309 - 0.003218
