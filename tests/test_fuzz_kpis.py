@@ -311,7 +311,11 @@ def test_every_ratio_kpi_is_within_0_1_or_null_on_a_zero_denominator(con, metric
     _insert(con, "staging.metric_gauges_minutely", metrics["gauges"])
     _payments(con, pays)
     _fx(con, rates)
-    _insert(con, "staging.cost_items_daily", [(d, n, "api", "usage", m) for d, n, m in costs])
+    _insert(
+        con,
+        "staging.cost_items_daily (day, niche_tag, service_tag, charge_category, cost_micros)",
+        [(d, n, "api", "usage", m) for d, n, m in costs],
+    )
     build_all_marts(con, DAYS)
     rows = con.execute("SELECT kpi, day, niche, country, region, value FROM marts.kpi_daily").fetchall()
     values: dict[tuple, float | None] = {(k, d, n, c, r): v for k, d, n, c, r, v in rows}
@@ -366,7 +370,7 @@ traffic = st.dictionaries(st.tuples(st.sampled_from(DAYS), st.sampled_from(NICHE
 @given(items=cost_items, requests=traffic)
 def test_shared_cost_split_sums_exactly_and_each_part_is_its_share(con, items, requests) -> None:
     _reset(con)
-    _insert(con, "staging.cost_items_daily", items)
+    _insert(con, "staging.cost_items_daily (day, niche_tag, service_tag, charge_category, cost_micros)", items)
     _insert(
         con,
         "staging.metric_counters_hourly",

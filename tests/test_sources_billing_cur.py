@@ -48,7 +48,7 @@ def test_legacy_sample_accounts_regions_and_pricing_exact_per_region() -> None:
     got: dict[str, Decimal] = defaultdict(Decimal)
     for region, cost in items.select("region", "unblended_cost").iter_rows():
         got[region] += cost
-    assert dict(got) == dict(expected) and len(got) == 9
+    assert dict(got) == dict(expected) and len(got) == 19
     assert sum(got.values()) == Decimal("1.68230869740")
     # pricing/term OnDemand usage is Standard pricing; tax has none; usage-based vs one-time charges
     assert items.group_by("line_item_type", "pricing_category", "charge_frequency").len().sort("len").rows() == [
@@ -140,7 +140,13 @@ def test_legacy_tag_columns_are_matched_case_blind() -> None:
     tags = dict(zip(parsed.line_items["line_item_id"].str.slice(0, 1), parsed.line_items["niche_tag"], strict=True))
     # resourceTags/user:niche and resourceTags/user:Niche are one key: h has BARBER and barber (the same, any
     # case); k has only the capitalised column; i has barber and psychology: ambiguous, kept untagged
-    assert (tags["a"], tags["e"], tags["h"], tags["k"], tags["i"]) == ("barber", "psychology", "barber", "psychology", None)
+    assert (tags["a"], tags["e"], tags["h"], tags["k"], tags["i"]) == (
+        "barber",
+        "psychology",
+        "barber",
+        "psychology",
+        None,
+    )
     (note,) = [w for w in parsed.warnings if "untagged" in w]
     assert note == (
         "legacy/cur.csv: 1 rows kept untagged: their cost-allocation tags are malformed or ambiguous "
@@ -198,9 +204,9 @@ def test_cur2_dimensions_commitments_and_case_blind_tags(tmp_path: Path, con) ->
     ).fetchall()
     assert [a[:3] for a in accounts] == [("aws", "123456789012", "210987654321")]
     assert accounts[0][3].endswith("cur/pulso-cur")
-    assert con.execute("SELECT region FROM raw.billing_line_items WHERE line_item_id LIKE 'li-2026-11-02-0|%'").fetchall() == [
-        ("sa-east-1",)
-    ]
+    assert con.execute(
+        "SELECT region FROM raw.billing_line_items WHERE line_item_id LIKE 'li-2026-11-02-0|%'"
+    ).fetchall() == [("sa-east-1",)]
     assert any("1 rows kept untagged" in w and "user_niche" in w for w in result.warnings), result.warnings
     # effective total by hand: 0.3 + 0.1 + 0.75 + 0 + 0 + 0.2 - 0.3 = 1.05
     assert con.execute("SELECT sum(amortized_cost) FROM raw.billing_line_items").fetchall() == [(D("1.05"),)]

@@ -133,7 +133,12 @@ def test_multi_provider_bill_exact_per_provider_category_cost_kind_and_tag() -> 
     # billed (BilledCost) per provider, by hand:
     # aws   -1500 + 1200 + 300 + 0 + 0 + 6.9032 + 12.345678901 - 25.125 = -5.876121099
     # azure  7.10 + 1.00 - 0.75 = 7.35; gcp 0.333333333 - 0.0000001 + 2.5 + 0.1 = 2.933333233; oci 3.21
-    billed = {"aws": Decimal("-5.876121099"), "azure": Decimal("7.35"), "gcp": Decimal("2.933333233"), "oci": Decimal("3.21")}
+    billed = {
+        "aws": Decimal("-5.876121099"),
+        "azure": Decimal("7.35"),
+        "gcp": Decimal("2.933333233"),
+        "oci": Decimal("3.21"),
+    }
     assert _totals(items, "provider", "unblended_cost") == billed
     assert billed == _independent(rows, lambda r: PROVIDER_IDS[r["ProviderName"]], "BilledCost")
     # effective (EffectiveCost): the SP purchase is 0, its used 6.4032 + unused 0.5 carry it: the same totals
@@ -300,7 +305,9 @@ def test_tags_malformed_values_keep_the_cost_untagged_with_a_warning_and_keys_ar
 def test_dimensions_for_the_cost_views() -> None:
     items = parse_focus(focus_csv(november_bill()), "bill.csv").line_items
     first = items.row(0, named=True)
-    assert {k: first[k] for k in ("provider", "billing_account_id", "sub_account_id", "region", "service_category")} == {
+    assert {
+        k: first[k] for k in ("provider", "billing_account_id", "sub_account_id", "region", "service_category")
+    } == {
         "provider": "aws",
         "billing_account_id": "111111111111",
         "sub_account_id": "222222222222",
@@ -326,6 +333,8 @@ def test_dimensions_for_the_cost_views() -> None:
 
 
 def test_focus_10_pricing_category_names_map_to_the_11_names() -> None:
-    rows = [focus_row(**AWS, BilledCost="1", PricingCategory=p) for p in ("On-Demand", "Spot", "Commitment-Based", "Other")]
+    rows = [
+        focus_row(**AWS, BilledCost="1", PricingCategory=p) for p in ("On-Demand", "Spot", "Commitment-Based", "Other")
+    ]
     items = parse_focus(focus_csv(rows, version="1.0"), "p.csv").line_items
     assert items["pricing_category"].to_list() == ["Standard", "Dynamic", "Committed", "Other"]

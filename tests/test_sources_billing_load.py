@@ -318,7 +318,9 @@ def test_one_accounts_period_from_two_deliveries_is_refused_by_name_and_the_stor
     assert _raw(con) == NOVEMBER_EFFECTIVE
     # a restated export in another folder: the AWS tax line changed, everything else identical
     (tmp_path / "focus" / "b").mkdir()
-    (tmp_path / "focus" / "b" / "nov-restated.csv").write_bytes(focus_csv(_focus_bill(r6={"BilledCost": "12.5", "EffectiveCost": "12.5"})))
+    (tmp_path / "focus" / "b" / "nov-restated.csv").write_bytes(
+        focus_csv(_focus_bill(r6={"BilledCost": "12.5", "EffectiveCost": "12.5"}))
+    )
     result = load_billing_files(con, storage)
     assert result.reconciled and result.rows_read == 32
     assert _raw(con) == NOVEMBER_EFFECTIVE  # AWS refused: the rows loaded before stay; nothing doubled
@@ -330,7 +332,9 @@ def test_one_accounts_period_from_two_deliveries_is_refused_by_name_and_the_stor
     )
     # b's other rows are exact copies of a's: counted once; a's 8 AWS rows and b's changed one
     # are quarantined with the reason, so nothing is lost
-    quarantined = con.execute("SELECT count(*) FILTER (WHERE reason LIKE '%refused%'), count(*) FROM quarantine.rows").fetchall()
+    quarantined = con.execute(
+        "SELECT count(*) FILTER (WHERE reason LIKE '%refused%'), count(*) FROM quarantine.rows"
+    ).fetchall()
     assert quarantined == [(8 + 1, 8 + 1 + 15)]
     # the old folder removed: the restatement is the bill
     shutil.rmtree(tmp_path / "focus" / "a")
@@ -420,7 +424,7 @@ def test_duplicate_check_names_both_files_and_the_empty_load_names_the_quarantin
     warehouse.record_load(con, warehouse.LoadResult("billing", "t", rows_read=1283, rows_loaded=1283))
     failures = run_suite(con, suite_for("raw_billing")).failures
     (unique,) = [f for f in failures if "unique" in f]
-    first = legacy["line_item_id"][0]
+    first = min(legacy["line_item_id"].head(2))  # the first duplicated key, in key order
     assert f"e.g. {first} in s3://b/legacy/a.csv and s3://b/legacy/b.csv" in unique, unique
 
     # a load where every row was quarantined: the empty table's error says why
@@ -428,7 +432,9 @@ def test_duplicate_check_names_both_files_and_the_empty_load_names_the_quarantin
     ingest_billing.ensure_billing_tables(empty)
     (tmp_path / "focus").mkdir()
     rows = (FIXTURES / "focus-1.2-multi-provider.csv").read_text().splitlines()
-    (tmp_path / "focus" / "eur.csv").write_text("\n".join([rows[0], *(r.replace(",USD,", ",XYZ,") for r in rows[1:]), ""]))
+    (tmp_path / "focus" / "eur.csv").write_text(
+        "\n".join([rows[0], *(r.replace(",USD,", ",XYZ,") for r in rows[1:]), ""])
+    )
     load_billing_files(empty, LocalStorage(tmp_path))
     (message,) = [f for f in run_suite(empty, suite_for("raw_billing")).failures if "min_rows" in f]
     assert message.startswith("raw.billing_line_items: min_rows: 0 rows, expected at least 1")

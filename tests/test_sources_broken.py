@@ -7,6 +7,7 @@ the same load still land, and nothing already in the warehouse changes.
 from __future__ import annotations
 
 from datetime import date
+from decimal import Decimal
 from pathlib import Path
 
 import duckdb
@@ -180,7 +181,8 @@ def test_zero_byte_manifest_is_a_clear_error_and_nothing_changes(tmp_path: Path,
     assert _snapshot(con, "SELECT * EXCLUDE (_loaded_at) FROM raw.billing_line_items") == october
 
 
-def test_negative_usage_cost_lands_but_fails_the_billing_check(tmp_path: Path, con) -> None:
+def test_negative_usage_cost_lands_and_passes_the_billing_check(tmp_path: Path, con) -> None:
+    """A negative usage line (an AWS correction) is a bill: it loads and nets out, and no sign rule fails it."""
     broken.write_cur2_delivery(
         tmp_path,
         "2026-11",
@@ -188,11 +190,8 @@ def test_negative_usage_cost_lands_but_fails_the_billing_check(tmp_path: Path, c
         {"00001": broken.cur2_parquet([broken.cur2_row(1), broken.cur2_row(2, cost="-4.25")])},
     )
     ingest_billing.load_cur2(con, LocalStorage(tmp_path))
-    failures = run_suite(con, suite_for("raw_billing")).failures
-    assert failures == [
-        "raw.billing_line_items: true cost_sign_fits_category: 1 of 2 rows fail"
-        " — usage/tax/fees are charges, credits/refunds reduce cost"
-    ]
+    assert con.execute("SELECT sum(unblended_cost) FROM raw.billing_line_items").fetchall() == [(Decimal("-2.75"),)]
+    assert run_suite(con, suite_for("raw_billing")).failures == []
 
 
 # -- FX ---------------------------------------------------------------------------------------------------

@@ -78,10 +78,10 @@ def test_storage_for_reads_billing_from_s3_by_configuration_only(
     assert parsed.line_items.height == 1281
     assert sum(parsed.line_items["unblended_cost"].to_list()) == Decimal("1.68230869740")  # exact
     assert set(parsed.line_items["source_file"]) == {f"s3://{bucket}/cur/legacy/cur.csv"}
-    # the same file from the local folder gives the same rows (only source_file differs)
+    # the same file from the local folder gives the same rows (only where they came from differs)
     monkeypatch.setenv("PULSO_BILLING_SOURCE", str(tmp_path / "billing"))
     local = read_billing_file(storage_for("billing"), "legacy/cur.csv")
-    assert local.line_items.drop("source_file").equals(parsed.line_items.drop("source_file"))
+    assert local.line_items.drop("source_file", "delivery").equals(parsed.line_items.drop("source_file", "delivery"))
 
 
 def test_missing_object_and_bucket_are_clear_errors(s3_env: str) -> None:
@@ -137,7 +137,8 @@ def _cur_tree(root: Path) -> None:
 
 def _billing_rows(con) -> list[tuple]:
     return con.execute(
-        "SELECT * EXCLUDE (source_file, _loaded_at) FROM raw.billing_line_items ORDER BY billing_period, line_item_id"
+        "SELECT * EXCLUDE (source_file, delivery, _loaded_at) FROM raw.billing_line_items "
+        "ORDER BY billing_period, line_item_id"
     ).fetchall()
 
 

@@ -16,7 +16,7 @@ from pipelines.defs.common.resources import published_root
 from pipelines.defs.sources.resources import MetricsSourceResource, SourceResource
 from pipelines.defs.warehouse.partitions import daily_partitions, run_days
 from pipelines.lib.catalog import load_catalog
-from pipelines.lib.ingest.billing import build_cost_items_daily, load_cur2
+from pipelines.lib.ingest.billing import build_cost_items_daily, cost_outside, load_cur2, micros_to_usd
 from pipelines.lib.ingest.events import arrival_folders, load_events_day
 from pipelines.lib.ingest.fx import FX_KEY, build_fx_daily, load_fx
 from pipelines.lib.ingest.metrics import load_metrics_day
@@ -244,19 +244,47 @@ def fx_daily(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.Ma
 
 @dg.asset(group_name="staging", kinds={"duckdb"}, deps=[raw_billing], **COMMON)
 def cost_items_daily(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.MaterializeResult:
-    """``staging.cost_items_daily``: each line item's amortized cost on the AR days its usage covers, in
-    exact integer micro-USD (largest remainder across days)."""
+    """``staging.cost_items_daily``: each line item's effective, billed and list cost on the AR days its
+    usage covers, per provider, account, region, niche, service, category, … in exact integer micro-USD
+    (largest remainder across days). Billing days outside the partitions (never built into the marts) are
+    reported with their amount, never silently left out."""
     days = run_days(context)
     with _connect(duckdb) as con:
         _open(con)
         n = build_cost_items_daily(con)
+        outside, micros = cost_outside(con, _first_partition(), _last_partition())
         preview = _preview(
             con,
-            "SELECT day, charge_category, sum(cost_micros) / 1e6 AS usd FROM staging.cost_items_daily "
+            "SELECT day, provider, charge_category, sum(cost_micros) / 1e6 AS usd FROM staging.cost_items_daily "
             "WHERE day IN (SELECT unnest($d::DATE[])) GROUP BY ALL ORDER BY ALL",
             {"d": days},
         )
-    return dg.MaterializeResult(metadata={"dagster/row_count": n, **_days_meta(days), "preview": preview})
+    span = "none"
+    if outside:
+        span = f"{outside[0]}..{outside[-1]}" if len(outside) > 1 else f"{outside[0]}"
+        span += f" ({len(outside)} day{'s' if len(outside) > 1 else ''})"
+        context.log.warning(
+            f"billing cost on {span} is outside the partitions ({_first_partition()}..{_last_partition()}): "
+            f"${micros_to_usd(micros)} effective is in staging.cost_items_daily but in no mart or KPI; set "
+            "PULSO_PARTITION_START to its first day and materialize those days to build them (docs/sources.md)"
+        )
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": n,
+            **_days_meta(days),
+            "days_outside_partitions": span,
+            "cost_outside_partitions_usd": str(micros_to_usd(micros).normalize() if micros else 0),
+            "preview": preview,
+        }
+    )
+
+
+def _first_partition() -> date:
+    return date.fromisoformat(daily_partitions.start.strftime("%Y-%m-%d"))
+
+
+def _last_partition() -> date:
+    return max(date.fromisoformat(k) for k in daily_partitions.get_partition_keys())
 
 
 @dg.asset(group_name="staging", kinds={"duckdb"}, deps=[raw_events], **COMMON)

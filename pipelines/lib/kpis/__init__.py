@@ -36,8 +36,4 @@ def ensure_inputs(con: duckdb.DuckDBPyConnection) -> None:
     ensure_metric_tables(con)
     ensure_event_tables(con)
     ensure_fx_tables(con)
-    ensure_billing_tables(con)
-    con.execute(
-        "CREATE TABLE IF NOT EXISTS staging.cost_items_daily (day DATE, niche_tag VARCHAR, service_tag VARCHAR, "
-        "charge_category VARCHAR, cost_micros BIGINT)"
-    )
+    ensure_billing_tables(con)  # raw.billing_line_items and staging.cost_items_daily

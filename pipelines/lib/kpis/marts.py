@@ -18,6 +18,7 @@ import duckdb
 import polars as pl
 
 from pipelines.lib.catalog import load_catalog
+from pipelines.lib.ingest.billing import ensure_cost_items_table
 from pipelines.lib.ingest.metrics import COUNTER_TABLE, GAUGE_TABLE
 from pipelines.lib.kpis.quantiles import quantile_sql
 from pipelines.lib.kpis.staging import both
@@ -379,7 +380,7 @@ def build_slo_daily(con: duckdb.DuckDBPyConnection, days: Sequence[date]) -> int
 
 
 def build_cost_daily(con: duckdb.DuckDBPyConnection, days: Sequence[date]) -> int:
-    """``marts.cost_daily``: amortized USD per day, niche, service and charge category.
+    """``marts.cost_daily``: amortized (effective) USD per day, niche, service, charge category and provider.
 
     Tagged cost goes to its niche; cost tagged with a shared value or untagged is split across the
     niches with traffic that day in proportion to their HTTP requests (the catalog's live niches in
@@ -389,11 +390,9 @@ def build_cost_daily(con: duckdb.DuckDBPyConnection, days: Sequence[date]) -> in
     catalog = load_catalog()
     alloc = catalog.section("cost_allocation")
     shared_values = [v for v in alloc["shared_niche_values"] if v]
-    if not table_exists(con, "staging.cost_items_daily"):
-        con.execute(
-            "CREATE TABLE staging.cost_items_daily (day DATE, niche_tag VARCHAR, service_tag VARCHAR, "
-            "charge_category VARCHAR, cost_micros BIGINT)"
-        )
+    ensure_cost_items_table(con)
+    if table_exists(con, "marts.cost_daily"):  # a mart built before the provider column: add it (last)
+        con.execute("ALTER TABLE marts.cost_daily ADD COLUMN IF NOT EXISTS provider VARCHAR")
     con.execute("CREATE OR REPLACE TEMP TABLE _live (day DATE, niche VARCHAR)")
     con.executemany(
         "INSERT INTO _live VALUES (?, ?)", [(d, n.id) for d in days for n in catalog.live_niches(catalog.phase_on(d))]
@@ -401,7 +400,8 @@ def build_cost_daily(con: duckdb.DuckDBPyConnection, days: Sequence[date]) -> in
     sql = f"""
         WITH items AS (
             SELECT day, CASE WHEN niche_tag IS NULL OR list_contains($shared, lower(niche_tag)) THEN NULL ELSE niche_tag END AS niche,
-                   coalesce(service_tag, 'shared') AS service, charge_category, sum(cost_micros) AS micros
+                   coalesce(service_tag, 'shared') AS service, charge_category, coalesce(provider, 'unknown') AS provider,
+                   sum(cost_micros) AS micros
             FROM staging.cost_items_daily WHERE day IN (SELECT unnest($days::DATE[])) GROUP BY ALL
         ),
         traffic AS (
@@ -416,8 +416,8 @@ def build_cost_daily(con: duckdb.DuckDBPyConnection, days: Sequence[date]) -> in
         ),
         shared AS (SELECT * FROM items WHERE niche IS NULL),
         parts AS (
-            SELECT s.day, w.niche, s.service, s.charge_category, s.micros, w.w,
-                   sum(w.w) OVER (PARTITION BY s.day, s.service, s.charge_category) AS wsum
+            SELECT s.day, w.niche, s.service, s.charge_category, s.provider, s.micros, w.w,
+                   sum(w.w) OVER (PARTITION BY s.day, s.service, s.charge_category, s.provider) AS wsum
             FROM shared s JOIN weights w ON w.day = s.day
         ),
         floored AS (
@@ -425,26 +425,27 @@ def build_cost_daily(con: duckdb.DuckDBPyConnection, days: Sequence[date]) -> in
             FROM parts
         ),
         ranked AS (
-            SELECT *, abs(micros) - sum(base) OVER (PARTITION BY day, service, charge_category) AS leftover,
-                   row_number() OVER (PARTITION BY day, service, charge_category ORDER BY rem DESC, niche) AS rk
+            SELECT *, abs(micros) - sum(base) OVER (PARTITION BY day, service, charge_category, provider) AS leftover,
+                   row_number() OVER (PARTITION BY day, service, charge_category, provider ORDER BY rem DESC, niche) AS rk
             FROM floored
         ),
         split AS (
             SELECT day, niche, service, charge_category, 'shared_split' AS allocation,
-                   sign(micros) * (base + CASE WHEN rk <= leftover THEN 1 ELSE 0 END) AS micros
+                   sign(micros) * (base + CASE WHEN rk <= leftover THEN 1 ELSE 0 END) AS micros, provider
             FROM ranked
         ),
         unsplit AS (  -- shared cost of a day with no niche at all to carry it: kept, never dropped
-            SELECT day, 'unallocated' AS niche, service, charge_category, 'shared_split' AS allocation, micros
+            SELECT day, 'unallocated' AS niche, service, charge_category, 'shared_split' AS allocation, micros, provider
             FROM shared WHERE day NOT IN (SELECT day FROM weights)
         ),
         allocated AS (
-            SELECT day, niche, service, charge_category, 'tagged' AS allocation, micros FROM items WHERE niche IS NOT NULL
+            SELECT day, niche, service, charge_category, 'tagged' AS allocation, micros, provider FROM items WHERE niche IS NOT NULL
             UNION ALL SELECT * FROM split
             UNION ALL SELECT * FROM unsplit
         )
         SELECT day, niche, service, charge_category, allocation,
-               CAST(CAST(sum(micros) AS DECIMAL(18,0)) * CAST(0.000001 AS DECIMAL(18,6)) AS DECIMAL(18,6)) AS cost_usd
+               CAST(CAST(sum(micros) AS DECIMAL(18,0)) * CAST(0.000001 AS DECIMAL(18,6)) AS DECIMAL(18,6)) AS cost_usd,
+               provider  -- last: a mart built before it gets the column appended
         FROM allocated GROUP BY ALL
         ORDER BY ALL
     """  # noqa: S608

@@ -218,10 +218,42 @@ def run_suite(con: duckdb.DuckDBPyConnection, suite: Suite, day: date | None = N
     for e, result, success in _validate_with_gx(suite, frame, usable):
         outcome.expectations_run += 1
         if not success:
-            outcome.failures.append(_describe_failure(suite, e, result))
+            outcome.failures.append(
+                _explain(con, suite, e, _describe_failure(suite, e, result), relation, where, params)
+            )
     if suite.audit_source:
         _reconcile(con, suite, outcome)
     return outcome
+
+
+def _explain(
+    con: duckdb.DuckDBPyConnection, suite: Suite, e: Expect, text: str, relation: str, where: str, params: list
+) -> str:
+    """Say where a failure comes from: a duplicated key's files (when rows carry ``source_file``), and for
+    an empty table, what the loads quarantined instead (count and first reasons)."""
+    if e.kind == "unique" and "source_file" in (_table_columns(con, suite.table) or {}):
+        cols = ", ".join(f'"{c}"' for c in e.args["columns"])
+        found = con.execute(
+            f"SELECT {cols}, list(DISTINCT source_file ORDER BY source_file) FROM {relation} WHERE {where} "  # noqa: S608
+            f"GROUP BY ALL HAVING count(*) > 1 ORDER BY ALL LIMIT 1",
+            params,
+        ).fetchall()
+        if found:
+            *key, files = found[0]
+            example = f" (e.g. {key[-1]} in {' and '.join(str(f) for f in files)})"
+            head, sep, tail = text.partition(" — ")
+            return f"{head}{example}{sep}{tail}"
+    if e.kind == "min_rows" and suite.audit_source and _table_columns(con, "quarantine.rows") is not None:
+        count, samples = con.execute(
+            "SELECT count(*), list(source_file || coalesce(' row ' || row_number, '') || ': ' || reason "
+            "ORDER BY loaded_at DESC, source_file, row_number)[1:3] FROM quarantine.rows WHERE source = ?",
+            [suite.audit_source],
+        ).fetchone()
+        if count:
+            return f"{text}; {count} rows quarantined by the {suite.audit_source} loads (quarantine.rows), e.g. " + (
+                "; ".join(samples)
+            )
+    return text
 
 
 def _freshness(suite: Suite, outcome: QualityOutcome, newest: date | None, day: date | None) -> None:

@@ -105,14 +105,17 @@ def billing_suite(catalog: Catalog) -> Suite:
             "unblended_cost": RAW_MONEY_TYPE,
             "amortized_cost": RAW_MONEY_TYPE,
             "list_cost": RAW_MONEY_TYPE,
+            "billing_account_id": "VARCHAR",
+            "region": "VARCHAR",
+            "charge_class": "VARCHAR",
+            "charge_frequency": "VARCHAR",
+            "pricing_category": "VARCHAR",
+            "commitment_discount_status": "VARCHAR",
         },
         derived={
             "period_is_ordered": "usage_start <= usage_end",
-            "cost_sign_fits_category": (
-                "CASE WHEN charge_category IN ('usage','tax','fee','purchase') "
-                "AND line_item_type <> 'SavingsPlanNegation' THEN unblended_cost >= 0 "
-                "WHEN charge_category IN ('credit','refund') THEN unblended_cost <= 0 ELSE TRUE END"
-            ),
+            # no sign rule: FOCUS allows either sign in every category (corrections, refunds, credit
+            # reversals) and AWS writes negative usage corrections; they must load and net out
             "in_reporting_currency": f"currency = '{reporting}'",
         },
         expectations=(
@@ -141,7 +144,10 @@ def billing_suite(catalog: Catalog) -> Suite:
                 "true", "in_reporting_currency", why=f"infra cost KPIs are in {reporting}; other currencies need FX"
             ),
             Expect("true", "period_is_ordered"),
-            Expect("true", "cost_sign_fits_category", why="usage/tax/fees are charges, credits/refunds reduce cost"),
+            Expect("in_set", "charge_class", {"values": ["Correction"]}, why="FOCUS ChargeClass"),
+            Expect("in_set", "charge_frequency", {"values": ["One-Time", "Recurring", "Usage-Based"]}),
+            Expect("in_set", "pricing_category", {"values": ["Standard", "Dynamic", "Committed", "Other"]}),
+            Expect("in_set", "commitment_discount_status", {"values": ["Used", "Unused"]}),
             Expect(
                 "in_set",
                 "niche_tag",

@@ -94,11 +94,16 @@ SCHEMA = pa.schema(
         ("pricing_public_on_demand_cost", pa.decimal128(18, 6)),
         ("savings_plan_savings_plan_effective_cost", pa.decimal128(18, 6)),
         ("reservation_effective_cost", pa.decimal128(18, 6)),
+        ("savings_plan_savings_plan_a_r_n", pa.string()),
+        ("savings_plan_total_commitment_to_date", pa.decimal128(18, 6)),
+        ("savings_plan_used_commitment", pa.decimal128(18, 6)),
+        ("pricing_term", pa.string()),
         ("product_region_code", pa.string()),
         ("resource_tags", pa.map_(pa.string(), pa.string())),
     ]
 )
 MICRO = Decimal("0.000001")
+SP_LINE_ITEMS = ("SavingsPlanCoveredUsage", "SavingsPlanNegation", "SavingsPlanRecurringFee")
 
 
 @dataclass
@@ -132,7 +137,11 @@ def amortized(row: dict[str, Any]) -> Decimal:
         return row["savings_plan_savings_plan_effective_cost"]
     if kind == "DiscountedUsage":
         return row["reservation_effective_cost"]
-    if kind in ("SavingsPlanRecurringFee", "SavingsPlanNegation", "RIFee"):
+    if kind == "SavingsPlanRecurringFee":  # its unused part: total commitment to date - used commitment
+        return (row.get("savings_plan_total_commitment_to_date") or Decimal(0)) - (
+            row.get("savings_plan_used_commitment") or Decimal(0)
+        )
+    if kind in ("SavingsPlanNegation", "RIFee"):
         return Decimal(0)
     return row["line_item_unblended_cost"]
 
@@ -208,6 +217,11 @@ class BillingModel:
                 else (unblended if kind in ("Usage", "SavingsPlanCoveredUsage") else Decimal(0)),
                 "savings_plan_savings_plan_effective_cost": sp_effective,
                 "reservation_effective_cost": Decimal(0),
+                # the plan is fully used: its hourly fee is all used commitment (no unused part)
+                "savings_plan_savings_plan_a_r_n": _sp_arn(self.world.seed) if kind in SP_LINE_ITEMS else None,
+                "savings_plan_total_commitment_to_date": unblended if kind == "SavingsPlanRecurringFee" else None,
+                "savings_plan_used_commitment": unblended if kind == "SavingsPlanRecurringFee" else None,
+                "pricing_term": "OnDemand" if kind in ("Usage", "SavingsPlanCoveredUsage") else None,
                 "resource_tags": tags,
             }
         )
