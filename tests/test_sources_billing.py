@@ -235,7 +235,10 @@ def test_ragged_row_rejected() -> None:
         (b"", "f: empty file"),
         (gzip.compress(FOCUS12.read_bytes(), mtime=0)[:40], "f: gzip stream is cut short"),
         (b"PAR1" + b"\x00" * 30, "f: not a readable Parquet file"),
-        (b"BilledCost,EffectiveCost\n1,1\n", "f: not a FOCUS file: missing column(s) ChargeCategory, ChargePeriodStart"),
+        (
+            b"BilledCost,EffectiveCost\n1,1\n",
+            "f: not a FOCUS file: missing column(s) ChargeCategory, ChargePeriodStart",
+        ),
         (b"\xff\xfe\x00garbage", "f: not UTF-8 text"),
     ],
     ids=["empty", "gzip_cut_short", "truncated_parquet", "missing_columns", "not_utf8"],

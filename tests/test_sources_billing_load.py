@@ -450,3 +450,115 @@ def test_quarantine_does_not_pile_up_on_reloads(tmp_path: Path, con) -> None:
     for _ in range(3):
         load_billing_files(con, storage, force=True)
     assert con.execute("SELECT count(*) FROM quarantine.rows").fetchall() == [(1,)]
+
+
+def test_two_cur2_exports_of_one_period_never_hide_each_other(tmp_path: Path, con) -> None:
+    """Two Data Exports in one billing source (two payer accounts; or an hourly and a daily export of one):
+    both are read; one account's period in both counts once, from the export whose name sorts first."""
+    from pipelines.lib.ingest.billing import build_cost_items_daily, load_cur2
+    from tests.fixtures.sources import broken
+
+    def export(name: str, rows: list[dict]) -> None:
+        broken.write_cur2_delivery(tmp_path / "tmp", "2026-11", "nov-1", {"00001": broken.cur2_parquet(rows)})
+        (tmp_path / "cur").mkdir(exist_ok=True)
+        shutil.move(tmp_path / "tmp" / "cur" / broken.EXPORT, tmp_path / "cur" / name)
+        for manifest in (tmp_path / "cur" / name).rglob("*Manifest.json"):
+            manifest.rename(manifest.with_name(f"{name}-Manifest.json"))
+
+    one = [{**broken.cur2_row(i, cost="1.25"), "bill_payer_account_id": "111111111111"} for i in range(2)]
+    two = [{**broken.cur2_row(i, cost="4"), "bill_payer_account_id": "222222222222"} for i in range(3)]
+    export("a-hourly", one + two)
+    export("b-daily", [{**r, "identity_line_item_id": f"daily-{i}"} for i, r in enumerate(one)])
+    result = load_cur2(con, LocalStorage(tmp_path))
+    assert (result.rows_read, result.rows_loaded) == (7, 7)
+    # loading again: each export's delivery is remembered on its own, nothing re-read
+    assert load_cur2(con, LocalStorage(tmp_path)).rows_read == 0
+    notes = load_billing_files(con, LocalStorage(tmp_path)).warnings
+    (note,) = [n for n in notes if "is in both" in n]
+    assert note.startswith("billing period 2026-11 of aws account 111111111111 is in both the CUR 2.0 export ")
+    assert f"the CUR 2.0 rows of {tmp_path}/cur/a-hourly are used" in note
+    assert note.endswith("2 CUR 2.0 line items ($2.5000000000 effective) are not counted")
+    build_cost_items_daily(con)
+    assert con.execute("SELECT sum(cost_micros) FROM staging.cost_items_daily").fetchall() == [
+        (14_500_000,)
+    ]  # 2.5 + 12
+
+
+def test_a_cur2_line_item_in_two_data_files_of_one_delivery_counts_once(tmp_path: Path, con) -> None:
+    from pipelines.lib.ingest.billing import load_cur2
+    from tests.fixtures.sources import broken
+
+    rows = [broken.cur2_row(i, cost="2.5") for i in range(3)]
+    broken.write_cur2_delivery(
+        tmp_path,
+        "2026-11",
+        "nov-1",
+        {"00001": broken.cur2_parquet(rows), "00002": broken.cur2_parquet([rows[1], broken.cur2_row(7, cost="1")])},
+    )
+    result = load_cur2(con, LocalStorage(tmp_path))
+    assert (result.rows_read, result.rows_loaded, result.rows_quarantined) == (5, 4, 1)
+    assert con.execute("SELECT sum(unblended_cost), count(*) FROM raw.billing_line_items").fetchall() == [
+        (Decimal("8.5"), 4)
+    ]
+    ((file, reason),) = con.execute("SELECT source_file, reason FROM quarantine.rows").fetchall()
+    assert file.endswith("nov-1-00002.snappy.parquet") and "already in" in reason and "nov-1-00001" in reason
+    assert run_suite(con, suite_for("raw_billing")).failures == []
+
+
+def test_older_warehouse_gets_the_dimension_columns_and_its_bills_reread(tmp_path: Path) -> None:
+    """A warehouse from before the accounts/region/commitment columns: they are added in place, the bills
+    are read again (filling them), replacing the old rows, never doubling; the staging and mart tables get
+    their new columns too."""
+    path = tmp_path / "old.duckdb"
+    old = duckdb.connect(str(path))
+    warehouse.prepare(old)
+    old.execute(  # the table as the first warehouses had it
+        "CREATE TABLE raw.billing_line_items (source_format VARCHAR, source_file VARCHAR, billing_period VARCHAR, "
+        "line_item_id VARCHAR, usage_start TIMESTAMPTZ, usage_end TIMESTAMPTZ, provider VARCHAR, "
+        "line_item_type VARCHAR, charge_category VARCHAR, service_code VARCHAR, usage_type VARCHAR, "
+        "resource_id VARCHAR, niche_tag VARCHAR, service_tag VARCHAR, environment_tag VARCHAR, currency VARCHAR, "
+        "unblended_cost DECIMAL(38,10), amortized_cost DECIMAL(38,10), list_cost DECIMAL(38,10), "
+        "_loaded_at TIMESTAMPTZ)"
+    )
+    old.execute(
+        "CREATE TABLE ops.billing_deliveries (billing_period VARCHAR, execution_id VARCHAR, manifest VARCHAR, "
+        "rows_loaded BIGINT, loaded_at TIMESTAMPTZ)"
+    )
+    old.execute(
+        "CREATE TABLE staging.cost_items_daily (day DATE, niche_tag VARCHAR, service_tag VARCHAR, "
+        "charge_category VARCHAR, cost_micros BIGINT)"
+    )
+    old.execute(
+        "INSERT INTO raw.billing_line_items (source_format, billing_period, line_item_id, unblended_cost, "
+        "amortized_cost) VALUES ('cur_legacy', '2023-11', 'x', 1.5, 1.5)"
+    )
+    old.close()
+    root = tmp_path / "billing"
+    (root / "legacy").mkdir(parents=True)
+    shutil.copy(FIXTURES / "aws-cur-legacy-sample.csv", root / "legacy" / "cur.csv")
+    con = warehouse.connect(path)
+    ingest_billing.ensure_billing_tables(con)
+    columns = {r[0] for r in con.execute("DESCRIBE raw.billing_line_items").fetchall()}
+    assert {"billing_account_id", "region", "commitment_discount_status", "delivery"} <= columns
+    staging = {r[0] for r in con.execute("DESCRIBE staging.cost_items_daily").fetchall()}
+    assert {"provider", "billed_micros", "list_micros", "region"} <= staging
+    load_billing_files(con, LocalStorage(root))
+    assert _totals(con) == {("cur_legacy", "2023-11"): (Decimal("1.68230869740"), 1281)}  # the old row replaced
+    assert con.execute("SELECT count(DISTINCT billing_account_id) FROM raw.billing_line_items").fetchall() == [(1,)]
+    assert ingest_billing.migrate_dimension_columns(con) == []  # once only
+    con.close()
+
+
+def test_a_focus_export_listing_a_file_not_delivered_yet_is_skipped_with_a_warning(tmp_path: Path, con) -> None:
+    from tests.fixtures.sources.focus import focus_row
+
+    _focus_export(tmp_path, "pulso-focus", "2026-11", [focus_row(BilledCost="1")])
+    manifest = next((tmp_path / "cur" / "pulso-focus" / "metadata").rglob("*Manifest.json"))
+    import json
+
+    body = json.loads(manifest.read_text())
+    body["dataFiles"].append(body["dataFiles"][0].replace("00001", "00002"))
+    manifest.write_text(json.dumps(body))
+    result = load_billing_files(con, LocalStorage(tmp_path))
+    assert result.rows_read == 0
+    assert any("lists 1 data file(s) not delivered yet" in w and "2026-11 skipped" in w for w in result.warnings)
