@@ -562,3 +562,30 @@ def test_a_focus_export_listing_a_file_not_delivered_yet_is_skipped_with_a_warni
     result = load_billing_files(con, LocalStorage(tmp_path))
     assert result.rows_read == 0
     assert any("lists 1 data file(s) not delivered yet" in w and "2026-11 skipped" in w for w in result.warnings)
+
+
+def test_a_restated_file_beside_the_old_one_in_one_folder_is_refused_as_two_versions(tmp_path: Path, con) -> None:
+    """Parts of one export share no line item; two files that share some and differ in others are two
+    versions of one bill: that account's period is refused (not half of each counted)."""
+    from tests.fixtures.sources.focus import focus_csv
+
+    folder = tmp_path / "focus" / "2026-11"
+    folder.mkdir(parents=True)
+    (folder / "bill.csv").write_bytes(focus_csv(_focus_bill()))
+    load_billing_files(con, LocalStorage(tmp_path))
+    (folder / "bill-v2.csv").write_bytes(focus_csv(_focus_bill(r6={"BilledCost": "12.5", "EffectiveCost": "12.5"})))
+    result = load_billing_files(con, LocalStorage(tmp_path))
+    assert _raw(con) == NOVEMBER_EFFECTIVE  # the rows loaded before stay
+    (note,) = [w for w in result.warnings if "refused" in w]
+    assert note.startswith(
+        f"billing period 2026-11 of aws account 111111111111 is in two versions of one bill, {folder}/bill-v2.csv "
+        f"and {folder}/bill.csv (they share line items and differ in others): refused"
+    )
+    # parts of one export (no line item in common) are one delivery: both load
+    shutil.rmtree(folder)
+    folder.mkdir()
+    rows = _focus_bill()
+    (folder / "part-1.csv").write_bytes(focus_csv(rows[:8]))
+    (folder / "part-2.csv").write_bytes(focus_csv(rows[8:]))
+    parts = load_billing_files(con, LocalStorage(tmp_path))
+    assert not [w for w in parts.warnings if "refused" in w] and _raw(con) == NOVEMBER_EFFECTIVE

@@ -348,8 +348,15 @@ def _read_tables(
 # One pass types every row of one data file and names what is wrong with it (NULL problem = good row).
 _TYPED_SQL = """
 CREATE OR REPLACE TEMP TABLE {name} AS
-WITH t AS (
-    SELECT *,
+WITH tagged AS (  -- the tags' keys and values once, lower-cased, empty values left out
+    SELECT *, list_filter(list_transform(map_entries(resource_tags),
+                  lambda e: {{'key': e.key, 'k': lower(trim(e.key)), 'v': lower(trim(e.value))}}),
+              lambda e: e.v IS NOT NULL AND e.v <> '') AS _tags
+    FROM _cur
+),
+tag_values AS (SELECT *, {tag_values} FROM tagged),
+t AS (
+    SELECT * EXCLUDE (_tags),
         TRY_CAST(line_item_unblended_cost AS DECIMAL(38,10)) AS unblended,
         TRY_CAST(savings_plan_savings_plan_effective_cost AS DECIMAL(38,10)) AS sp_eff,
         TRY_CAST(reservation_effective_cost AS DECIMAL(38,10)) AS ri_eff,
@@ -362,10 +369,10 @@ WITH t AS (
         TRY_CAST(line_item_usage_end_date AS TIMESTAMPTZ) AS u_end,
         nullif(trim(CAST(savings_plan_savings_plan_a_r_n AS VARCHAR)), '') AS sp_arn,
         nullif(trim(CAST(reservation_reservation_a_r_n AS VARCHAR)), '') AS ri_arn,
-        json_extract_string($categories, '$.' || line_item_line_item_type) AS category,
+        {category} AS category,
         {tags}
         $where AS _file, $file_index AS _file_index
-    FROM _cur
+    FROM tag_values
 )
 SELECT *,
     CASE line_item_line_item_type  -- pipelines.lib.sources.billing_formats.cur_effective_rule
@@ -396,34 +403,37 @@ FROM t
 """
 
 
-def _tag_sql(tags: dict[str, str]) -> str:
+def _case(column: str, mapping: dict[str, str]) -> str:
+    """``CASE column WHEN 'k' THEN 'v' … END`` from one of this package's constant mappings."""
+    return f"CASE {column} " + " ".join(f"WHEN '{k}' THEN '{v}'" for k, v in mapping.items()) + " END"
+
+
+def _tag_sql(tags: dict[str, str]) -> tuple[str, str]:
     """Each allocation tag from ``resource_tags``, its key matched case-blind (``user_Niche``); two keys of
-    one tag with different values leave it NULL and say why in ``tag_problem``."""
-    parts, problems = [], []
+    one tag with different values leave it NULL and say why in ``tag_problem``. Returns the SQL of the
+    per-tag value lists (over ``_tags``) and of the tag and problem columns."""
+    lists, parts, problems = [], [], []
     for logical in ("niche", "service", "environment"):
         key = tags[logical].lower().replace("'", "''")
-        entries = (
-            f"list_filter(map_entries(resource_tags), lambda e: lower(trim(e.key)) = '{key}' "
-            "AND nullif(trim(e.value), '') IS NOT NULL)"
+        lists.append(
+            f"list_distinct(list_transform(list_filter(_tags, lambda e: e.k = '{key}'), lambda e: e.v)) AS _{logical}"
         )
-        values = f"list_distinct(list_transform({entries}, lambda e: lower(trim(e.value))))"
-        parts.append(f"CASE WHEN len({values}) = 1 THEN {values}[1] END AS {logical}_tag,")
-        keys = f"list_transform({entries}, lambda e: chr(39) || e.key || chr(39))"
+        parts.append(f"CASE WHEN len(_{logical}) = 1 THEN _{logical}[1] END AS {logical}_tag,")
+        keys = f"list_transform(list_filter(_tags, lambda e: e.k = '{key}'), lambda e: chr(39) || e.key || chr(39))"
         problems.append(
-            f"CASE WHEN len({values}) > 1 THEN 'resource_tags has ' || "
+            f"CASE WHEN len(_{logical}) > 1 THEN 'resource_tags has ' || "
             f"list_aggregate({keys}[1:2], 'string_agg', ' and ') || ' with different values' END"
         )
-    return "\n        ".join(parts) + f"\n        coalesce({', '.join(problems)}) AS tag_problem,"
+    columns = "\n        ".join(parts) + f"\n        coalesce({', '.join(problems)}) AS tag_problem,"
+    return ", ".join(lists), columns
 
 
 def _load_delivery(con: duckdb.DuckDBPyConnection, storage: Storage, delivery: Delivery) -> LoadResult:
     result = LoadResult("billing", delivery.period)
     bad: list[QuarantinedRow] = []
     tags = load_catalog().section("cost_allocation")["tags"]
-    params = {
-        "categories": json.dumps(CUR_CHARGE_CATEGORY),
-        "known": sorted(known_currencies()),
-    }
+    params = {"known": sorted(known_currencies())}
+    tag_values, tag_columns = _tag_sql(tags)
     export = storage.describe(delivery.root) if delivery.root else storage.describe(delivery.manifest_key)
     before_days = _period_days(con, delivery.period)
     con.execute(
@@ -438,16 +448,23 @@ def _load_delivery(con: duckdb.DuckDBPyConnection, storage: Storage, delivery: D
         con.register("_cur", table)
         try:
             con.execute(
-                _TYPED_SQL.format(name=name, tags=_tag_sql(tags)), {**params, "where": where, "file_index": index}
+                _TYPED_SQL.format(
+                    name=name,
+                    tag_values=tag_values,
+                    tags=tag_columns,
+                    category=_case("line_item_line_item_type", CUR_CHARGE_CATEGORY),
+                ),
+                {**params, "where": where, "file_index": index},
             )
         finally:
             con.unregister("_cur")
         typed.append(name)
     if typed:
         union = " UNION ALL BY NAME ".join(f"SELECT * FROM {n}" for n in typed)  # noqa: S608 - temp tables
-        con.execute(f"CREATE OR REPLACE TEMP TABLE _cur_typed AS {union}")  # noqa: S608
-        _insert_delivery(con, delivery, export, now, result, bad)
-    for name in [*typed, "_cur_typed"]:
+        con.execute(f"CREATE OR REPLACE TEMP VIEW _cur_typed AS {union}")  # noqa: S608
+        _insert_delivery(con, delivery, export, now, result, bad, several_files=len(typed) > 1)
+        con.execute("DROP VIEW IF EXISTS _cur_typed")
+    for name in typed:
         con.execute(f"DROP TABLE IF EXISTS {name}")
     result.rows_quarantined = quarantine(con, "billing", bad)
     con.execute(
@@ -465,24 +482,36 @@ def _insert_delivery(
     now: datetime,
     result: LoadResult,
     bad: list[QuarantinedRow],
+    several_files: bool,
 ) -> None:
     """Good rows of the delivery's files into raw; bad rows, and copies of a line item already in an earlier
     file of the delivery (same identity and content), into ``bad``."""
-    con.execute(
-        """
-        CREATE OR REPLACE TEMP TABLE _cur_ranked AS
-        WITH good AS (
-            SELECT *, md5(concat_ws('|', identity_line_item_id, identity_time_interval, line_item_line_item_type,
-                      u_start, u_end, line_item_product_code, line_item_usage_type, line_item_resource_id,
-                      unblended, amortized, list_cost, CAST(resource_tags AS VARCHAR))) AS _content
-            FROM _cur_typed WHERE problem IS NULL
+    if not several_files:  # one data file: nothing to compare across files
+        con.execute(
+            "CREATE OR REPLACE TEMP VIEW _cur_ranked AS SELECT *, _file_index AS _first_index, "
+            "_file AS _first_file FROM _cur_typed WHERE problem IS NULL"
         )
-        SELECT *,
-            min(_file_index) OVER (PARTITION BY _content) AS _first_index,
-            arg_min(_file, _file_index) OVER (PARTITION BY _content) AS _first_file
-        FROM good
-        """
-    )
+    else:  # content compared only for identities found in more than one file
+        con.execute(
+            """
+            CREATE OR REPLACE TEMP TABLE _cur_ranked AS
+            WITH good AS (
+                SELECT *, min(_file_index) OVER id <> max(_file_index) OVER id AS _in_several
+                FROM _cur_typed WHERE problem IS NULL
+                WINDOW id AS (PARTITION BY identity_line_item_id, identity_time_interval)
+            ),
+            keyed AS (
+                SELECT *, CASE WHEN _in_several THEN md5(concat_ws('|', line_item_line_item_type, u_start, u_end,
+                          line_item_product_code, line_item_usage_type, line_item_resource_id, unblended, amortized,
+                          list_cost, CAST(resource_tags AS VARCHAR))) END AS _content
+                FROM good
+            )
+            SELECT * EXCLUDE (_in_several, _content),
+                min(_file_index) OVER same AS _first_index, arg_min(_file, _file_index) OVER same AS _first_file
+            FROM keyed
+            WINDOW same AS (PARTITION BY identity_line_item_id, identity_time_interval, _content)
+            """
+        )
     n_read, n_bad = con.execute("SELECT count(*), count(problem) FROM _cur_typed").fetchall()[0]
     result.rows_read += n_read
     for row_number, where, row_text, reason in con.execute(
@@ -526,7 +555,7 @@ def _insert_delivery(
             nullif(trim(CAST(bill_payer_account_id AS VARCHAR)), '') AS billing_account_id,
             nullif(trim(CAST(line_item_usage_account_id AS VARCHAR)), '') AS sub_account_id,
             nullif(trim(CAST(product_region_code AS VARCHAR)), '') AS region,
-            json_extract_string($frequencies, '$.' || line_item_line_item_type) AS charge_frequency,
+            {frequency} AS charge_frequency,
             CASE  -- billing_formats.cur_pricing_category
                 WHEN line_item_line_item_type IN ('SavingsPlanCoveredUsage', 'DiscountedUsage') THEN 'Committed'
                 WHEN line_item_line_item_type <> 'Usage' THEN NULL
@@ -543,13 +572,8 @@ def _insert_delivery(
                  WHEN line_item_line_item_type IN ('SavingsPlanRecurringFee', 'RIFee') AND amortized <> 0 THEN 'Unused'
             END AS commitment_discount_status
         FROM _cur_ranked WHERE _file_index = _first_index
-        """,
-        {
-            "period": delivery.period,
-            "now": now,
-            "export": export,
-            "frequencies": json.dumps(CUR_CHARGE_FREQUENCY),
-        },
+        """.replace("{frequency}", _case("line_item_line_item_type", CUR_CHARGE_FREQUENCY)),
+        {"period": delivery.period, "now": now, "export": export},
     )
     loaded = con.execute("SELECT count(*) FROM _cur_ranked WHERE _file_index = _first_index").fetchall()[0][0]
     result.rows_loaded += loaded
@@ -566,7 +590,7 @@ def _insert_delivery(
             f"{untagged[0][0]}: {len(untagged)} rows kept untagged: their cost-allocation tags are malformed or "
             f"ambiguous ({shown}{more})"
         )
-    con.execute("DROP TABLE IF EXISTS _cur_ranked")
+    con.execute("DROP VIEW IF EXISTS _cur_ranked" if not several_files else "DROP TABLE IF EXISTS _cur_ranked")
 
 
 def _period_days(con: duckdb.DuckDBPyConnection, period: str) -> set[date]:
@@ -592,20 +616,17 @@ _SOURCES_SQL = """
     FROM raw.billing_line_items WHERE billing_account_id IS NOT NULL
     GROUP BY ALL
 """
-_USED_ROWS_SQL = f"""
-    WITH sources AS ({_SOURCES_SQL}),
-    chosen AS (
-        SELECT * FROM sources
-        QUALIFY row_number() OVER (PARTITION BY provider, billing_account_id, billing_period
-                                   ORDER BY rank, delivery NULLS LAST) = 1
+_USED_ROWS_SQL = """
+    SELECT * EXCLUDE (_own, _best) FROM (
+        SELECT *, min(_own) OVER (PARTITION BY provider, billing_account_id, billing_period) AS _best
+        FROM (
+            SELECT *, CASE source_format WHEN 'cur2' THEN '1' WHEN 'cur_legacy' THEN '2' ELSE '3' END
+                      || chr(31) || coalesce(delivery, chr(127)) AS _own
+            FROM raw.billing_line_items
+        )
     )
-    SELECT r.* FROM raw.billing_line_items r
-    WHERE r.billing_account_id IS NULL OR EXISTS (
-        SELECT 1 FROM chosen c
-        WHERE c.provider IS NOT DISTINCT FROM r.provider AND c.billing_account_id = r.billing_account_id
-          AND c.billing_period = r.billing_period AND c.source_format = r.source_format
-          AND c.delivery IS NOT DISTINCT FROM r.delivery)
-"""  # noqa: S608 - constant SQL
+    WHERE billing_account_id IS NULL OR _own = _best
+"""
 
 
 def billing_sources(con: duckdb.DuckDBPyConnection) -> list[str]:

@@ -223,8 +223,8 @@ def load_billing_files(con: duckdb.DuckDBPyConnection, storage: Storage, *, forc
         parsed.append(items)
     refused: set[tuple[str, str, str, str]] = set()
     if parsed:
-        items, copies = _drop_copies(pl.concat(parsed))
-        items, refusals, refused, warnings = _refuse_overlaps(items)
+        items, copies, versions = _drop_copies(pl.concat(parsed))
+        items, refusals, refused, warnings = _refuse_overlaps(items, versions)
         bad.extend(copies + refusals)
         result.warnings.extend(warnings)
         result.rows_loaded += items.height
@@ -259,25 +259,30 @@ def _row_json(row: dict) -> str:
     return json.dumps({k: v for k, v in row.items() if not k.startswith("_")}, default=str)
 
 
-def _drop_copies(items: pl.DataFrame) -> tuple[pl.DataFrame, list[QuarantinedRow]]:
+def _drop_copies(
+    items: pl.DataFrame,
+) -> tuple[pl.DataFrame, list[QuarantinedRow], set[tuple[tuple[str, str, str, str], str, str]]]:
     """Line items already seen in an earlier file (key order) of the same format and billing period:
-    quarantined naming both files, never added."""
+    quarantined naming both files, never added. Also returns (unit, file, earlier file) for every file that
+    repeated another's line items: if both still hold other rows of that unit, they are two versions."""
     first_file = pl.col("source_file").first().over("source_format", "billing_period", "line_item_id")
     ranked = items.with_columns(first_file.alias("_first_file"))
     repeated = ranked.filter(pl.col("source_file") != pl.col("_first_file"))
-    rows = [
-        QuarantinedRow(
-            r["source_file"],
-            None,
-            _row_json(r),
-            f"duplicate line item {r['line_item_id']} of billing period {r['billing_period']}, already in "
-            f"{r['_first_file']}: the same bill delivered twice counts once; a restated report must replace the "
-            "old file, not sit beside it",
+    rows, pairs = [], set()
+    for r in repeated.iter_rows(named=True):
+        pairs.add((_unit(r), r["source_file"], r["_first_file"]))
+        rows.append(
+            QuarantinedRow(
+                r["source_file"],
+                None,
+                _row_json(r),
+                f"duplicate line item {r['line_item_id']} of billing period {r['billing_period']}, already in "
+                f"{r['_first_file']}: the same bill delivered twice counts once; a restated report must replace "
+                "the old file, not sit beside it",
+            )
         )
-        for r in repeated.iter_rows(named=True)
-    ]
     kept = ranked.filter(pl.col("source_file") == pl.col("_first_file")).drop("_first_file")
-    return kept, rows
+    return kept, rows, pairs
 
 
 def _unit(row: dict) -> tuple[str, str, str, str]:
@@ -285,32 +290,43 @@ def _unit(row: dict) -> tuple[str, str, str, str]:
     return (row["billing_period"], row["source_format"], row["provider"] or "", row["billing_account_id"] or "")
 
 
+def _listed(names: list[str]) -> str:
+    return " and ".join(names) if len(names) <= 2 else ", ".join(names[:-1]) + f" and {names[-1]}"
+
+
 def _refuse_overlaps(
-    items: pl.DataFrame,
+    items: pl.DataFrame, versions: set[tuple[tuple[str, str, str, str], str, str]]
 ) -> tuple[pl.DataFrame, list[QuarantinedRow], set[tuple[str, str, str, str]], list[str]]:
-    """Units (:func:`_unit`) with rows from more than one delivery: refused. Returns the rows kept, the
-    refused rows as quarantine rows, the refused units and one warning per unit."""
+    """Units (:func:`_unit`) with rows from more than one delivery, or from two files that are versions of
+    one bill (one repeats some of the other's line items and differs in others): refused. Returns the rows
+    kept, the refused rows as quarantine rows, the refused units and one warning per unit."""
     keys = ["billing_period", "source_format", "provider", "billing_account_id"]
-    deliveries = (
-        items.group_by(keys)
-        .agg(pl.col("delivery").unique().sort().alias("deliveries"))
-        .filter(pl.col("deliveries").list.len() > 1)
+    units = items.group_by(keys).agg(
+        pl.col("delivery").unique().sort().alias("deliveries"), pl.col("source_file").unique().alias("files")
     )
-    if deliveries.is_empty():
-        return items, [], set(), []
     refused: dict[tuple[str, str, str, str], str] = {}
-    for r in deliveries.iter_rows(named=True):
-        names = [str(d) for d in r["deliveries"]]
-        listed = " and ".join(names) if len(names) == 2 else ", ".join(names[:-1]) + f" and {names[-1]}"
-        count = "two" if len(names) == 2 else str(len(names))
-        refused[_unit(r)] = (
-            f"billing period {r['billing_period']} of {r['provider']} account {r['billing_account_id'] or '(none)'} "
-            f"is in {count} deliveries, {listed}: refused (the rows loaded before stay) until one is removed; "
-            "a restated bill must replace the old one"
+    for r in units.iter_rows(named=True):
+        unit, who = _unit(r), f"billing period {r['billing_period']} of {r['provider']} account "
+        who += r["billing_account_id"] or "(none)"
+        files = set(r["files"])
+        if len(r["deliveries"]) > 1:
+            names = [str(d) for d in r["deliveries"]]
+            count = "two" if len(names) == 2 else str(len(names))
+            refused[unit] = f"{who} is in {count} deliveries, {_listed(names)}"
+        elif pair := sorted((f, g) for u, f, g in versions if u == unit and f in files and g in files):
+            refused[unit] = (
+                f"{who} is in two versions of one bill, {pair[0][1]} and {pair[0][0]} (they share line items "
+                "and differ in others)"
+            )
+    if not refused:
+        return items, [], set(), []
+    for unit, text in refused.items():
+        refused[unit] = (
+            f"{text}: refused (the rows loaded before stay) until one is removed; a restated bill must replace "
+            "the old one"
         )
-    unit = pl.concat_str([pl.col(c).fill_null("") for c in keys], separator="\x1f")  # the same key as _unit, in polars
-    wanted = ["\x1f".join(u) for u in refused]
-    marked = items.with_columns(unit.is_in(wanted).alias("_refused"))
+    unit = pl.concat_str([pl.col(c).fill_null("") for c in keys], separator="\x1f")  # as _unit, in polars
+    marked = items.with_columns(unit.is_in(["\x1f".join(u) for u in refused]).alias("_refused"))
     rows = [
         QuarantinedRow(r["source_file"], None, _row_json(r), refused[_unit(r)])
         for r in marked.filter(pl.col("_refused")).iter_rows(named=True)
