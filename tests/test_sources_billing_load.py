@@ -589,3 +589,25 @@ def test_a_restated_file_beside_the_old_one_in_one_folder_is_refused_as_two_vers
     (folder / "part-2.csv").write_bytes(focus_csv(rows[8:]))
     parts = load_billing_files(con, LocalStorage(tmp_path))
     assert not [w for w in parts.warnings if "refused" in w] and _raw(con) == NOVEMBER_EFFECTIVE
+
+
+def test_one_bill_from_two_exporters_focus_10_csv_and_12_parquet_counts_once(tmp_path: Path, con) -> None:
+    """The same charges as a FOCUS 1.0 CSV (1.0 PricingCategory names, ``NULL``s, no-T times) and a FOCUS 1.2
+    Parquet with the columns 1.0 lacks (InvoiceId, SkuMeter, an x_ column): the same line items, once."""
+    from tests.fixtures.sources.focus import focus_csv, focus_parquet
+
+    old_names = {"Standard": "On-Demand", "Committed": "Commitment-Based", "Dynamic": "Spot"}
+    v10 = [
+        {**r, "PricingCategory": old_names.get(r.get("PricingCategory"), r.get("PricingCategory"))}
+        for r in _focus_bill()
+    ]
+    v12 = [
+        {**r, "InvoiceId": "INV-2026-11", "SkuMeter": "Compute", "x_Operation": "RunInstances"} for r in _focus_bill()
+    ]
+    folder = tmp_path / "focus" / "2026-11"
+    folder.mkdir(parents=True)
+    (folder / "bill-1.0.csv").write_bytes(focus_csv(v10, version="1.0", timestamps="space", null="NULL"))
+    (folder / "bill-1.2.parquet").write_bytes(focus_parquet(v12, version="1.2"))
+    result = load_billing_files(con, LocalStorage(tmp_path))
+    assert (result.rows_read, result.rows_loaded, result.rows_quarantined) == (32, 16, 16)
+    assert _raw(con) == NOVEMBER_EFFECTIVE

@@ -802,16 +802,36 @@ def _canonical_text(text: str) -> str | None:
     return text
 
 
+# The columns a FOCUS row's identity is made of: what the charge is in every FOCUS version and exporter
+# (costs, quantities, periods, account, service, SKU, resource, region, commitment, tags), not the extra
+# columns one exporter writes and another does not (InvoiceId, SkuMeter, x_ columns, display names).
+FOCUS_IDENTITY = tuple(
+    sorted(
+        "BilledCost EffectiveCost ListCost ContractedCost BillingCurrency BillingAccountId SubAccountId "
+        "BillingPeriodStart BillingPeriodEnd ChargePeriodStart ChargePeriodEnd ChargeCategory ChargeSubcategory "
+        "ChargeClass ChargeDescription ChargeFrequency PricingCategory PricingQuantity PricingUnit "
+        "ConsumedQuantity ConsumedUnit ProviderName ServiceName SkuId SkuPriceId ResourceId RegionId "
+        "AvailabilityZone CommitmentDiscountId CommitmentDiscountStatus Tags".split()
+    )
+)
+
+
 def focus_row_identity(row: dict[str, Any]) -> str:
-    """A FOCUS row's identity (FOCUS has no row id): a hash of its *typed* values, column names sorted and
-    case-blind, nulls left out. ``12.50`` and DECIMAL 12.5, ``2024-09-18 23:00:00`` and a UTC timestamp, and
-    Tags JSON with its keys in another order are the same value, so one bill delivered as CSV and as typed
-    Parquet has the same ids."""
+    """A FOCUS row's identity (FOCUS has no row id): a hash of its *typed* values in
+    :data:`FOCUS_IDENTITY`, nulls left out, text case-blind. ``12.50`` and DECIMAL 12.5,
+    ``2024-09-18 23:00:00`` and a UTC timestamp, Tags JSON with its keys in another order, PricingCategory
+    ``On-Demand`` (1.0) and ``Standard`` (1.1), ProviderName ``AWS`` and ``Amazon Web Services`` are the same
+    value, so one bill delivered as CSV and as typed Parquet, or by two FOCUS versions, has the same ids."""
     parts = []
-    for column in sorted(row, key=str.lower):
-        value = _canonical(row[column])
-        if value is not None:
-            parts.append(f"{column.lower()}\x1e{value}")
+    for column in FOCUS_IDENTITY:
+        value = row.get(column)
+        if column == "PricingCategory":
+            value = _named(value, PRICING_CATEGORY)
+        elif column == "ProviderName":
+            value = provider_id(value)
+        text = _canonical(value)
+        if text is not None:
+            parts.append(f"{column}\x1e{text.lower()}")
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
 
 
