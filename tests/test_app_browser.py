@@ -18,12 +18,13 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.fixtures import services
 from tests.fixtures.app.store import build_store
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.xdist_group("browser")]
 
 REPO = Path(__file__).resolve().parents[1]
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+CHROMIUM, CHROMEDRIVER = services.find("chromium"), services.find("chromedriver")
 PASSWORD = "browser-Secr3t-pw"
 
 
@@ -35,8 +36,7 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory) -> Iterator[str]:
-    if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
-        pytest.skip("chromium / chromedriver not installed (make sysdeps)")
+    services.require("chromium", "chromedriver")
     tmp = tmp_path_factory.mktemp("browser")
     build_store(tmp / "published")
     port = free_port()

@@ -31,14 +31,15 @@ from dashboards.inspect import panel_queries
 from exporters.collector import PublishedCollector
 from exporters.naming import kpi_metric
 from pipelines.lib.catalog import load_catalog
+from tests.fixtures import services
 
 ROOT = Path(__file__).resolve().parents[1]
-PROMETHEUS = shutil.which("prometheus")
-PROMTOOL = shutil.which("promtool")
+PROMETHEUS = services.find("prometheus")
+PROMTOOL = services.find("promtool")
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.xdist_group("prometheus"),
-    pytest.mark.skipif(not (PROMETHEUS and PROMTOOL), reason="prometheus/promtool missing: run `make sysdeps`"),
+    services.skip_unless("prometheus", "promtool"),
 ]
 HISTORY = timedelta(hours=3)
 

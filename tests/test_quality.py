@@ -211,10 +211,9 @@ def test_asset_check_blocks_a_corrupted_kpi_daily(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_suites_pass_on_a_simulated_warehouse_and_catch_a_corrupted_mart(tmp_path: Path) -> None:
-    simulator = pytest.importorskip("pipelines.lib.simulator")
-    pipeline = pytest.importorskip("pipelines.lib.kpis.pipeline")
-    from pipelines.lib import warehouse
+    from pipelines.lib import simulator, warehouse
     from pipelines.lib.ingest.metrics import FileMetricsReader
+    from pipelines.lib.kpis import pipeline
     from pipelines.lib.storage import LocalStorage
 
     src = tmp_path / "src"

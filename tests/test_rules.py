@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -13,11 +12,12 @@ import yaml
 from alerts.generate import generate
 from alerts.rules import alert_expr, render, sli_queries, windows
 from pipelines.lib.catalog import load_catalog, parse_catalog
+from tests.fixtures import services
 
 ALERTS = Path(__file__).resolve().parents[1] / "alerts"
-PROMTOOL = shutil.which("promtool")
-AMTOOL = shutil.which("amtool")
-needs_promtool = pytest.mark.skipif(PROMTOOL is None, reason="promtool missing: run `make sysdeps`")
+PROMTOOL = services.find("promtool")
+AMTOOL = services.find("amtool")
+needs_promtool = services.skip_unless("promtool")
 
 
 def test_checked_in_files_are_what_the_generator_produces():
@@ -59,7 +59,7 @@ def test_promtool_unit_tests_pass(test_file):
     assert "SUCCESS" in result.stdout
 
 
-@pytest.mark.skipif(AMTOOL is None, reason="amtool missing: run `make sysdeps`")
+@services.skip_unless("amtool")
 def test_amtool_check_config_passes():
     result = subprocess.run(
         [AMTOOL, "check-config", str(ALERTS / "alertmanager/alertmanager.yml")], capture_output=True, text=True
@@ -156,11 +156,11 @@ def test_an_slo_with_half_a_prometheus_sli_is_a_clear_error():
         render(parse_catalog(data))
 
 
-ALERTMANAGER = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
+ALERTMANAGER = services.find("alertmanager")
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(ALERTMANAGER is None, reason="alertmanager missing: run `make sysdeps`")
+@services.skip_unless("alertmanager")
 def test_alertmanager_sends_one_grouped_page_to_slack_inhibits_the_ticket_and_resolves(tmp_path):
     """The generated config in a real Alertmanager, posting to a loopback Slack receiver.
 

@@ -6,7 +6,6 @@ import gzip
 import hashlib
 import json
 import re
-import shutil
 import subprocess
 from collections import Counter
 from datetime import UTC, date, datetime, timedelta
@@ -26,6 +25,7 @@ from pipelines.lib.simulator.fx import quote_days
 from pipelines.lib.simulator.metrics import CODES, METRICS, _le
 from pipelines.lib.simulator.world import traffic_shape
 from pipelines.simulate import main as cli_main
+from tests.fixtures import services
 
 END = date(2026, 11, 27)  # a Friday; the window is Wed 25 .. Fri 27 November 2026
 SEED = 7
@@ -695,7 +695,7 @@ def test_fx_has_business_days_only_with_plausible_rates(tiny):
 # --- OpenMetrics ------------------------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed (make sysdeps)")
+@services.skip_unless("promtool")
 def test_promtool_accepts_the_openmetrics_of_a_few_hours(tiny, tmp_path):
     out, _ = tiny
     om = tmp_path / "tiny.om"
@@ -706,7 +706,7 @@ def test_promtool_accepts_the_openmetrics_of_a_few_hours(tiny, tmp_path):
     assert re.search(r'^http_requests_total\{niche="barber",.*code="503"\} \d+ \d{10}$', text, re.M)
     assert n == 3 * 60 * (2 * 4 * (3 * 11 + 3 * 4 + 4) + 2 * 2 + 1)
     proc = subprocess.run(
-        ["promtool", "tsdb", "create-blocks-from", "openmetrics", str(om), str(tmp_path / "tsdb")],
+        [services.find("promtool"), "tsdb", "create-blocks-from", "openmetrics", str(om), str(tmp_path / "tsdb")],
         capture_output=True,
         text=True,
         timeout=120,

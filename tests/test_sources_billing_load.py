@@ -12,12 +12,12 @@ import duckdb
 import pytest
 
 from pipelines.lib import warehouse
+from pipelines.lib.ingest import billing as ingest_billing
 from pipelines.lib.quality.runner import run_suite
 from pipelines.lib.quality.suites import suite_for
 from pipelines.lib.sources.billing_load import billing_files, load_billing_files
 from pipelines.lib.storage import LocalStorage
 
-ingest_billing = pytest.importorskip("pipelines.lib.ingest.billing")
 FIXTURES = Path(__file__).parent / "fixtures" / "sources"
 
 

@@ -14,15 +14,14 @@ import duckdb
 import pytest
 
 from pipelines.lib import warehouse
+from pipelines.lib.ingest import billing as ingest_billing
+from pipelines.lib.ingest import events as ingest_events
+from pipelines.lib.ingest import fx as ingest_fx
+from pipelines.lib.ingest import metrics as ingest_metrics
 from pipelines.lib.quality.runner import run_suite
 from pipelines.lib.quality.suites import suite_for
 from pipelines.lib.storage import LocalStorage, SourceError
 from tests.fixtures.sources import broken
-
-ingest_events = pytest.importorskip("pipelines.lib.ingest.events")
-ingest_billing = pytest.importorskip("pipelines.lib.ingest.billing")
-ingest_fx = pytest.importorskip("pipelines.lib.ingest.fx")
-ingest_metrics = pytest.importorskip("pipelines.lib.ingest.metrics")
 
 KEY = b"k" * 32  # pseudonym key for tests only
 DAY1, DAY2 = date(2026, 11, 1), date(2026, 11, 2)

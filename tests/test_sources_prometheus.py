@@ -27,6 +27,7 @@ from pipelines.lib.sources.prometheus import (
     counter_increases,
 )
 from pipelines.lib.storage import LocalStorage
+from tests.fixtures import services
 from tests.fixtures.sources.servers import LOOPBACK, free_port, prometheus_server
 
 AR = ZoneInfo("America/Argentina/Buenos_Aires")
@@ -265,9 +266,10 @@ def test_5xx_and_timeouts_are_retried() -> None:
 @pytest.mark.slow
 def test_simulated_history_through_prometheus_equals_the_files(tmp_path: Path) -> None:
     """The simulator's OpenMetrics (2 h around a counter reset) served by Prometheus = the Parquet files."""
-    simulator = pytest.importorskip("pipelines.lib.simulator")
-    ingest_metrics = pytest.importorskip("pipelines.lib.ingest.metrics")
     import subprocess
+
+    from pipelines.lib import simulator
+    from pipelines.lib.ingest import metrics as ingest_metrics
 
     src = tmp_path / "sources"
     result = simulator.simulate("tiny", src, end=datetime(2026, 11, 20).date())
@@ -281,7 +283,7 @@ def test_simulated_history_through_prometheus_equals_the_files(tmp_path: Path) -
 
     tsdb = tmp_path / "tsdb"
     subprocess.run(
-        ["promtool", "tsdb", "create-blocks-from", "openmetrics", str(om), str(tsdb)],
+        [services.require("promtool"), "tsdb", "create-blocks-from", "openmetrics", str(om), str(tsdb)],
         check=True,
         capture_output=True,
         timeout=300,
