@@ -4,7 +4,9 @@ Each evaluation hands :meth:`AlertStore.process` the anomalies active now and th
 Per key (metric + scope) the store keeps one state row and decides:
 
 * a new anomaly -> a *firing* message, unless the key fired less than ``cooldown`` ago (then it is
-  recorded as suppressed and stays silent until it ends);
+  recorded as suppressed and stays silent until it ends). The cooldown counts from the last message
+  that was sent, not from a suppressed re-fire, and defaults to the alert policy's
+  ``cooldown_minutes`` (``alerts/detection/policy.yaml``);
 * the same anomaly again -> nothing (deduplicated); if its severity rose -> one *escalated* update
   per severity level;
 * a firing key that was evaluated and is no longer anomalous -> one *resolved* message. A key that was
@@ -31,6 +33,7 @@ from zoneinfo import ZoneInfo
 import duckdb
 
 from alerts.detection.explain import Contribution, CostImpact
+from alerts.detection.monitor import load_policy
 from alerts.slack.delivery import Sender
 from alerts.slack.messages import SEVERITY_RANK, Anomaly, firing_message, resolved_message
 from pipelines.lib.catalog import Catalog, load_catalog
@@ -160,11 +163,12 @@ class AlertStore:
     """The alert state machine over a DuckDB connection (schema ``alerts``)."""
 
     def __init__(
-        self, con: duckdb.DuckDBPyConnection, catalog: Catalog | None = None, cooldown: timedelta = timedelta(hours=1)
+        self, con: duckdb.DuckDBPyConnection, catalog: Catalog | None = None, cooldown: timedelta | None = None
     ):
         self.con = con
         self.catalog = catalog or load_catalog()
-        self.cooldown = cooldown
+        # One source for the cooldown: the policy file the detector reads, unless a caller overrides it.
+        self.cooldown = cooldown if cooldown is not None else load_policy(catalog=self.catalog).cooldown
         con.execute(SCHEMA_SQL)
 
     # --- lifecycle -------------------------------------------------------------------------------
