@@ -16,7 +16,7 @@ PULSO_APP_PORT ?= 8501
 PULSO_EXPORTER_PORT ?= 9108
 PULSO_DAGSTER_PORT ?= 3070
 
-.PHONY: install sysdeps data build pipelines dashboards rules run app exporter dagster test lint bench eval lock clean
+.PHONY: install sysdeps data build pipelines dashboards rules run app exporter dagster test lint bench eval mutate lock clean
 
 install: $(STAMP)
 $(STAMP): pyproject.toml requirements.lock
@@ -68,6 +68,11 @@ bench: install
 
 eval: install
 	$(PY) -m alerts.evaluate
+
+# Mutation testing of one core module (not part of `make test`): `make mutate MODULE=slack-notifier`;
+# `make mutate` lists the modules (scripts/mutation.toml). MUTATE_ARGS=--record updates docs/testing.md.
+mutate: install
+	$(PY) scripts/mutate.py $(MODULE) $(MUTATE_ARGS)
 
 lock:
 	$(PY) -m pip freeze --exclude-editable | sed '1i # Full pinned dependency tree (pip freeze of a working .venv). Regenerate: make lock' > requirements.lock
