@@ -287,13 +287,17 @@ class AlertStore:
         now = now or datetime.now(UTC)
         summary = DeliverySummary()
         rows = self.con.execute(
-            "SELECT message_id, alert_id, kind, payload, attempts FROM alerts.outbox "
-            "WHERE delivered_at IS NULL AND next_attempt_at <= ? ORDER BY seq",
-            [now],
+            "SELECT message_id, alert_id, kind, payload, attempts, next_attempt_at FROM alerts.outbox "
+            "WHERE delivered_at IS NULL ORDER BY seq"
         ).fetchall()
         blocked: set[str] = set()
         unreachable = False
-        for message_id, alert_id, kind, payload, attempts in rows:
+        for message_id, alert_id, kind, payload, attempts, due in rows:
+            if due > now:
+                # Still backing off: it also holds back its alert's later messages (a resolve queued
+                # meanwhile must not reach Slack before its firing).
+                blocked.add(alert_id)
+                continue
             if alert_id in blocked or unreachable:
                 continue
             result = sender.send(json.loads(payload))

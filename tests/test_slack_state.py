@@ -1,0 +1,169 @@
+"""The alert state the notifier keeps between runs: stored anomalies come back whole, and a later run
+(a new process, a new store on the same warehouse) resolves, escalates and delivers from what was stored.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import duckdb
+import pytest
+
+from alerts.detection.explain import Contribution, CostImpact
+from alerts.slack.delivery import SendResult
+from alerts.slack.messages import Anomaly
+from alerts.slack.notifier import AlertStore, anomaly_from_json, anomaly_to_json
+
+T0 = datetime(2026, 11, 27, 14, 5, tzinfo=UTC)  # 11:05 in Buenos Aires
+
+
+def cost_anomaly(**changes) -> Anomaly:
+    base = dict(
+        key="infra_cost_usd|niche=psychology|country=AR|region=all",
+        metric="infra_cost_usd",
+        name={"es": "Costo de infraestructura", "en": "Infrastructure cost"},
+        unit="usd",
+        scope={"niche": "psychology", "country": "AR", "region": "all"},
+        severity="warning",
+        direction="up",
+        started_at=T0,
+        observed_at=T0 + timedelta(minutes=15),
+        actual=2450.5,
+        expected=2000.25,
+        lower=1900.0,
+        upper=2100.75,
+        score=0.65,
+        contributors=(
+            Contribution("service", "api", Decimal("300.125"), Decimal("0.666667")),
+            Contribution("region", "cordoba", Decimal("0"), None),
+        ),
+        cost=CostImpact(Decimal("2000.25"), Decimal("2450.50"), Decimal("450.25"), Decimal("22.51")),
+        dashboard="pulso-cost",
+        app_page="economics",
+    )
+    base.update(changes)
+    return Anomaly(**base)
+
+
+class Recorder:
+    """A sender that records payloads and answers with a scripted result (default: delivered)."""
+
+    def __init__(self, results: list[SendResult] | None = None):
+        self.sent: list[dict] = []
+        self.results = list(results or [])
+
+    def send(self, payload: dict) -> SendResult:
+        self.sent.append(payload)
+        return self.results.pop(0) if self.results else SendResult(True, 200)
+
+
+@pytest.fixture
+def con():
+    c = duckdb.connect(":memory:")
+    yield c
+    c.close()
+
+
+def test_every_field_survives_the_state_table():
+    a = cost_anomaly()
+    assert anomaly_from_json(anomaly_to_json(a)) == a
+    no_cost = cost_anomaly(cost=CostImpact(Decimal("0"), Decimal("5"), Decimal("5"), None), contributors=())
+    assert anomaly_from_json(anomaly_to_json(no_cost)) == no_cost
+    assert anomaly_from_json(anomaly_to_json(cost_anomaly(cost=None))).cost is None
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_values_are_stored_as_no_value(bad):
+    stored = json.loads(anomaly_to_json(cost_anomaly(actual=bad, expected=bad, lower=bad, upper=bad)))
+    assert (stored["actual"], stored["expected"], stored["lower"], stored["upper"]) == (None, None, None, None)
+    assert anomaly_from_json(anomaly_to_json(cost_anomaly(actual=bad))).actual is None
+    assert json.loads(anomaly_to_json(cost_anomaly(actual=0.0)))["actual"] == 0.0  # zero is a value
+
+
+def test_a_later_run_resolves_and_escalates_from_the_stored_state(con):
+    a = cost_anomaly()
+    AlertStore(con, cooldown=timedelta(hours=1)).process([a], [a.key], T0)
+    # A new store (the next scheduled run) on the same warehouse: critical now, then over.
+    later = AlertStore(con, cooldown=timedelta(hours=1))
+    worse = cost_anomaly(severity="critical", started_at=T0 + timedelta(minutes=10), actual=3100.0, score=0.95)
+    summary = later.process([worse], [a.key], T0 + timedelta(minutes=15))
+    assert (summary.escalated, summary.deduplicated) == (1, 0)
+    assert later.process([worse], [a.key], T0 + timedelta(minutes=20)).deduplicated == 1  # critical again: once
+    assert later.process([], [a.key], T0 + timedelta(minutes=95)).resolved == 1
+    sender = Recorder()
+    delivered = AlertStore(con).deliver(sender, T0 + timedelta(minutes=95))
+    assert (delivered.delivered, delivered.failed, delivered.pending) == (3, 0, 0)
+    kinds = [p["text"].split(":")[1] for p in sender.sent]
+    assert kinds == ["large_orange_circle", "red_circle", "white_check_mark"]
+    resolved = sender.sent[2]
+    # The episode keeps its first start (the detector's restart at +10 is the same incident).
+    assert "(lasted 1 h 35 min)" in resolved["text"]
+    peak = resolved["blocks"][1]["fields"][3]["text"]
+    assert "$3,100" in peak and "$2,000" in peak
+    history = con.execute(
+        "SELECT alert_id, severity, state, started_at, resolved_at, actual, message_ts FROM alerts.alert_history"
+    ).fetchall()
+    assert history == [
+        (
+            a.alert_id,
+            "critical",
+            "resolved",
+            T0,
+            T0 + timedelta(minutes=95),
+            3100.0,
+            (T0 + timedelta(minutes=95)).isoformat(),
+        )
+    ]
+    assert AlertStore(con).pending() == []
+
+
+def test_a_failed_message_waits_for_its_backoff_and_holds_back_its_resolve(con):
+    store = AlertStore(con)
+    a = cost_anomaly()
+    store.process([a], [a.key], T0)
+    store.process([], [a.key], T0 + timedelta(minutes=5))
+    sender = Recorder([SendResult(False, 503, "HTTP 503: unavailable")])
+    first = store.deliver(sender, T0 + timedelta(minutes=5))
+    assert (first.delivered, first.failed, first.pending) == (0, 1, 2)  # the resolve waits behind its firing
+    assert len(sender.sent) == 1
+    assert store.pending() == [
+        (f"{a.alert_id}:firing", 1, "HTTP 503: unavailable"),
+        (f"{a.alert_id}:resolved", 0, None),
+    ]
+    # 30 s backoff after the first failure: not due at +29 s, due at +30 s.
+    assert store.deliver(sender, T0 + timedelta(minutes=5, seconds=29)).delivered == 0
+    assert len(sender.sent) == 1
+    again = store.deliver(sender, T0 + timedelta(minutes=5, seconds=30))
+    assert (again.delivered, again.pending) == (2, 0)
+    assert [p["text"].split(":")[1] for p in sender.sent] == ["large_orange_circle"] * 2 + ["white_check_mark"]
+
+
+def test_backoff_doubles_per_attempt_up_to_fifteen_minutes(con):
+    store = AlertStore(con)
+    a = cost_anomaly()
+    store.process([a], [a.key], T0)
+    now = T0
+    waits = []
+    for _ in range(7):
+        store.deliver(Recorder([SendResult(False, 500, "HTTP 500")]), now)
+        (due,) = con.execute("SELECT next_attempt_at FROM alerts.outbox").fetchone()
+        waits.append((due - now).total_seconds())
+        now = due
+    assert waits == [30, 60, 120, 240, 480, 900, 900]
+
+
+def test_an_unreachable_receiver_stops_the_round(con):
+    store = AlertStore(con)
+    for region in ("cordoba", "rosario"):
+        a = cost_anomaly(key=f"requests|region={region}", scope={"niche": "all", "country": "AR", "region": region})
+        store.process([a], [a.key], T0)
+    sender = Recorder([SendResult(False, None, "URLError: refused", connection_failed=True)])
+    summary = store.deliver(sender, T0)
+    assert (summary.delivered, summary.failed, summary.pending) == (0, 1, 2)
+    assert len(sender.sent) == 1  # the second message was not tried against a receiver that is down
+    # A plain HTTP error (not a connection failure) does not stop the others.
+    sender = Recorder([SendResult(False, 404, "HTTP 404: no_service")])
+    summary = store.deliver(sender, T0 + timedelta(minutes=1))
+    assert (summary.delivered, summary.failed, summary.pending) == (1, 1, 1)
