@@ -53,7 +53,7 @@ SQL_OPERATORS: list[tuple[str, str, str]] = [
     (r"(?<=\s)=(?=\s)", "<>", "= -> <>"),
     (r"(?<=\s)(<>|!=)(?=\s)", "=", "<> -> ="),
     (r"\bAND\b", "OR", "AND -> OR"),
-    (r"\bOR\b", "AND", "OR -> AND"),
+    (r"\bOR\b(?!\s+(REPLACE|IGNORE)\b)", "AND", "OR -> AND"),  # not CREATE OR REPLACE, INSERT OR IGNORE
     (r"\bmin\(", "max(", "min -> max"),
     (r"\bmax\(", "min(", "max -> min"),
     (r"\bsum\(", "max(", "sum -> max"),
@@ -195,6 +195,9 @@ def sql_mutants(source: str) -> list[tuple[str, str]]:
                 head = literal[: match.start()]
                 if head.count("{") - head.count("{{") * 2 > head.count("}") - head.count("}}") * 2:
                     continue
+                # `=` in an UPDATE's SET list is an assignment: swapping it only breaks the syntax.
+                if label.startswith("= ") and re.search(r"\bSET\b(?:(?!\bWHERE\b).)*$", head, re.S | re.I):
+                    continue
                 line = source[: begin + match.start()].count("\n") + 1
                 mutated = literal[: match.start()] + replacement + literal[match.end() :]
                 mutants.append((f"sql:{line}:{label}", source[:begin] + mutated + source[end:]))
@@ -242,12 +245,51 @@ def run_sql_layer(module: Module, work: Path, timeout: float) -> Outcome:
     return outcome
 
 
-def show(work: Path, mutant: str) -> str:
-    """The diff of a mutmut survivor (for the record)."""
+def changed_lines(work: Path, mutant: str) -> tuple[list[str], list[str]]:
+    """The removed and added lines of a mutmut mutant's diff."""
     mutmut = Path(sys.executable).with_name("mutmut")
     out = subprocess.run([str(mutmut), "show", mutant], cwd=work, capture_output=True, text=True, check=False).stdout
-    changed = [line for line in out.splitlines() if line.startswith(("+", "-")) and not line.startswith(("+++", "---"))]
-    return " / ".join(line.strip() for line in changed)[:200]
+    lines = out.splitlines()
+    removed = [line[1:] for line in lines if line.startswith("-") and not line.startswith("---")]
+    added = [line[1:] for line in lines if line.startswith("+") and not line.startswith("+++")]
+    return removed, added
+
+
+def show(work: Path, mutant: str) -> str:
+    """The diff of a mutmut survivor, on one line (for the record)."""
+    removed, added = changed_lines(work, mutant)
+    return " / ".join([*("- " + r.strip() for r in removed), *("+ " + a.strip() for a in added)])[:200]
+
+
+SQL_CASE = "only the letter case of a SQL text changes; DuckDB keywords and unquoted identifiers are case-insensitive"
+
+
+def rule_equivalent(work: Path, mutant: str) -> str | None:
+    """The reason a mutmut survivor is equivalent by a stated rule, or None.
+
+    One rule: the mutant changes only the case of a string that reads as SQL and holds no quoted literal
+    or quoted identifier (whose case would matter).
+    """
+    removed, added = changed_lines(work, mutant)
+    if len(removed) != 1 or len(added) != 1 or removed[0] == added[0]:
+        return None
+    old, new = removed[0], added[0]
+    if old.lower() != new.lower() or len(old) != len(new):
+        return None
+    first = next(i for i in range(len(old)) if old[i] != new[i])
+    last = max(i for i in range(len(old)) if old[i] != new[i])
+    try:
+        tokens = list(tokenize.generate_tokens(io.StringIO(old.strip() + "\n").readline))
+    except (tokenize.TokenError, SyntaxError):
+        return None
+    offset = len(old) - len(old.lstrip())
+    for tok in tokens:
+        start, end = tok.start[1] + offset, tok.end[1] + offset
+        if tok.type == tokenize.STRING and start <= first and last < end:
+            body = tok.string.strip("rRbBfFuU")[1:-1]
+            quoted = "'" in body or '"' in body
+            return SQL_CASE if SQL_HINT.search(body) and not quoted and not tok.string[:2].lower().count("f") else None
+    return None
 
 
 def section(module: Module, python: Outcome, sql: Outcome | None, work: Path, seconds: float) -> str:
@@ -270,9 +312,13 @@ def section(module: Module, python: Outcome, sql: Outcome | None, work: Path, se
         rate = f"{100 * c['killed'] / judged:.1f} %" if judged else "n/a"
         lines.append(f"| {label} | {c['mutants']} | {c['killed']} | {c['equivalent']} | {c['survived']} | {rate} |")
     equivalents = [m for _, o in rows for m in o.status if m in module.equivalent and o.status[m] not in KILLED]
-    if equivalents:
+    by_rule = sorted(m for m in equivalents if module.equivalent[m] == SQL_CASE)
+    listed = sorted(m for m in equivalents if module.equivalent[m] != SQL_CASE)
+    if listed or by_rule:
         lines += ["", "Equivalent (cannot change an outcome):", ""]
-        lines += [f"- `{m}`: {module.equivalent[m]}" for m in sorted(equivalents)]
+        lines += [f"- `{m}`: {module.equivalent[m]}" for m in listed]
+        if by_rule:
+            lines.append(f"- {SQL_CASE[0].upper() + SQL_CASE[1:]}: " + ", ".join(f"`{m}`" for m in by_rule))
     survivors = [(label, m) for label, o in rows for m in o.survivors(module.equivalent)]
     if survivors:
         lines += ["", "Surviving, not yet killed by a test:", ""]
@@ -319,9 +365,14 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     python = Outcome() if args.sql_only else run_mutmut(module, work, args.max_children)
     sql = run_sql_layer(module, work, args.timeout) if module.sql and not args.no_sql else None
+    explicit = set(module.equivalent)
+    for mutant in python.survivors(module.equivalent):
+        reason = rule_equivalent(work, mutant)
+        if reason:
+            module.equivalent[mutant] = reason
     text = section(module, python, sql, work, time.monotonic() - started)
     print(text)
-    stale = [m for m in module.equivalent if m not in python.status and not (sql and m in sql.status)]
+    stale = [m for m in explicit if m not in python.status and not (sql and m in sql.status)]
     if stale:
         print(f"equivalent entries that are no mutant any more (remove them): {stale}", file=sys.stderr)
     if args.record:
