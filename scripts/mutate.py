@@ -73,6 +73,7 @@ class Module:
     source: str
     tests: list[str]
     sql: bool = False
+    isolation: str = "fork"
     equivalent: dict[str, str] = field(default_factory=dict)
 
 
@@ -105,7 +106,14 @@ class Outcome:
 def load_modules() -> dict[str, Module]:
     data = tomllib.loads(CONFIG.read_text(encoding="utf-8"))
     return {
-        name: Module(name, m["source"], list(m["tests"]), bool(m.get("sql", False)), dict(m.get("equivalent", {})))
+        name: Module(
+            name,
+            m["source"],
+            list(m["tests"]),
+            bool(m.get("sql", False)),
+            m.get("isolation", "fork"),
+            dict(m.get("equivalent", {})),
+        )
         for name, m in data["modules"].items()
     }
 
@@ -137,6 +145,7 @@ def mutmut_config(module: Module) -> str:
         f"also_copy = {toml_list([p + '/' for p in PACKAGES])}\n"
         f"pytest_add_cli_args_test_selection = {toml_list(module.tests)}\n"
         'pytest_add_cli_args = ["-p", "no:cacheprovider", "-W", "ignore"]\n'
+        f"process_isolation = {json.dumps(module.isolation)}\n"
     )
 
 
@@ -146,26 +155,41 @@ def run_mutmut(module: Module, work: Path, max_children: int) -> Outcome:
     mutmut = Path(sys.executable).with_name("mutmut")
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
     env.pop("CI", None)  # a CI-only failure mode must not turn every mutant into a kill
-    with open(work / "mutmut.log", "w") as log:
-        subprocess.run(
-            ["nice", "-n", "10", str(mutmut), "run", "--max-children", str(max_children)],
-            cwd=work,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            check=False,
-        )
-    results = subprocess.run(
-        [str(mutmut), "results", "--all", "true"], cwd=work, env=env, capture_output=True, text=True, check=False
-    ).stdout
-    outcome = Outcome()
-    for line in results.splitlines():
-        name, sep, status = line.strip().rpartition(": ")
-        if sep and name:
-            outcome.status[name] = status
+
+    def mutmut_run(*names: str) -> None:
+        with open(work / "mutmut.log", "a") as log:
+            subprocess.run(
+                ["nice", "-n", "10", str(mutmut), "run", "--max-children", str(max_children), *names],
+                cwd=work,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                check=False,
+            )
+
+    def results() -> Outcome:
+        text = subprocess.run(
+            [str(mutmut), "results", "--all", "true"], cwd=work, env=env, capture_output=True, text=True, check=False
+        ).stdout
+        outcome = Outcome()
+        for line in text.splitlines():
+            name, sep, status = line.strip().rpartition(": ")
+            if sep and name:
+                outcome.status[name] = status
+        return outcome
+
+    (work / "mutmut.log").write_text("")
+    mutmut_run()
+    outcome = results()
     if not outcome.status:
         tail = (work / "mutmut.log").read_text(errors="replace")[-3000:]
         raise SystemExit(f"mutmut produced no results for {module.name}:\n{tail}")
+    # mutmut keeps a survivor's verdict from an earlier run even when tests were added since: named
+    # mutants are always re-run, so every survivor is judged by today's tests.
+    survivors = [m for m, s in outcome.status.items() if s not in KILLED and s not in ("skipped", "not checked")]
+    if survivors:
+        mutmut_run(*survivors)
+        outcome = results()
     return outcome
 
 
@@ -261,6 +285,7 @@ def show(work: Path, mutant: str) -> str:
     return " / ".join([*("- " + r.strip() for r in removed), *("+ " + a.strip() for a in added)])[:200]
 
 
+SQL_WORDS = re.compile(r"\b(SELECT|FROM|WHERE|ORDER BY|GROUP BY|UPDATE|SET|INSERT|INTO|VALUES|NULL|JOIN|AND)\b", re.I)
 SQL_CASE = "only the letter case of a SQL text changes; DuckDB keywords and unquoted identifiers are case-insensitive"
 
 
@@ -288,7 +313,8 @@ def rule_equivalent(work: Path, mutant: str) -> str | None:
         if tok.type == tokenize.STRING and start <= first and last < end:
             body = tok.string.strip("rRbBfFuU")[1:-1]
             quoted = "'" in body or '"' in body
-            return SQL_CASE if SQL_HINT.search(body) and not quoted and not tok.string[:2].lower().count("f") else None
+            is_sql = len({w.upper() for w in SQL_WORDS.findall(body)}) >= 2
+            return SQL_CASE if is_sql and not quoted and "f" not in tok.string[:2].lower() else None
     return None
 
 

@@ -167,3 +167,42 @@ def test_an_unreachable_receiver_stops_the_round(con):
     sender = Recorder([SendResult(False, 404, "HTTP 404: no_service")])
     summary = store.deliver(sender, T0 + timedelta(minutes=1))
     assert (summary.delivered, summary.failed, summary.pending) == (1, 1, 1)
+
+
+def test_one_alert_in_backoff_does_not_hold_back_the_others(con):
+    store = AlertStore(con)
+    a = cost_anomaly(key="requests|region=cordoba", scope={"niche": "all", "country": "AR", "region": "cordoba"})
+    b = cost_anomaly(key="requests|region=rosario", scope={"niche": "all", "country": "AR", "region": "rosario"})
+    store.process([a], [a.key], T0)
+    store.process([], [a.key], T0 + timedelta(seconds=1))  # a's resolve, queued behind its firing
+    store.process([b], [b.key], T0 + timedelta(seconds=2))
+    # a's firing fails (HTTP 500): its resolve waits, b's firing is still sent in the same round.
+    sender = Recorder([SendResult(False, 500, "HTTP 500")])
+    summary = store.deliver(sender, T0 + timedelta(seconds=2))
+    assert (summary.delivered, summary.failed, summary.pending) == (1, 1, 2)
+    assert [m for m, _, _ in store.pending()] == [f"{a.alert_id}:firing", f"{a.alert_id}:resolved"]
+    # Next round, a still backing off: a new message of b goes out, a's stay queued.
+    store.process([], [b.key], T0 + timedelta(seconds=10))
+    summary = store.deliver(Recorder(), T0 + timedelta(seconds=10))
+    assert (summary.delivered, summary.pending) == (1, 2)
+    assert [m for m, _, _ in store.pending()] == [f"{a.alert_id}:firing", f"{a.alert_id}:resolved"]
+
+
+def test_delivery_without_a_time_uses_the_current_utc_time(con, monkeypatch):
+    import time
+
+    store = AlertStore(con)
+    created = datetime.now(UTC) - timedelta(seconds=5)
+    a = cost_anomaly(started_at=created)
+    store.process([a], [a.key], created)
+    # A local clock three hours behind UTC (Buenos Aires) must not make the message look not due.
+    monkeypatch.setenv("TZ", "America/Argentina/Buenos_Aires")
+    time.tzset()
+    try:
+        summary = store.deliver(Recorder())
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert (summary.delivered, summary.pending) == (1, 0)
+    (delivered_at,) = con.execute("SELECT delivered_at FROM alerts.outbox").fetchone()
+    assert abs((delivered_at - datetime.now(UTC)).total_seconds()) < 300
