@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import duckdb
@@ -206,3 +206,38 @@ def test_delivery_without_a_time_uses_the_current_utc_time(con, monkeypatch):
     assert (summary.delivered, summary.pending) == (1, 0)
     (delivered_at,) = con.execute("SELECT delivered_at FROM alerts.outbox").fetchone()
     assert abs((delivered_at - datetime.now(UTC)).total_seconds()) < 300
+
+
+def test_history_keeps_the_argentina_day_the_top_five_contributors_and_utc_message_times(con, monkeypatch):
+    import time
+
+    store = AlertStore(con)
+    # 01:30 UTC on the 28th is 22:30 on the 27th in Buenos Aires: the alert's day is the 27th.
+    start = datetime(2026, 11, 28, 1, 30, tzinfo=UTC)
+    contributors = tuple(Contribution("service", f"s{i}", Decimal(10 - i), Decimal("0.1")) for i in range(6))
+    a = cost_anomaly(started_at=start, observed_at=start, contributors=contributors)
+    store.process([a], [a.key], start)
+    monkeypatch.setenv("TZ", "America/Argentina/Buenos_Aires")  # a local clock that is not UTC
+    time.tzset()
+    try:
+        store.deliver(Recorder(), start + timedelta(minutes=1))
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    day, top, message_ts = con.execute("SELECT day, top_contributors, message_ts FROM alerts.alert_history").fetchone()
+    assert day == date(2026, 11, 27)
+    assert [c["value"] for c in json.loads(top)] == ["s0", "s1", "s2", "s3", "s4"]
+    assert json.loads(top)[0] == Contribution("service", "s0", Decimal(10), Decimal("0.1")).as_dict()
+    assert message_ts == "2026-11-28T01:31:00+00:00"
+
+
+def test_attempts_and_failures_are_counted(con):
+    store = AlertStore(con)
+    for region in ("cordoba", "rosario"):
+        a = cost_anomaly(key=f"requests|region={region}", scope={"niche": "all", "country": "AR", "region": region})
+        store.process([a], [a.key], T0)
+    failing = Recorder([SendResult(False, 500, "HTTP 500"), SendResult(False, 502, "HTTP 502")])
+    assert store.deliver(failing, T0).failed == 2
+    assert store.deliver(Recorder(), T0 + timedelta(minutes=1)).delivered == 2
+    attempts = con.execute("SELECT attempts, last_status, last_error FROM alerts.outbox ORDER BY seq").fetchall()
+    assert attempts == [(2, 200, None), (2, 200, None)]
