@@ -142,7 +142,7 @@ def mutmut_config(module: Module) -> str:
     return (
         "\n[tool.mutmut]\n"
         f"source_paths = {toml_list([module.source])}\n"
-        f"also_copy = {toml_list([p + '/' for p in PACKAGES])}\n"
+        f"also_copy = {toml_list([p + '/' for p in PACKAGES] + ['docs/', 'workspace.yaml'])}\n"
         f"pytest_add_cli_args_test_selection = {toml_list(module.tests)}\n"
         'pytest_add_cli_args = ["-p", "no:cacheprovider", "-W", "ignore"]\n'
         f"process_isolation = {json.dumps(module.isolation)}\n"
@@ -285,7 +285,11 @@ def show(work: Path, mutant: str) -> str:
     return " / ".join([*("- " + r.strip() for r in removed), *("+ " + a.strip() for a in added)])[:200]
 
 
-SQL_WORDS = re.compile(r"\b(SELECT|FROM|WHERE|ORDER BY|GROUP BY|UPDATE|SET|INSERT|INTO|VALUES|NULL|JOIN|AND)\b", re.I)
+SQL_WORDS = re.compile(
+    r"\b(SELECT|FROM|WHERE|ORDER BY|GROUP BY|UPDATE|SET|INSERT|INTO|VALUES|NULL|JOIN|AND|BEGIN|TRANSACTION)\b|= \?",
+    re.I,
+)
+STRING_LITERAL = re.compile(r"""(?<![\w'"])([rRbBuUfF]{0,2})("(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')""")
 SQL_CASE = "only the letter case of a SQL text changes; DuckDB keywords and unquoted identifiers are case-insensitive"
 
 
@@ -303,18 +307,13 @@ def rule_equivalent(work: Path, mutant: str) -> str | None:
         return None
     first = next(i for i in range(len(old)) if old[i] != new[i])
     last = max(i for i in range(len(old)) if old[i] != new[i])
-    try:
-        tokens = list(tokenize.generate_tokens(io.StringIO(old.strip() + "\n").readline))
-    except (tokenize.TokenError, SyntaxError):
-        return None
-    offset = len(old) - len(old.lstrip())
-    for tok in tokens:
-        start, end = tok.start[1] + offset, tok.end[1] + offset
-        if tok.type == tokenize.STRING and start <= first and last < end:
-            body = tok.string.strip("rRbBfFuU")[1:-1]
-            quoted = "'" in body or '"' in body
-            is_sql = len({w.upper() for w in SQL_WORDS.findall(body)}) >= 2
-            return SQL_CASE if is_sql and not quoted and "f" not in tok.string[:2].lower() else None
+    for literal in STRING_LITERAL.finditer(old):
+        prefix, quoted = literal.group(1), literal.group(2)
+        if literal.start(2) < first and last < literal.end(2) - 1:
+            body = quoted[1:-1]
+            is_sql = len({w.upper() for w in SQL_WORDS.findall(body)}) >= 2 or bool(re.search(r"= \?", body))
+            has_quotes = "'" in body or '"' in body
+            return SQL_CASE if is_sql and not has_quotes and "f" not in prefix.lower() else None
     return None
 
 

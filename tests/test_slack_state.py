@@ -241,3 +241,113 @@ def test_attempts_and_failures_are_counted(con):
     assert store.deliver(Recorder(), T0 + timedelta(minutes=1)).delivered == 2
     attempts = con.execute("SELECT attempts, last_status, last_error FROM alerts.outbox ORDER BY seq").fetchall()
     assert attempts == [(2, 200, None), (2, 200, None)]
+
+
+# --- the lifecycle, several keys in one evaluation -------------------------------------------------------
+
+
+def place(region: str, **changes) -> Anomaly:
+    return cost_anomaly(
+        key=f"requests|region={region}", scope={"niche": "all", "country": "AR", "region": region}, **changes
+    )
+
+
+def history(con) -> dict[str, tuple]:
+    rows = con.execute(
+        "SELECT key, severity, state, announced, actual, lower, upper, score FROM alerts.history ORDER BY key"
+    ).fetchall()
+    return {r[0]: r[1:] for r in rows}
+
+
+def test_counts_of_one_evaluation_with_several_keys(con):
+    store = AlertStore(con, cooldown=timedelta(hours=1))
+    a, b, c, d = (place(r) for r in ("cordoba", "rosario", "mendoza", "buenos_aires"))
+    assert store.process([a, b], [a.key, b.key], T0).fired == 2
+    # a and b continue (a worse, b the same), c and d are new.
+    summary = store.process([place("cordoba", severity="critical"), b, c, d], [a.key, b.key, c.key, d.key], T0)
+    assert (summary.fired, summary.escalated, summary.deduplicated) == (2, 1, 1)
+    summary = store.process([place("cordoba", severity="critical"), b, c, d], [a.key, b.key, c.key, d.key], T0)
+    assert (summary.escalated, summary.deduplicated) == (0, 4)
+    assert store.process([], [a.key, b.key, c.key, d.key], T0 + timedelta(minutes=5)).resolved == 4
+    # All four back within the cooldown: suppressed, each counted.
+    back = [place(r, started_at=T0 + timedelta(minutes=10)) for r in ("cordoba", "rosario", "mendoza")]
+    assert store.process(back, [x.key for x in back], T0 + timedelta(minutes=10)).suppressed == 3
+
+
+def test_a_key_that_was_not_evaluated_keeps_firing_while_the_others_resolve(con):
+    store = AlertStore(con)
+    a, b, c = place("cordoba"), place("rosario"), place("mendoza")
+    store.process([a, b, c], [a.key, b.key, c.key], T0)
+    # cordoba still anomalous, rosario had no data (not evaluated), mendoza evaluated clean.
+    summary = store.process([a], [a.key, c.key], T0 + timedelta(minutes=5))
+    assert (summary.resolved, summary.deduplicated) == (1, 1)
+    assert {k: v[1] for k, v in history(con).items()} == {a.key: "firing", b.key: "firing", c.key: "resolved"}
+    # Then rosario and mendoza ... both evaluated: rosario resolves too, even though cordoba comes first.
+    assert store.process([a], [a.key, b.key, c.key], T0 + timedelta(minutes=10)).resolved == 1
+
+
+def test_the_history_keeps_the_worst_point_and_the_highest_severity_of_an_episode(con):
+    store = AlertStore(con)
+    worst = place("cordoba", actual=900.0, lower=100.0, upper=300.0, score=0.9)
+    store.process([worst], [worst.key], T0)
+    assert history(con)[worst.key] == ("warning", "firing", True, 900.0, 100.0, 300.0, 0.9)
+    # A milder point of the same episode, critical now: the values stay the worst point's, the
+    # severity and state move.
+    milder = place("cordoba", severity="critical", actual=500.0, lower=90.0, upper=310.0, score=0.6)
+    store.process([milder], [worst.key], T0 + timedelta(minutes=5))
+    assert history(con)[worst.key] == ("critical", "firing", True, 900.0, 100.0, 300.0, 0.9)
+    # Back to warning: never de-escalated.
+    store.process([place("cordoba", actual=950.0, score=0.9)], [worst.key], T0 + timedelta(minutes=10))
+    assert history(con)[worst.key][:2] == ("critical", "firing")
+    # A point as anomalous as the worst (equal score) is the newer worst point.
+    assert history(con)[worst.key][3] == 950.0
+    # Resolved: the state and the resolution time, the episode's stored values.
+    store.process([], [worst.key], T0 + timedelta(minutes=15))
+    assert history(con)[worst.key][:3] == ("critical", "resolved", True)
+    assert con.execute("SELECT count(*) FROM alerts.alert_history").fetchone()[0] == 1
+
+
+def test_a_suppressed_episode_is_in_the_history_but_never_announced(con):
+    store = AlertStore(con, cooldown=timedelta(hours=1))
+    a = place("cordoba")
+    store.process([a], [a.key], T0)
+    store.process([], [a.key], T0 + timedelta(minutes=5))
+    back = place("cordoba", started_at=T0 + timedelta(minutes=10))
+    store.process([back], [a.key], T0 + timedelta(minutes=10))
+    store.process([back], [a.key], T0 + timedelta(minutes=15))  # continues, still suppressed
+    rows = con.execute("SELECT alert_id, state, announced FROM alerts.history ORDER BY started_at").fetchall()
+    assert rows == [(a.alert_id, "resolved", True), (back.alert_id, "suppressed", False)]
+    assert [r[0] for r in con.execute("SELECT alert_id FROM alerts.alert_history").fetchall()] == [a.alert_id]
+
+
+def test_unknown_severities_rank_below_warning(con):
+    store = AlertStore(con)
+    info = place("cordoba", severity="info")
+    store.process([info], [info.key], T0)
+    # Another unknown severity: not an escalation; warning is.
+    assert store.process([place("cordoba", severity="notice")], [info.key], T0).escalated == 0
+    assert store.process([place("cordoba", severity="warning")], [info.key], T0).escalated == 1
+    assert history(con)[info.key][0] == "warning"
+
+
+def test_messages_use_the_stores_catalog(con, tmp_path):
+    import yaml
+
+    from pipelines.lib.catalog import load_catalog, parse_catalog
+
+    data = yaml.safe_load(load_catalog().path.read_text())
+    data["links"]["grafana_base_url"] = "https://grafana.example.org"
+    catalog = parse_catalog(data)
+    store = AlertStore(con, catalog=catalog)
+    a = place("cordoba")
+    store.process([a], [a.key], T0)
+    store.process([place("cordoba", severity="critical")], [a.key], T0 + timedelta(minutes=5))
+    store.process([], [a.key], T0 + timedelta(minutes=10))
+    sender = Recorder()
+    store.deliver(sender, T0 + timedelta(minutes=10))
+    assert len(sender.sent) == 3
+    for payload in sender.sent:
+        buttons = [e for b in payload["blocks"] if b["type"] == "actions" for e in b["elements"]]
+        assert buttons[0]["url"].startswith("https://grafana.example.org/d/pulso-cost"), buttons
+    ids = [m[0] for m in con.execute("SELECT message_id FROM alerts.outbox ORDER BY seq").fetchall()]
+    assert ids == [f"{a.alert_id}:firing", f"{a.alert_id}:escalated-critical", f"{a.alert_id}:resolved"]
