@@ -286,7 +286,8 @@ def show(work: Path, mutant: str) -> str:
 
 
 SQL_WORDS = re.compile(
-    r"\b(SELECT|FROM|WHERE|ORDER BY|GROUP BY|UPDATE|SET|INSERT|INTO|VALUES|NULL|JOIN|AND|BEGIN|TRANSACTION)\b|= \?",
+    r"\b(SELECT|FROM|WHERE|ORDER BY|GROUP BY|UPDATE|SET|INSERT|INTO|VALUES|NULL|JOIN|AND|BEGIN|TRANSACTION|CREATE|TABLE"
+    r"|DELETE|EXISTS)\b|= \?",
     re.I,
 )
 STRING_LITERAL = re.compile(r"""(?<![\w'"])([rRbBuUfF]{0,2})("(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')""")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 
 from pipelines.lib import warehouse
 from pipelines.lib.ingest.fx import build_fx_daily, load_fx
-from pipelines.lib.storage import LocalStorage
+from pipelines.lib.storage import InputTooLarge, LocalStorage
 
 
 @pytest.fixture
@@ -104,3 +105,33 @@ def test_the_plausible_range_is_inclusive_and_can_be_overridden(tmp_path: Path, 
 def test_a_file_without_the_header_is_a_clear_error(tmp_path: Path, con, text: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         load_fx(con, write_quotes(tmp_path, text))
+
+
+def test_the_load_is_recorded_and_bad_rows_keep_their_file_and_text(tmp_path: Path, con) -> None:
+    storage = write_quotes(tmp_path, "date,ars_per_usd,source\n2026-11-02,1000,bcra\n2026-11-03,0,bcra\n")
+    result = load_fx(con, storage)  # a third column is allowed: only the first two are read
+    assert (result.rows_read, result.rows_loaded, result.rows_quarantined) == (2, 1, 1)
+    loads = con.execute(
+        "SELECT source, scope, rows_read, rows_loaded, rows_quarantined, files FROM ops.loads"
+    ).fetchall()
+    assert loads == [("fx", "ars_usd.csv", 2, 1, 1, 1)]
+    quarantined = con.execute("SELECT source, source_file, row_number, row FROM quarantine.rows").fetchall()
+    assert quarantined == [("fx", storage.describe("ars_usd.csv"), 3, "2026-11-03,0,bcra")]
+    load_fx(con, write_quotes(tmp_path, "date,ars_per_usd\n2026-11-02,1000\n2026-11-02,1001\n"))
+    (where,) = con.execute("SELECT source_file FROM quarantine.rows WHERE reason LIKE 'duplicate%'").fetchone()
+    assert where == storage.describe("ars_usd.csv")
+
+
+def test_unreadable_files_are_clear_errors_naming_the_file(tmp_path: Path, con, monkeypatch) -> None:
+    storage = write_quotes(tmp_path, "")
+    where = storage.describe("ars_usd.csv")
+    (tmp_path / "fx" / "ars_usd.csv").write_bytes(b"date,ars_per_usd\n2026-11-02,1000\xff\n")
+    with pytest.raises(ValueError, match=rf"^{re.escape(where)}: not UTF-8 text at byte 32$"):
+        load_fx(con, storage)
+    (tmp_path / "fx" / "ars_usd.csv").write_text('date,ars_per_usd\n2026-11-02,"' + "9" * 200_000 + '"\n')
+    with pytest.raises(ValueError, match=rf"^{re.escape(where)}: malformed CSV after line 2 \(field larger"):
+        load_fx(con, storage)
+    monkeypatch.setenv("PULSO_MAX_COLUMNS", "3")
+    (tmp_path / "fx" / "ars_usd.csv").write_text("date,ars_per_usd,a,b\n2026-11-02,1000,x,y\n")
+    with pytest.raises(InputTooLarge, match=rf"^{re.escape(where)}: column count \(4 columns\)"):
+        load_fx(con, storage)
