@@ -271,7 +271,11 @@ def test_alertmanager_sends_one_grouped_page_to_slack_inhibits_the_ticket_and_re
         firing = [m for m in received if "FIRING" in m["attachments"][0]["title"]]
         assert [m["channel"] for m in firing] == ["#pulso-pages"]  # one message; the ticket is inhibited
         text = firing[0]["attachments"][0]["text"]
-        assert "page summary" in text and "Budget left: -4662%" in text and "|runbook>" in text
+        assert text == (
+            "*AvailabilityBudgetBurn* (page) page summary\n"
+            "Budget left: -4662% | <http://grafana/d/pulso-slos|dashboard> | <http://runbook|runbook>\n"
+        )
+        assert firing[0]["attachments"][0]["title"] == "[FIRING:1] AvailabilityBudgetBurn barber cordoba"
         assert "XXXX" not in json.dumps(received)  # the webhook secret never appears in a message
         # Recovery: the page resolves (send_resolved); the ticket is no longer inhibited and is sent.
         post([alert("page", ends=datetime.now(UTC) - timedelta(seconds=1))])
@@ -283,3 +287,28 @@ def test_alertmanager_sends_one_grouped_page_to_slack_inhibits_the_ticket_and_re
         proc.terminate()
         proc.wait(timeout=20)
         slack.shutdown()
+
+
+def test_names_links_and_text_follow_the_catalog():
+    """Catalog values the checked-in files do not exercise: a two-word SLO id, a base URL with a trailing
+    slash, a non-ASCII SLO name (written as is, not escaped)."""
+    data = yaml.safe_load(load_catalog().path.read_text())
+    data["links"]["grafana_base_url"] = "https://grafana.example.org/"
+    (availability,) = [s for s in data["slos"] if s["id"] == "availability"]
+    availability["id"] = "api_availability"
+    availability["name"]["en"] = "Availability – API"
+    rendered = render(parse_catalog(data))
+    slo_groups = yaml.safe_load(rendered["prometheus/slo.rules.yml"])["groups"]
+    meta_groups = yaml.safe_load(rendered["prometheus/pulso.rules.yml"])["groups"]
+    assert [g["name"] for g in slo_groups] == ["pulso-slo-api_availability", "pulso-slo-latency"]
+    assert [g["name"] for g in meta_groups] == ["pulso-exporter"]
+    alerts = [r for g in slo_groups + meta_groups for r in g["rules"] if "alert" in r]
+    assert sorted({r["alert"] for r in alerts}) == [
+        "ApiAvailabilityBudgetBurn",
+        "LatencyBudgetBurn",
+        "PulsoExporterDown",
+        "PulsoPublishedDataStale",
+    ]
+    dashboards = [r["annotations"]["dashboard"] for r in alerts]
+    assert all(d.startswith("https://grafana.example.org/d/pulso-") for d in dashboards), dashboards
+    assert "Availability – API SLO (99.9% over 30d)" in rendered["prometheus/slo.rules.yml"]
