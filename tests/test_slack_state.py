@@ -298,7 +298,7 @@ def test_the_history_keeps_the_worst_point_and_the_highest_severity_of_an_episod
     assert history(con)[worst.key] == ("critical", "firing", True, 900.0, 100.0, 300.0, 0.9)
     # Back to warning: never de-escalated.
     store.process([place("cordoba", actual=950.0, score=0.9)], [worst.key], T0 + timedelta(minutes=10))
-    assert history(con)[worst.key][:2] == ("critical", "firing")
+    assert history(con)[worst.key][:3] == ("critical", "firing", True)
     # A point as anomalous as the worst (equal score) is the newer worst point.
     assert history(con)[worst.key][3] == 950.0
     # Resolved: the state and the resolution time, the episode's stored values.
@@ -328,6 +328,27 @@ def test_unknown_severities_rank_below_warning(con):
     assert store.process([place("cordoba", severity="notice")], [info.key], T0).escalated == 0
     assert store.process([place("cordoba", severity="warning")], [info.key], T0).escalated == 1
     assert history(con)[info.key][0] == "warning"
+    # And an unknown one after warning does not lower it.
+    assert store.process([place("cordoba", severity="info")], [info.key], T0).deduplicated == 1
+    assert history(con)[info.key][0] == "warning"
+
+
+def test_two_escalations_in_one_evaluation_are_both_counted(con):
+    store = AlertStore(con)
+    a, b = place("cordoba"), place("rosario")
+    store.process([a, b], [a.key, b.key], T0)
+    worse = [place("cordoba", severity="critical"), place("rosario", severity="critical")]
+    assert store.process(worse, [a.key, b.key], T0 + timedelta(minutes=5)).escalated == 2
+
+
+def test_a_failing_evaluation_changes_nothing_and_the_next_one_works(con):
+    store = AlertStore(con)
+    good, bad = place("cordoba"), place("rosario", score=Decimal("0.7"))  # a score JSON cannot store
+    with pytest.raises(TypeError):
+        store.process([good, bad], [good.key, bad.key], T0)
+    assert con.execute("SELECT count(*) FROM alerts.outbox").fetchone()[0] == 0  # rolled back
+    assert con.execute("SELECT count(*) FROM alerts.state").fetchone()[0] == 0
+    assert store.process([good], [good.key], T0).fired == 1
 
 
 def test_messages_use_the_stores_catalog(con, tmp_path):
