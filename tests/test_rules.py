@@ -312,3 +312,25 @@ def test_names_links_and_text_follow_the_catalog():
     dashboards = [r["annotations"]["dashboard"] for r in alerts]
     assert all(d.startswith("https://grafana.example.org/d/pulso-") for d in dashboards), dashboards
     assert "Availability – API SLO (99.9% over 30d)" in rendered["prometheus/slo.rules.yml"]
+    runbooks = {r["annotations"]["runbook_url"].split("#")[1] for r in alerts if r["alert"].startswith("Api")}
+    assert runbooks == {"api-availability-budget-burn-page", "api-availability-budget-burn-ticket"}
+
+
+def test_bucket_bounds_are_written_as_prometheus_writes_them():
+    from alerts.rules import format_le
+
+    assert [format_le(x) for x in (0.2, 1, 1.0, 2.5, 10.0, 0.025)] == ["0.2", "1", "1", "2.5", "10", "0.025"]
+
+
+def test_report_windows_and_the_traffic_guard_come_from_the_catalog():
+    data = yaml.safe_load(load_catalog().path.read_text())
+    data["burn_rate_alerts"]["report_windows"] = ["12h"]
+    del data["burn_rate_alerts"]["min_requests_per_5m"]
+    catalog = parse_catalog(data)
+    availability = catalog.slo("availability")
+    assert windows(catalog, availability) == ["5m", "30m", "1h", "2h", "6h", "12h", "1d", "3d", "30d"]
+    # No guard configured: no traffic condition in the alert, and the text says 0.
+    assert "* 300" not in alert_expr(catalog, availability, "page")
+    groups = yaml.safe_load(render(catalog)["prometheus/slo.rules.yml"])["groups"]
+    descriptions = [r["annotations"]["description"] for g in groups for r in g["rules"] if "alert" in r]
+    assert all(d.endswith("with at least 0 requests per 5 minutes.") for d in descriptions)
