@@ -334,3 +334,18 @@ def test_report_windows_and_the_traffic_guard_come_from_the_catalog():
     groups = yaml.safe_load(render(catalog)["prometheus/slo.rules.yml"])["groups"]
     descriptions = [r["annotations"]["description"] for g in groups for r in g["rules"] if "alert" in r]
     assert all(d.endswith("with at least 0 requests per 5 minutes.") for d in descriptions)
+
+
+def test_a_catalog_without_report_windows_or_burn_alerts_still_records_its_slos():
+    data = yaml.safe_load(load_catalog().path.read_text())
+    del data["burn_rate_alerts"]["report_windows"]
+    catalog = parse_catalog(data)
+    assert windows(catalog, catalog.slo("availability")) == ["5m", "30m", "1h", "2h", "6h", "1d", "3d", "30d"]
+    del data["burn_rate_alerts"]
+    catalog = parse_catalog(data)
+    assert windows(catalog, catalog.slo("availability")) == ["30d"]
+    groups = yaml.safe_load(render(catalog)["prometheus/slo.rules.yml"])["groups"]
+    assert [r["record"] for r in groups[0]["rules"] if "record" in r][:2] == [
+        "slo:sli_error:ratio_rate30d",
+        "slo:sli_total:rate30d",
+    ]
